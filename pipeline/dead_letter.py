@@ -1,0 +1,72 @@
+"""Dead-letter records: every input the pipeline cannot process, with the reason.
+
+Stages raise :class:`InvalidInput` with an :class:`ErrorKind` and a message that
+names the bad value; the stage turns it into a ``DeadLetter`` record (see
+``schemas/com.waybill.DeadLetter.avsc``) on its dead-letter output.
+"""
+from __future__ import annotations
+
+import enum
+from datetime import datetime, timezone
+from typing import Any, Mapping, Optional
+
+from apache_beam.metrics import Metrics
+
+METRICS_NAMESPACE = "waybill"
+
+
+class Stage(str, enum.Enum):
+    """The stage that rejected an input."""
+
+    DECODE = "decode"
+    VALIDATE = "validate"
+
+
+class ErrorKind(str, enum.Enum):
+    """Stable, machine-readable reasons (the ``error_kind`` field)."""
+
+    NOT_JSON = "not_json"
+    NOT_AVRO = "not_avro"
+    UNREADABLE_FILE = "unreadable_file"
+    UNKNOWN_SCHEMA = "unknown_schema"
+    MISSING_FIELD = "missing_field"
+    WRONG_TYPE = "wrong_type"
+    UNKNOWN_ENUM = "unknown_enum"
+    BAD_TIMESTAMP = "bad_timestamp"
+    ABSURD_TIMESTAMP = "absurd_timestamp"
+    PAYLOAD_MISMATCH = "payload_mismatch"
+    INVALID_VALUE = "invalid_value"
+    ATTRIBUTE_MISMATCH = "attribute_mismatch"
+    UNEXPECTED_ERROR = "unexpected_error"
+
+
+class InvalidInput(ValueError):
+    """An input that breaks the contract; ``str(e)`` says what and where."""
+
+    def __init__(self, kind: ErrorKind, message: str) -> None:
+        super().__init__(message)
+        self.kind = kind
+
+
+def dead_letter_record(
+    raw_payload: bytes,
+    attributes: Mapping[str, str],
+    source: str,
+    stage: Stage,
+    kind: ErrorKind,
+    message: str,
+    event_id: Optional[str] = None,
+) -> dict[str, Any]:
+    """Builds a ``DeadLetter`` record and counts it under ``dead_lettered``."""
+    Metrics.counter(METRICS_NAMESPACE, "dead_lettered").inc()
+    Metrics.counter(METRICS_NAMESPACE, f"dead_lettered_{kind.value}").inc()
+    return {
+        "event_id": event_id,
+        "raw_payload": raw_payload,
+        "attributes": dict(attributes),
+        "source": source,
+        "stage": stage.value,
+        "error_kind": kind.value,
+        "message": message,
+        "dead_lettered_at": datetime.now(timezone.utc),
+    }

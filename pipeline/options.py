@@ -1,0 +1,85 @@
+"""The job's options (one PipelineOptions subclass); every help says the format and the default."""
+from __future__ import annotations
+
+import argparse
+from datetime import date, datetime, timedelta
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+from apache_beam.options.pipeline_options import PipelineOptions
+
+from pipeline import synthetic
+
+SOURCES = ("synthetic", "file")
+
+
+class WaybillOptions(PipelineOptions):
+    """Options of waybill-pipeline (Beam's own options, such as --runner, come on top)."""
+
+    @classmethod
+    def _add_argparse_args(cls, parser: argparse.ArgumentParser) -> None:
+        parser.add_argument(
+            "--source", choices=SOURCES, default="synthetic",
+            help="where events come from: 'synthetic' (an embedded, realistic day of traffic) or "
+            "'file' (--input). Default: synthetic.",
+        )
+        parser.add_argument(
+            "--input", default=None,
+            help="for --source=file: a path or glob of JSON Lines files (*.jsonl, format in the "
+            "README) or Avro container files (*.avro). No default.",
+        )
+        parser.add_argument(
+            "--events", type=int, default=20_000,
+            help="for --source=synthetic: how many messages to generate, duplicates and malformed "
+            "ones included. Default: 20000.",
+        )
+        parser.add_argument("--seed", type=int, default=1, help="for --source=synthetic: random seed. Default: 1.")
+        parser.add_argument(
+            "--day", default=None,
+            help="for --source=synthetic: the day of traffic, YYYY-MM-DD. Default: yesterday in --time_zone.",
+        )
+        parser.add_argument(
+            "--time_zone", default="Asia/Shanghai",
+            help="the business time zone (IANA name) that days are counted in. Default: Asia/Shanghai.",
+        )
+        parser.add_argument(
+            "--output_dir", default="output",
+            help="local folder or gs:// prefix for the outputs (supervision/, deadletter/, orders/); "
+            "each run replaces them. Default: output.",
+        )
+        parser.add_argument(
+            "--dedup_horizon_hours", type=float, default=24.0,
+            help="how long (event time) an event_id is remembered to remove re-sent copies, in hours. "
+            "Default: 24.",
+        )
+        parser.add_argument(
+            "--flush_seconds", type=int, default=2,
+            help="in streaming, how often output files are written, in seconds. Default: 2.",
+        )
+
+
+def validate(options: WaybillOptions) -> None:
+    """Raises ValueError naming the bad option and the fix."""
+    if options.source == "file" and not options.input:
+        raise ValueError("--source=file needs --input=PATH (a .jsonl or .avro file, or a glob)")
+    if options.events < 0:
+        raise ValueError(f"--events must be 0 or more, got {options.events}")
+    if options.dedup_horizon_hours <= 0:
+        raise ValueError(f"--dedup_horizon_hours must be positive, got {options.dedup_horizon_hours}")
+    if options.flush_seconds <= 0:
+        raise ValueError(f"--flush_seconds must be positive, got {options.flush_seconds}")
+    try:
+        ZoneInfo(options.time_zone)
+    except (ZoneInfoNotFoundError, ValueError) as error:
+        raise ValueError(f"--time_zone must be an IANA zone such as Asia/Shanghai, got {options.time_zone!r}") from error
+    if options.day is not None:
+        try:
+            date.fromisoformat(options.day)
+        except ValueError as error:
+            raise ValueError(f"--day must be YYYY-MM-DD, got {options.day!r}") from error
+
+
+def traffic_profile(options: WaybillOptions) -> synthetic.TrafficProfile:
+    """The synthetic traffic the options ask for."""
+    zone = ZoneInfo(options.time_zone)
+    day = date.fromisoformat(options.day) if options.day else datetime.now(zone).date() - timedelta(days=1)
+    return synthetic.TrafficProfile(events=options.events, seed=options.seed, day=day, time_zone=options.time_zone)

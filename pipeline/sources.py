@@ -1,0 +1,85 @@
+"""Sources: each turns its input into :class:`~pipeline.messages.RawMessage` elements.
+
+Adding a source (Pub/Sub, ...) means one more class here and one more ``--source`` choice.
+"""
+from __future__ import annotations
+
+from typing import Any, Iterator
+
+import apache_beam as beam
+import fastavro
+from apache_beam.io import fileio
+
+from pipeline import schemas, synthetic
+from pipeline.messages import Encoding, RawMessage
+
+
+class ReadSynthetic(beam.PTransform):
+    """The synthetic generator's messages (the embedded default source).
+
+    Generation runs inside the pipeline, so the job graph carries only the profile.
+    """
+
+    def __init__(self, profile: synthetic.TrafficProfile) -> None:
+        super().__init__()
+        self.profile = profile
+
+    def expand(self, begin: beam.pvalue.PBegin) -> beam.PCollection:
+        return (
+            begin
+            | "Profile" >> beam.Create([self.profile])
+            | "Generate" >> beam.FlatMap(lambda profile: [m.message for m in synthetic.generate(profile)])
+        )
+
+
+def read_file(readable: Any) -> Iterator[RawMessage]:
+    """Messages of one matched file: a line of a JSON Lines file, or a record of an Avro
+    container file (re-encoded as the Avro binary a Pub/Sub message would carry)."""
+    path = readable.metadata.path
+    if path.endswith(".avro"):
+        with readable.open() as stream:
+            container = fastavro.reader(stream, return_record_name=True, return_record_name_override=True)
+            name = schemas.full_name(container.writer_schema["name"])
+            for number, record in enumerate(container, start=1):
+                attributes = {"schema": name, "file": path, "record": str(number)}
+                data = schemas.encode(name, record)
+                yield RawMessage(data, attributes, f"file:{path}#{number}", Encoding.AVRO)
+        return
+    with readable.open() as stream:
+        for number, line in enumerate(stream, start=1):
+            line = line.rstrip(b"\r\n")
+            if line.strip():
+                attributes = {"file": path, "line": str(number)}
+                yield RawMessage(line, attributes, f"file:{path}:{number}", Encoding.JSON)
+
+
+class ReadFiles(beam.PTransform):
+    """Every file matching ``pattern`` (``*.jsonl`` JSON Lines or ``*.avro`` containers).
+
+    Blank lines are skipped; every other line becomes one message, so a line that is not
+    JSON reaches validation and its dead-letter output. A file that cannot be read to its
+    end yields what it could and one UNREADABLE message for the rest.
+    """
+
+    def __init__(self, pattern: str) -> None:
+        super().__init__()
+        self.pattern = pattern
+
+    def expand(self, begin: beam.pvalue.PBegin) -> beam.PCollection:
+        good, failed = (
+            begin
+            | "Match" >> fileio.MatchFiles(self.pattern)
+            | "Open" >> fileio.ReadMatches()
+            | "Split" >> beam.FlatMap(read_file).with_exception_handling(partial=True)
+        )
+        unreadable = failed | "ReportUnreadable" >> beam.Map(_unreadable_file)
+        return (good, unreadable) | "AllMessages" >> beam.Flatten()
+
+
+def _unreadable_file(failed: tuple[Any, tuple[Any, str, Any]]) -> RawMessage:
+    """A file that broke off while being read (corrupt container, I/O error): the messages
+    read before the break went on; the rest of the file becomes this one message, which
+    validation dead-letters."""
+    readable, (_, error, _) = failed
+    path = readable.metadata.path
+    return RawMessage(error.encode(), {"file": path}, f"file:{path}", Encoding.UNREADABLE)

@@ -1,0 +1,27 @@
+"""waybill-pipeline: also what Dataflow's --setup_file stages on its workers."""
+from setuptools import find_packages, setup
+
+setup(
+    name="waybill-pipeline",
+    version="0.1.0",
+    description="Streaming Apache Beam job: courier and order events pushed in real time, daily statistics kept right.",
+    python_requires=">=3.10",
+    packages=find_packages(include=["pipeline", "pipeline.*"]),
+    # pipeline/contracts is a link to the top-level schemas/ folder: the Avro contracts ship
+    # inside the package, so workers read the same .avsc files as the tests.
+    package_data={"pipeline": ["contracts/*.avsc"]},
+    install_requires=[
+        "apache-beam[gcp]==2.77.0",
+        "google-cloud-pubsub>=2.20",
+        "fastavro>=1.9",
+        "tzdata>=2024.1",
+    ],
+    extras_require={
+        "test": [
+            "pytest>=8",
+            "hypothesis>=6.100",
+            "avro>=1.11.3",
+            "pytest-httpserver>=1.0",
+        ],
+    },
+)

@@ -57,12 +57,15 @@ def dead_letter_record(
     message: str,
     event_id: Optional[str] = None,
 ) -> dict[str, Any]:
-    """Builds a ``DeadLetter`` record and counts it under ``dead_lettered``."""
+    """Builds a ``DeadLetter`` record and counts it under ``dead_lettered``.
+
+    ``raw_payload`` that is not bytes (a bug upstream) is kept as its ``repr``.
+    """
     Metrics.counter(METRICS_NAMESPACE, "dead_lettered").inc()
     Metrics.counter(METRICS_NAMESPACE, f"dead_lettered_{kind.value}").inc()
     return {
         "event_id": event_id,
-        "raw_payload": raw_payload,
+        "raw_payload": raw_payload if isinstance(raw_payload, bytes) else repr(raw_payload).encode(),
         "attributes": dict(attributes),
         "source": source,
         "stage": stage.value,

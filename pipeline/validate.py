@@ -181,12 +181,10 @@ def _event_id_hint(message: RawMessage) -> str | None:
     """The event_id of a rejected message when it can be read, for the DeadLetter record."""
     if "event_id" in message.attributes:
         return message.attributes["event_id"]
-    if message.encoding == Encoding.UNREADABLE:
-        raise InvalidInput(ErrorKind.UNREADABLE_FILE, f"file could not be read to its end: {message.data.decode()}")
     if message.encoding == Encoding.JSON:
         try:
             event_id = json.loads(message.data).get("event_id")
-        except (ValueError, UnicodeDecodeError, AttributeError):
+        except (ValueError, TypeError, AttributeError):
             return None
         return event_id if isinstance(event_id, str) else None
     return None

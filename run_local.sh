@@ -1,0 +1,26 @@
+#!/usr/bin/env bash
+# waybill-pipeline, locally, in one command.
+#
+#   ./run_local.sh [job options]   run the job on the DirectRunner in streaming mode
+#                                  (default: a synthetic day of 20,000 messages; --help lists options)
+#   ./run_local.sh --test [pytest args]
+#                                  run the test suite
+#
+# Creates .venv with the package and its test extras the first time (and again when setup.py
+# changes); needs only python3 (3.10+) with venv.
+set -euo pipefail
+cd "$(dirname "$0")"
+
+if [ ! -x .venv/bin/python ] || [ setup.py -nt .venv/.installed ]; then
+  echo "Setting up .venv (first run: about two minutes)..." >&2
+  python3 -m venv .venv
+  .venv/bin/python -m pip install --quiet --upgrade pip
+  .venv/bin/python -m pip install --quiet -e '.[test]'
+  touch .venv/.installed
+fi
+
+if [ "${1:-}" = "--test" ]; then
+  shift
+  exec .venv/bin/python -m pytest tests "$@"
+fi
+exec .venv/bin/python -m pipeline --runner=DirectRunner --streaming "$@"

@@ -1,0 +1,49 @@
+"""The JSON form of Avro records."""
+from __future__ import annotations
+
+from datetime import datetime, timedelta, timezone
+
+import pytest
+
+from pipeline.dead_letter import InvalidInput
+from pipeline.json_records import format_timestamp, from_json, parse_timestamp, to_json
+
+LINE = {
+    "event_id": "ev-1", "order_id": "ORD-1", "merchant_id": "M-1", "business_code": "B2C", "status": "SHIPPED",
+    "lines": [{"sku": "SKU-1", "quantity": 1, "price_cents": 100}], "waybill_no": "WB1000001",
+    "event_time": "2026-11-21T09:30:00.250+08:00",
+}
+
+
+def test_round_trip_keeps_values_and_writes_utc_milliseconds() -> None:
+    record = from_json("OrderEvent", LINE)
+    assert record["event_time"] == datetime(2026, 11, 21, 1, 30, 0, 250000, tzinfo=timezone.utc)
+    assert to_json("OrderEvent", record) == {**LINE, "event_time": "2026-11-21T01:30:00.250Z"}
+
+
+def test_nullable_fields_may_be_left_out() -> None:
+    record = from_json("OrderEvent", {k: v for k, v in LINE.items() if k != "waybill_no"})
+    assert record["waybill_no"] is None
+
+
+@pytest.mark.parametrize(
+    "change, message",
+    [
+        ({"lines": [{"sku": "S", "quantity": 2**31, "price_cents": 1}]}, r"lines\[0\].quantity: expected int, got 2147483648"),
+        ({"lines": "SKU-1"}, "lines: expected an array"),
+        ({"status": None}, "status: unknown symbol None"),
+        ({"colour": "red"}, "record: unknown field"),
+        ({"event_time": 1732150000000}, "event_time: 1732150000000 is not an RFC 3339 timestamp"),
+    ],
+)
+def test_errors_name_the_path_and_the_value(change: dict, message: str) -> None:
+    with pytest.raises(InvalidInput, match=message):
+        from_json("OrderEvent", {**LINE, **change})
+
+
+def test_timestamps() -> None:
+    assert parse_timestamp("2026-11-21T09:30:00Z") == datetime(2026, 11, 21, 9, 30, tzinfo=timezone.utc)
+    assert parse_timestamp("2026-11-21T09:30:00-05:00").utcoffset() == -timedelta(hours=5)
+    assert format_timestamp(datetime(2026, 11, 21, 9, 30, tzinfo=timezone(timedelta(hours=8)))) == "2026-11-21T01:30:00.000Z"
+    with pytest.raises(InvalidInput, match="is impossible"):
+        parse_timestamp("2026-11-21T24:30:00Z")

@@ -1,0 +1,120 @@
+"""The Avro contracts: parsed by two implementations, and compatible with every release.
+
+The schema-evolution gate: ``tests/fixtures/schema_history/<full name>/v<N>.avsc`` keeps every
+released version of each wire schema. The current schema must read data written with every
+earlier version and the other way round (FULL_TRANSITIVE). When you change a schema, keep the
+released version there as the next ``vN.avsc`` before you release the change.
+"""
+from __future__ import annotations
+
+import io
+import json
+from datetime import datetime, timezone
+from pathlib import Path
+
+import avro.io
+import avro.schema
+import fastavro
+import pytest
+from avro.compatibility import ReaderWriterCompatibilityChecker, SchemaCompatibilityType
+from fastavro.utils import generate_many
+
+from pipeline import schemas
+
+FIXTURES = Path(__file__).parent / "fixtures"
+SCHEMA_FILES = sorted(schemas.SCHEMA_DIR.glob("*.avsc"))
+HISTORY = sorted((FIXTURES / "schema_history").glob("*/v*.avsc"))
+
+
+def expanded(name: str) -> dict:
+    """The current schema with every named reference inlined, as plain Avro JSON."""
+    def strip(node):
+        if isinstance(node, dict):
+            return {k: strip(v) for k, v in node.items() if not k.startswith("__")}
+        if isinstance(node, list):
+            return [strip(v) for v in node]
+        return node
+    return strip(schemas.parsed(name))
+
+
+def incompatibilities(reader: dict, writer: dict) -> list[str]:
+    """Why data written with ``writer`` cannot be read with ``reader`` (empty if it can).
+
+    Checked twice: statically by the ``avro`` package's compatibility checker, and by
+    writing 50 generated records with fastavro and reading them back with schema resolution.
+    """
+    problems = []
+    result = ReaderWriterCompatibilityChecker().get_compatibility(
+        avro.schema.parse(json.dumps(reader)), avro.schema.parse(json.dumps(writer))
+    )
+    if result.compatibility is not SchemaCompatibilityType.compatible:
+        problems.append(f"avro checker: {sorted(result.messages)}")
+    buffer = io.BytesIO()
+    fastavro.writer(buffer, fastavro.parse_schema(writer), list(generate_many(writer, 50)))
+    buffer.seek(0)
+    try:
+        list(fastavro.reader(buffer, reader_schema=fastavro.parse_schema(reader)))
+    except Exception as error:  # any resolution failure is an incompatibility
+        problems.append(f"fastavro resolution: {type(error).__name__}: {error}")
+    return problems
+
+
+@pytest.mark.parametrize("path", SCHEMA_FILES, ids=lambda p: p.stem)
+def test_every_schema_has_one_namespaced_record_with_documented_fields(path: Path) -> None:
+    raw = json.loads(path.read_text())
+    assert raw["type"] == "record" and raw["namespace"] == schemas.NAMESPACE
+    assert path.stem == f"{raw['namespace']}.{raw['name']}"
+    assert raw.get("doc")
+    assert all(field.get("doc") for field in raw["fields"]), [f["name"] for f in raw["fields"] if not f.get("doc")]
+
+
+@pytest.mark.parametrize("path", SCHEMA_FILES, ids=lambda p: p.stem)
+def test_fastavro_and_avro_parse_and_round_trip_each_other(path: Path) -> None:
+    name = path.stem
+    schema_json = json.dumps(expanded(name))
+    independent = avro.schema.parse(schema_json)
+    for record in generate_many(expanded(name), 20):
+        # fastavro writes, avro reads
+        data = schemas.encode(name, record)
+        decoder = avro.io.BinaryDecoder(io.BytesIO(data))
+        read_by_avro = avro.io.DatumReader(independent).read(decoder)
+        # avro writes what it read, fastavro reads it back to the same bytes
+        out = io.BytesIO()
+        avro.io.DatumWriter(independent).write(read_by_avro, avro.io.BinaryEncoder(out))
+        assert out.getvalue() == data
+
+
+def test_timestamps_are_logical_timestamp_millis_in_both_implementations() -> None:
+    record = {
+        "event_id": "e", "waybill_no": "WB000001", "parent_waybill_no": None, "outlet_id": "O",
+        "courier_id": None, "event_type": "TRACK_SCAN",
+        "event_time": datetime(2026, 11, 21, 1, 30, 0, 123000, tzinfo=timezone.utc),
+        "payload": {"scan_type": "PICKUP", "site_id": "S", "region": None, "exception_reason": None},
+    }
+    data = schemas.encode("CourierEvent", record)
+    read = avro.io.DatumReader(avro.schema.parse(json.dumps(expanded("CourierEvent")))).read(
+        avro.io.BinaryDecoder(io.BytesIO(data))
+    )
+    assert read["event_time"] == record["event_time"]
+    assert schemas.decode("CourierEvent", data)["event_time"] == record["event_time"]
+
+
+@pytest.mark.parametrize("path", HISTORY, ids=lambda p: f"{p.parent.name}/{p.stem}")
+def test_current_schema_is_full_transitive_compatible_with_release(path: Path) -> None:
+    released = json.loads(path.read_text())
+    current = expanded(path.parent.name)
+    assert incompatibilities(reader=current, writer=released) == [], "current cannot read old data"
+    assert incompatibilities(reader=released, writer=current) == [], "old readers cannot read current data"
+
+
+def test_every_wire_schema_has_a_released_version_kept() -> None:
+    kept = {p.parent.name for p in HISTORY}
+    assert {schemas.COURIER_EVENT, schemas.ORDER_EVENT, schemas.SUPERVISION_RECORD, schemas.DEAD_LETTER} <= kept
+
+
+def test_gate_rejects_an_incompatible_change() -> None:
+    incompatible = json.loads((FIXTURES / "schema_incompatible" / "com.waybill.CourierEvent.avsc").read_text())
+    released = json.loads((FIXTURES / "schema_history" / "com.waybill.CourierEvent" / "v1.avsc").read_text())
+    backward = incompatibilities(reader=incompatible, writer=released)
+    assert any("avro checker" in p for p in backward) and any("fastavro" in p for p in backward)
+    assert incompatibilities(reader=released, writer=incompatible)

@@ -14,8 +14,12 @@ cd "$(dirname "$0")"
 if [ ! -x .venv/bin/python ] || [ setup.py -nt .venv/.installed ]; then
   echo "Setting up .venv (first run: about two minutes)..." >&2
   python3 -m venv .venv
-  .venv/bin/python -m pip install --quiet --upgrade pip
-  .venv/bin/python -m pip install --quiet -e '.[test]'
+  if ! { .venv/bin/python -m pip install --upgrade pip && .venv/bin/python -m pip install -e '.[test]'; } \
+      > .venv/install.log 2>&1; then
+    tail -n 40 .venv/install.log >&2
+    echo "Installing into .venv failed; the whole log is in .venv/install.log" >&2
+    exit 1
+  fi
   touch .venv/.installed
 fi
 

@@ -20,6 +20,7 @@ class Stage(str, enum.Enum):
 
     DECODE = "decode"
     VALIDATE = "validate"
+    STATS = "stats"
 
 
 class ErrorKind(str, enum.Enum):
@@ -37,6 +38,7 @@ class ErrorKind(str, enum.Enum):
     PAYLOAD_MISMATCH = "payload_mismatch"
     INVALID_VALUE = "invalid_value"
     ATTRIBUTE_MISMATCH = "attribute_mismatch"
+    LATE_BEYOND_ALLOWED_LATENESS = "late_beyond_allowed_lateness"
     UNEXPECTED_ERROR = "unexpected_error"
 
 

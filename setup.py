@@ -9,7 +9,7 @@ setup(
     packages=find_packages(include=["pipeline", "pipeline.*"]),
     # pipeline/contracts is a link to the top-level schemas/ folder: the Avro contracts ship
     # inside the package, so workers read the same .avsc files as the tests.
-    package_data={"pipeline": ["contracts/*.avsc"]},
+    package_data={"pipeline": ["contracts/*.avsc", "data/*.jsonl"]},
     install_requires=[
         "apache-beam[gcp]==2.77.0",
         "google-cloud-pubsub>=2.20",
@@ -22,6 +22,8 @@ setup(
             "hypothesis>=6.100",
             "avro>=1.11.3",
             "pytest-httpserver>=1.0",
+            "matplotlib>=3.8",
         ],
+        "report": ["matplotlib>=3.8"],
     },
 )

@@ -21,6 +21,8 @@ class Stage(str, enum.Enum):
     DECODE = "decode"
     VALIDATE = "validate"
     STATS = "stats"
+    DELIVER = "deliver"
+    LIFECYCLE = "lifecycle"
 
 
 class ErrorKind(str, enum.Enum):
@@ -39,6 +41,10 @@ class ErrorKind(str, enum.Enum):
     INVALID_VALUE = "invalid_value"
     ATTRIBUTE_MISMATCH = "attribute_mismatch"
     LATE_BEYOND_ALLOWED_LATENESS = "late_beyond_allowed_lateness"
+    LATE_FOR_CLOSED_WAYBILL = "late_for_closed_waybill"
+    DELIVERY_FAILED = "delivery_failed"  # retryable errors until attempts or time ran out
+    ENDPOINT_DISABLED = "endpoint_disabled"  # the endpoint answered 410 Gone (now or earlier)
+    DELIVERY_REJECTED = "delivery_rejected"  # a final answer (3xx, 4xx but 408/409/429), or unsendable
     UNEXPECTED_ERROR = "unexpected_error"
 
 

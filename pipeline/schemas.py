@@ -22,6 +22,7 @@ COURIER_EVENT = f"{NAMESPACE}.CourierEvent"
 ORDER_EVENT = f"{NAMESPACE}.OrderEvent"
 SUPERVISION_RECORD = f"{NAMESPACE}.SupervisionRecord"
 DEAD_LETTER = f"{NAMESPACE}.DeadLetter"
+DELIVERY_RECEIPT = f"{NAMESPACE}.DeliveryReceipt"
 
 # Which payload record each CourierEvent.event_type carries.
 PAYLOAD_RECORD_FOR_EVENT_TYPE = {
@@ -49,7 +50,8 @@ def parsed(name: str) -> dict[str, Any]:
     if not path.is_file():
         known = ", ".join(sorted(p.stem.rsplit(".", 1)[-1] for p in SCHEMA_DIR.glob("*.avsc")))
         raise InvalidInput(ErrorKind.UNKNOWN_SCHEMA, f"unknown schema {name!r}; known: {known}")
-    return fastavro.schema.load_schema(str(path))
+    schema: dict[str, Any] = fastavro.schema.load_schema(str(path))  # type: ignore[assignment]
+    return schema
 
 
 def encode(name: str, record: Record) -> bytes:

@@ -1,0 +1,103 @@
+"""How many messages to send a receiver at once, adapted to the pressure it shows.
+
+A small pure controller (no Beam, no HTTP, no clock): the caller reports how each batch went
+and asks for the next size. Additive increase, multiplicative decrease (AIMD, as TCP does), so
+that several workers pushing to the same receiver converge on a fair share instead of
+oscillating together.
+
+Worked example, bounds 1..16, start 8, step 2, slow above 0.5 s::
+
+    >>> size = AdaptiveBatchSize(min_size=1, max_size=16, initial=8, step=2, slow_latency_s=0.5)
+    >>> size.record(Pressure.THROTTLED)          # a 429/503/timeout: halve
+    4
+    >>> size.record(Pressure.HEALTHY, 0.5)       # at the limit, not over it: grow by the step
+    6
+    >>> size.record(Pressure.HEALTHY, 1.0)       # twice too slow: scale by 0.5 / 1.0
+    3
+    >>> size.record(Pressure.FAILING)            # 500s say nothing about load: hold
+    3
+    >>> [size.record(Pressure.HEALTHY, 0.1) for _ in range(7)]   # fast and clean: grow to max
+    [5, 7, 9, 11, 13, 15, 16]
+
+The partner-files path uses the same class with bounds 2,500..5,000 rows.
+"""
+from __future__ import annotations
+
+import enum
+import math
+from typing import Optional
+
+
+class Pressure(str, enum.Enum):
+    """What a batch's responses say about the receiver's load."""
+
+    HEALTHY = "healthy"  # every response 2xx (or a non-load error such as 400): judge by latency
+    THROTTLED = "throttled"  # a 429, a 503, a timeout or a refused connection
+    FAILING = "failing"  # other errors (500, 502, ...): no signal about load, hold the size
+
+
+class AdaptiveBatchSize:
+    """The next batch size for one receiver, within ``[min_size, max_size]``.
+
+    * ``THROTTLED``: the size is multiplied by ``shrink_factor`` (default 0.5);
+    * ``HEALTHY`` but slower than ``slow_latency_s``: multiplied by ``slow_latency_s / latency``
+      (never by less than ``shrink_factor``, and at least one smaller);
+    * ``HEALTHY`` and fast enough: ``step`` larger (default a tenth of the range, at least 1);
+    * ``FAILING``: unchanged.
+
+    Args:
+        min_size: the smallest size (>= 1).
+        max_size: the largest size (>= min_size).
+        initial: the first size; defaults to ``min_size`` (start small, grow while it is fast).
+        step: the additive increase.
+        slow_latency_s: the response time above which the receiver counts as slowing down.
+        shrink_factor: the multiplicative decrease, in (0, 1).
+    """
+
+    def __init__(
+        self,
+        min_size: int,
+        max_size: int,
+        initial: Optional[int] = None,
+        step: Optional[int] = None,
+        slow_latency_s: float = 1.0,
+        shrink_factor: float = 0.5,
+    ) -> None:
+        if not 1 <= min_size <= max_size:
+            raise ValueError(f"batch bounds must satisfy 1 <= min <= max, got min={min_size}, max={max_size}")
+        if not 0 < shrink_factor < 1:
+            raise ValueError(f"shrink_factor must be in (0, 1), got {shrink_factor}")
+        if slow_latency_s <= 0:
+            raise ValueError(f"slow_latency_s must be positive, got {slow_latency_s}")
+        start = min_size if initial is None else initial
+        if not min_size <= start <= max_size:
+            raise ValueError(f"initial batch size must be within [{min_size}, {max_size}], got {initial}")
+        self.min_size = min_size
+        self.max_size = max_size
+        self.step = step if step is not None else max(1, (max_size - min_size) // 10)
+        if self.step < 1:
+            raise ValueError(f"step must be >= 1, got {step}")
+        self.slow_latency_s = slow_latency_s
+        self.shrink_factor = shrink_factor
+        self.size = start
+
+    def record(self, pressure: Pressure, latency_s: float = 0.0) -> int:
+        """Adapts to how the last batch went; returns the next size.
+
+        Args:
+            pressure: what the responses said (see :class:`Pressure`).
+            latency_s: a typical response time of the batch (the caller uses the median).
+        """
+        if pressure is Pressure.THROTTLED:
+            self.size = self._shrunk(self.shrink_factor)
+        elif pressure is Pressure.HEALTHY and latency_s > self.slow_latency_s:
+            self.size = self._shrunk(max(self.shrink_factor, self.slow_latency_s / latency_s))
+        elif pressure is Pressure.HEALTHY:
+            self.size = min(self.max_size, self.size + self.step)
+        return self.size
+
+    def _shrunk(self, factor: float) -> int:
+        return max(self.min_size, min(self.size - 1, math.floor(self.size * factor)))
+
+    def __repr__(self) -> str:
+        return f"AdaptiveBatchSize(size={self.size}, bounds=[{self.min_size}, {self.max_size}], step={self.step})"

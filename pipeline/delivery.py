@@ -1,0 +1,392 @@
+"""The one delivery layer every push goes through: adaptive batches, retries, receipts.
+
+``DeliveryRequest`` records in; ``{'receipts': DeliveryReceipt records, 'dead_letter':
+DeadLetter records}`` out. Every request ends in exactly one of: delivered (its id in a
+receipt's ``delivered_ids``) or dead-lettered with the reason (its id in ``failed_ids`` and a
+DeadLetter record holding its payload, target and last error). Nothing is dropped.
+
+How a request travels:
+
+1. ``BatchElements`` gathers what arrives together, up to the largest target's ``max_batch``
+   (in streaming the stateful variant, with ``max_batch_duration_secs``, so that it batches
+   across bundles; in batch the per-bundle one, see :class:`DeliverMessages`).
+2. ``DeliverBatchFn`` splits each gathered list by target and then into chunks of that
+   target's current adaptive size (:class:`pipeline.adaptive_batch.AdaptiveBatchSize`). A
+   chunk is one "batch": one receipt.
+3. A chunk is sent in rounds. Per-message targets (Standard Webhooks): one signed POST per
+   message, all of the chunk's messages in flight at once up to ``max_concurrency`` (so the
+   adaptive size is the load the receiver sees). Batch-endpoint targets: one signed POST whose
+   body is the JSON array of the payloads. After each round the retryable failures wait (full
+   jitter, Retry-After honoured, :mod:`pipeline.retry_policy`) and go again, until delivered,
+   rejected, or out of attempts or time.
+4. How the chunk went (429/503/timeouts, latency) sizes the next chunk of that target.
+
+Example: target ``erp`` (bounds 1..16, start 8, step 2); 20 requests arrive; the receiver
+answers 429 with ``Retry-After: 1`` to the first round. Chunk 1 = 8 requests: round 1 gets
+8 x 429, waits ``max(1, uniform(0, base_delay_s))`` = 1 s, round 2 gets 8 x 200 -> receipt
+(8 delivered, attempts 2, latency ~1000 ms); the 429s halve the size to 4. Chunk 2 = 4
+requests, all 200 and fast -> size 6; chunk 3 = 6 -> size 8; chunk 4 = the last 2 requests.
+
+Worker-local state: the adaptive sizes and the set of endpoints disabled by a 410 live in the
+worker process's memory, shared by the DoFn instances of one ``DeliverMessages`` (keyed by a
+token made when the transform is built). Each Dataflow worker therefore learns a 410 on its
+own (one extra 410 per worker), and a restarted worker tries the endpoint again.
+
+A bundle that fails (a crashed worker) is retried by the runner and its messages are sent
+again with the same ``webhook-id``: delivery is at-least-once, and receivers de-duplicate.
+"""
+from __future__ import annotations
+
+import logging
+import random
+import statistics
+import threading
+import time
+import uuid
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from typing import Any, Callable, Iterable, Iterator, Mapping, Optional, Union
+
+import apache_beam as beam
+from apache_beam.metrics import Metrics
+
+from pipeline.adaptive_batch import AdaptiveBatchSize, Pressure
+from pipeline.dead_letter import METRICS_NAMESPACE, ErrorKind, Stage, dead_letter_record
+from pipeline.delivery_records import DeliveryOutput, DeliveryRequest, batch_id
+from pipeline.delivery_targets import DeliveryTarget, targets_by_id
+from pipeline.retry_policy import Verdict
+from pipeline.webhooks import AttemptResult, WebhookClient, signed_headers
+
+_LOGGER = logging.getLogger(__name__)
+
+
+class _RunState:
+    """What one worker process has learnt about the targets of one ``DeliverMessages``."""
+
+    def __init__(self, targets: Mapping[str, DeliveryTarget]) -> None:
+        self._lock = threading.Lock()
+        self._sizes = {
+            t.target_id: AdaptiveBatchSize(
+                t.min_batch, t.max_batch, t.initial_batch, t.batch_step, t.slow_latency_s
+            )
+            for t in targets.values()
+        }
+        self._disabled: dict[str, str] = {}
+
+    def batch_size(self, target_id: str) -> int:
+        with self._lock:
+            return self._sizes[target_id].size
+
+    def record(self, target_id: str, pressure: Pressure, latency_s: float) -> int:
+        with self._lock:
+            return self._sizes[target_id].record(pressure, latency_s)
+
+    def disable(self, target_id: str, reason: str) -> bool:
+        """Disables a target; True if it was not disabled yet."""
+        with self._lock:
+            first = target_id not in self._disabled
+            self._disabled.setdefault(target_id, reason)
+            return first
+
+    def disabled_reason(self, target_id: str) -> Optional[str]:
+        with self._lock:
+            return self._disabled.get(target_id)
+
+
+_RUN_STATES: dict[str, _RunState] = {}
+_RUN_STATES_LOCK = threading.Lock()
+
+
+def _run_state(run_token: str, targets: Mapping[str, DeliveryTarget]) -> _RunState:
+    with _RUN_STATES_LOCK:
+        if run_token not in _RUN_STATES:
+            _RUN_STATES[run_token] = _RunState(targets)
+        return _RUN_STATES[run_token]
+
+
+@dataclass
+class _Unit:
+    """What one POST carries: one message, or a batch endpoint's whole chunk."""
+
+    requests: list[DeliveryRequest]
+    msg_id: str
+    body: bytes
+    text: str
+    last: Optional[AttemptResult] = None
+
+
+@dataclass
+class _ChunkOutcome:
+    """How one chunk (one receipt) went."""
+
+    started_at: datetime = field(default_factory=lambda: datetime.now(timezone.utc))
+    elapsed_s: float = 0.0
+    delivered: list[DeliveryRequest] = field(default_factory=list)
+    failed: list[tuple[DeliveryRequest, ErrorKind, str, Optional[int]]] = field(default_factory=list)
+    attempts: int = 0
+    retried_messages: int = 0
+    results: list[AttemptResult] = field(default_factory=list)
+
+    def pressure(self) -> tuple[Pressure, float]:
+        """The signal for the adaptive size: the worst sign seen, and the median latency."""
+        latency = statistics.median(r.latency_s for r in self.results) if self.results else 0.0
+        if any(r.pressure for r in self.results):
+            return Pressure.THROTTLED, latency
+        if any(r.verdict is Verdict.RETRY for r in self.results):
+            return Pressure.FAILING, latency
+        return Pressure.HEALTHY, latency
+
+    def last_error(self) -> Optional[str]:
+        return self.failed[-1][2] if self.failed else None
+
+
+class DeliverBatchFn(beam.DoFn):
+    """A list of requests -> receipts (main output) and dead letters (``dead_letter``).
+
+    Args:
+        targets: ``{target_id: target}``.
+        run_token: keys the worker-local state (adaptive sizes, disabled endpoints).
+        seed: seeds the jitter (tests); None for a random seed.
+        sleep: how to wait between rounds (tests may record the waits).
+    """
+
+    def __init__(
+        self,
+        targets: Mapping[str, DeliveryTarget],
+        run_token: str,
+        seed: Optional[int] = None,
+        sleep: Callable[[float], None] = time.sleep,
+    ) -> None:
+        self.targets = dict(targets)
+        self.run_token = run_token
+        self.seed = seed
+        self.sleep = sleep
+
+    def setup(self) -> None:
+        self._state = _run_state(self.run_token, self.targets)
+        self._client = WebhookClient()
+        workers = max((t.max_concurrency for t in self.targets.values()), default=1)
+        self._executor = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="deliver")
+        self._rng = random.Random(self.seed)
+
+    def teardown(self) -> None:
+        self._executor.shutdown(wait=True)
+        self._client.close()
+
+    def process(self, batch: list[DeliveryRequest]) -> Iterator[Union[dict[str, Any], beam.pvalue.TaggedOutput]]:
+        by_target: dict[str, list[DeliveryRequest]] = {}
+        for request in batch:
+            by_target.setdefault(request.target_id, []).append(request)
+        for target_id, requests in by_target.items():
+            target = self.targets.get(target_id)
+            while requests:
+                if target is None:
+                    known = ", ".join(sorted(self.targets)) or "none"
+                    chunk, requests = requests, []
+                    outcome = _rejected_all(chunk, f"unknown delivery target {target_id!r}; configured: {known}")
+                else:
+                    size = self._state.batch_size(target_id)
+                    chunk, requests = requests[:size], requests[size:]
+                    outcome = self._deliver_chunk(target, chunk)
+                yield from self._report(target_id, chunk, outcome)
+
+    def _deliver_chunk(self, target: DeliveryTarget, chunk: list[DeliveryRequest]) -> _ChunkOutcome:
+        started = time.monotonic()
+        outcome = _ChunkOutcome()
+        pending = self._units(target, chunk, outcome)
+        while pending:
+            disabled = self._state.disabled_reason(target.target_id)
+            if disabled is not None:
+                self._fail(outcome, pending, ErrorKind.ENDPOINT_DISABLED, f"endpoint disabled: {disabled}")
+                break
+            outcome.attempts += 1
+            results = self._send_round(target, pending)
+            outcome.results.extend(r for r in results if r is not None)
+            pending = self._settle(target, list(zip(pending, results)), outcome)
+            if not pending or self._state.disabled_reason(target.target_id) is not None:
+                continue
+            retry_after = max((u.last.retry_after_s or 0.0 for u in pending if u.last), default=0.0)
+            delay = target.retry.next_delay(
+                outcome.attempts, time.monotonic() - started, retry_after or None, self._rng
+            )
+            if delay is None:
+                elapsed = time.monotonic() - started
+                for unit in pending:
+                    last = unit.last.error if unit.last else "no attempt"
+                    message = (
+                        f"gave up on {target.url} after {outcome.attempts} attempt(s) in {elapsed:.1f}s "
+                        f"(limits: {target.retry.max_attempts} attempts, {target.retry.max_total_s:g}s): {last}"
+                    )
+                    self._fail(outcome, [unit], ErrorKind.DELIVERY_FAILED, message)
+                break
+            outcome.retried_messages += sum(len(u.requests) for u in pending)
+            self.sleep(delay)
+        outcome.elapsed_s = time.monotonic() - started
+        if outcome.results:
+            self._state.record(target.target_id, *outcome.pressure())
+        return outcome
+
+    def _units(self, target: DeliveryTarget, chunk: list[DeliveryRequest], outcome: _ChunkOutcome) -> list[_Unit]:
+        """The POSTs of a chunk; payloads that are not UTF-8 text are rejected here."""
+        sendable = []
+        for request in chunk:
+            try:
+                sendable.append((request, request.payload.decode("utf-8")))
+            except UnicodeDecodeError as error:
+                message = f"payload is not UTF-8 text (Standard Webhooks signs text): {error}"
+                outcome.failed.append((request, ErrorKind.DELIVERY_REJECTED, message, None))
+        if not target.batch_endpoint:
+            return [_Unit([r], r.event_id, r.payload, text) for r, text in sendable]
+        if not sendable:
+            return []
+        text = "[" + ",".join(text for _, text in sendable) + "]"
+        requests = [r for r, _ in sendable]
+        return [_Unit(requests, batch_id(target.target_id, requests), text.encode("utf-8"), text)]
+
+    def _send_round(self, target: DeliveryTarget, units: list[_Unit]) -> list[Optional[AttemptResult]]:
+        """POSTs every unit, at most ``max_concurrency`` at once; results in the units' order.
+
+        A unit whose turn comes after the endpoint was disabled (a 410 earlier in the round)
+        is not sent: its result is None.
+        """
+        gate = threading.BoundedSemaphore(target.max_concurrency)
+
+        def send(unit: _Unit) -> Optional[AttemptResult]:
+            with gate:
+                if self._state.disabled_reason(target.target_id) is not None:
+                    return None
+                headers = {"content-type": "application/json", **target.headers}
+                if len(unit.requests) == 1 and not target.batch_endpoint:
+                    headers.update(unit.requests[0].headers)
+                headers.update(signed_headers(target.secret, unit.msg_id, unit.text, datetime.now(timezone.utc)))
+                result = self._client.post(target.url, unit.body, headers, target.connect_timeout_s, target.read_timeout_s)
+                if result.verdict is Verdict.GONE:  # at once, so that the requests still queued stay unsent
+                    self._disable(target)
+                return result
+
+        if len(units) == 1:
+            return [send(units[0])]
+        return list(self._executor.map(send, units))
+
+    def _settle(
+        self, target: DeliveryTarget, answered: list[tuple[_Unit, Optional[AttemptResult]]], outcome: _ChunkOutcome
+    ) -> list[_Unit]:
+        """Books the round's final answers into ``outcome``; returns the units to retry."""
+        retry = []
+        for unit, result in answered:
+            if result is None:
+                reason = self._state.disabled_reason(target.target_id)
+                self._fail(outcome, [unit], ErrorKind.ENDPOINT_DISABLED, f"endpoint disabled: {reason}")
+                continue
+            unit.last = result
+            if result.verdict is Verdict.DELIVERED:
+                outcome.delivered.extend(unit.requests)
+            elif result.verdict is Verdict.GONE:
+                reason = self._state.disabled_reason(target.target_id)
+                self._fail(outcome, [unit], ErrorKind.ENDPOINT_DISABLED, f"endpoint disabled: {reason}")
+            elif result.verdict is Verdict.REJECTED:
+                message = f"{target.url} rejected the message, not retried: {result.error}"
+                self._fail(outcome, [unit], ErrorKind.DELIVERY_REJECTED, message)
+            else:
+                retry.append(unit)
+        return retry
+
+    def _disable(self, target: DeliveryTarget) -> None:
+        reason = f"{target.url} answered 410 Gone at {datetime.now(timezone.utc).isoformat(timespec='seconds')}"
+        if self._state.disable(target.target_id, reason):
+            _LOGGER.warning("delivery target %s disabled for the rest of the run: %s", target.target_id, reason)
+
+    @staticmethod
+    def _fail(outcome: _ChunkOutcome, units: list[_Unit], kind: ErrorKind, message: str) -> None:
+        for unit in units:
+            status = unit.last.status if unit.last else None
+            outcome.failed.extend((request, kind, message, status) for request in unit.requests)
+
+    def _report(
+        self, target_id: str, chunk: list[DeliveryRequest], outcome: _ChunkOutcome
+    ) -> Iterator[Union[dict[str, Any], beam.pvalue.TaggedOutput]]:
+        """The chunk's receipt, its dead letters, and the per-target metrics."""
+        target = self.targets.get(target_id)
+        url = target.url if target else ""
+        latency_ms = round(outcome.elapsed_s * 1000)
+        for request, kind, message, status in outcome.failed:
+            attributes = {"target_id": target_id, "url": url, "attempts": str(outcome.attempts)}
+            if status is not None:
+                attributes["last_status"] = str(status)
+            record = dead_letter_record(
+                request.payload, attributes, f"delivery:{target_id}",
+                Stage.DELIVER,
+                kind,
+                message, event_id=request.event_id,
+            )
+            yield beam.pvalue.TaggedOutput(DeliveryOutput.DEAD_LETTER.value, record)
+        Metrics.counter(METRICS_NAMESPACE, f"delivery_delivered_{target_id}").inc(len(outcome.delivered))
+        Metrics.counter(METRICS_NAMESPACE, f"delivery_dead_lettered_{target_id}").inc(len(outcome.failed))
+        Metrics.counter(METRICS_NAMESPACE, f"delivery_retries_{target_id}").inc(outcome.retried_messages)
+        Metrics.distribution(METRICS_NAMESPACE, f"delivery_batch_size_{target_id}").update(len(chunk))
+        Metrics.distribution(METRICS_NAMESPACE, f"delivery_latency_ms_{target_id}").update(latency_ms)
+        yield {
+            "target_id": target_id,
+            "batch_id": batch_id(target_id, chunk),
+            "delivered_ids": [r.event_id for r in outcome.delivered],
+            "failed_ids": [r.event_id for r, *_ in outcome.failed],
+            "attempts": outcome.attempts,
+            "latency_ms": latency_ms,
+            "batch_size": len(chunk),
+            "started_at": outcome.started_at,
+            "last_error": outcome.last_error(),
+        }
+
+
+def _rejected_all(chunk: list[DeliveryRequest], message: str) -> _ChunkOutcome:
+    outcome = _ChunkOutcome()
+    outcome.failed = [(r, ErrorKind.DELIVERY_REJECTED, message, None) for r in chunk]
+    return outcome
+
+
+class DeliverMessages(beam.PTransform):
+    """``DeliveryRequest`` records -> ``{'receipts': ..., 'dead_letter': ...}``.
+
+    In streaming, ``BatchElements`` keeps partial batches in state for up to
+    ``max_batch_duration_secs`` so that it batches across bundles (streaming bundles are often
+    one element). In batch, bundles are large and the plain per-bundle ``BatchElements`` is
+    used: the stateful one flushes its last batch from a watermark timer at the end of the
+    global window, and the BundleBasedDirectRunner then dropped that batch's receipts as late
+    at the next GroupByKey (measured on Beam 2.77.0; see tests/test_delivery.py).
+
+    Args:
+        targets: the configured targets (a list, or ``{target_id: target}``).
+        streaming: whether the pipeline runs in streaming mode.
+        max_batch_duration_secs: in streaming, how long a partial batch may wait for more.
+        seed: seeds the retry jitter (tests); None for a random seed.
+    """
+
+    def __init__(
+        self,
+        targets: Union[Mapping[str, DeliveryTarget], Iterable[DeliveryTarget]],
+        streaming: bool,
+        max_batch_duration_secs: float = 0.25,
+        seed: Optional[int] = None,
+    ) -> None:
+        super().__init__()
+        self.targets = targets_by_id(targets.values() if isinstance(targets, Mapping) else targets)
+        self.streaming = streaming
+        self.max_batch_duration_secs = max_batch_duration_secs
+        self.seed = seed
+        self.run_token = uuid.uuid4().hex
+
+    def expand(self, requests: beam.PCollection) -> dict[str, beam.PCollection]:
+        largest = max((t.max_batch for t in self.targets.values()), default=1)
+        batches = requests | "GatherRequests" >> beam.BatchElements(
+            min_batch_size=1,
+            max_batch_size=largest,
+            max_batch_duration_secs=self.max_batch_duration_secs if self.streaming else None,
+        )
+        results = batches | "DeliverBatches" >> beam.ParDo(
+            DeliverBatchFn(self.targets, self.run_token, self.seed)
+        ).with_outputs(DeliveryOutput.DEAD_LETTER.value, main=DeliveryOutput.RECEIPTS.value)
+        return {
+            DeliveryOutput.RECEIPTS.value: results[DeliveryOutput.RECEIPTS.value],
+            DeliveryOutput.DEAD_LETTER.value: results[DeliveryOutput.DEAD_LETTER.value],
+        }

@@ -45,7 +45,7 @@ class DeduplicateFn(beam.DoFn):
     def process(
         self,
         keyed_event: tuple[str, dict[str, Any]],
-        timestamp: Timestamp = beam.DoFn.TimestampParam,
+        timestamp: Timestamp = beam.DoFn.TimestampParam,  # type: ignore[assignment]
         seen: Any = beam.DoFn.StateParam(SEEN),
         expiry: Any = beam.DoFn.TimerParam(EXPIRY),
     ) -> Iterator[Any]:

@@ -105,7 +105,7 @@ def _waybill_events(rng: random.Random, profile: TrafficProfile, index: int) -> 
     merchant_id = f"M-{rng.randrange(1, 51):03d}"
     order_id = f"ORD-{stamp}-{index:07d}"
     waybill_no = f"WB{stamp}{index:07d}"
-    lines = [
+    lines: list[dict[str, Any]] = [
         {"sku": f"SKU-{rng.randrange(1, 201):04d}", "quantity": rng.randint(1, 3), "price_cents": rng.randrange(500, 50_000, 10)}
         for _ in range(rng.randint(1, 3))
     ]

@@ -3,6 +3,9 @@
 #
 #   ./run_local.sh [job options]   run the job on the DirectRunner in streaming mode
 #                                  (default: a synthetic day of 20,000 messages; --help lists options)
+#   ./run_local.sh --pubsub [--events N] [--measure] [job options]
+#                                  the same job reading and writing Pub/Sub topics on a local
+#                                  emulator, fed synthetic traffic (python -m pipeline.local_pubsub)
 #   ./run_local.sh --test [pytest args]
 #                                  run the test suite
 #
@@ -26,5 +29,9 @@ fi
 if [ "${1:-}" = "--test" ]; then
   shift
   exec .venv/bin/python -m pytest tests "$@"
+fi
+if [ "${1:-}" = "--pubsub" ]; then
+  shift
+  exec .venv/bin/python -m pipeline.local_pubsub "$@"
 fi
 exec .venv/bin/python -m pipeline --runner=DirectRunner --streaming "$@"

@@ -9,8 +9,8 @@ from pipeline import schemas
 from pipeline.dedup import DUPLICATES_TAG, DeduplicateEvents
 from pipeline.identify import IdentifyWaybills
 from pipeline.options import WaybillOptions
-from pipeline.sinks import WriteJsonLines
-from pipeline.sources import ReadFiles, ReadSynthetic
+from pipeline.sinks import WriteJsonLines, WritePubSub
+from pipeline.sources import ReadFiles, ReadPubSub, ReadSynthetic
 from pipeline.supervision import PushSupervision
 from pipeline.validate import EventTag, ValidateEvents
 
@@ -21,14 +21,33 @@ ORDERS_DIR = "orders"
 OUTPUT_DIRS = (SUPERVISION_DIR, DEAD_LETTER_DIR, ORDERS_DIR)
 
 
+def file_outputs(options: WaybillOptions) -> dict[str, str]:
+    """Counter name -> folder under --output_dir, for the outputs written to files (an output
+    with a topic option goes to its topic instead)."""
+    topics = {"pushed": options.supervision_topic, "dead_lettered": options.dead_letter_topic}
+    folders = {"pushed": SUPERVISION_DIR, "orders": ORDERS_DIR, "dead_lettered": DEAD_LETTER_DIR}
+    return {name: folder for name, folder in folders.items() if not topics.get(name)}
+
+
+def _sink(options: WaybillOptions, topic: str | None, folder: str, schema_name: str) -> beam.PTransform:
+    """The topic when one is given, else JSON Lines files in ``folder`` under --output_dir."""
+    if topic:
+        return WritePubSub(topic, schema_name)
+    streaming = options.view_as(StandardOptions).streaming
+    return WriteJsonLines(f"{options.output_dir.rstrip('/')}/{folder}", schema_name, streaming, options.flush_seconds)
+
+
 def build(p: beam.Pipeline, options: WaybillOptions) -> dict[str, beam.PCollection]:
     """Adds the whole job to ``p``; returns its PCollections by name, for tests."""
-    streaming = options.view_as(StandardOptions).streaming
     horizon = int(options.dedup_horizon_hours * 3600)
-    out = options.output_dir.rstrip("/")
 
     if options.source == "file":
         messages = p | "ReadFiles" >> ReadFiles(options.input)
+    elif options.source == "pubsub":
+        messages = (
+            p | "ReadCourierEvents" >> ReadPubSub(options.courier_subscription),
+            p | "ReadOrderEvents" >> ReadPubSub(options.order_subscription),
+        ) | "AllPubsubMessages" >> beam.Flatten()
     else:
         messages = p | "ReadSynthetic" >> ReadSynthetic(job_options.traffic_profile(options))
 
@@ -37,15 +56,11 @@ def build(p: beam.Pipeline, options: WaybillOptions) -> dict[str, beam.PCollecti
     orders = validated[EventTag.ORDER.value] | "DeduplicateOrderEvents" >> DeduplicateEvents(horizon, "order")
     identified = courier["unique"] | "IdentifyWaybills" >> IdentifyWaybills()
     supervision = identified | "PushSupervision" >> PushSupervision(
-        WriteJsonLines(f"{out}/{SUPERVISION_DIR}", schemas.SUPERVISION_RECORD, streaming, options.flush_seconds)
+        _sink(options, options.supervision_topic, SUPERVISION_DIR, schemas.SUPERVISION_RECORD)
     )
-    orders["unique"] | "WriteOrders" >> WriteJsonLines(
-        f"{out}/{ORDERS_DIR}", schemas.ORDER_EVENT, streaming, options.flush_seconds
-    )
+    orders["unique"] | "WriteOrders" >> _sink(options, None, ORDERS_DIR, schemas.ORDER_EVENT)
     dead_letters = validated[EventTag.DEAD_LETTER.value]
-    dead_letters | "WriteDeadLetters" >> WriteJsonLines(
-        f"{out}/{DEAD_LETTER_DIR}", schemas.DEAD_LETTER, streaming, options.flush_seconds
-    )
+    dead_letters | "WriteDeadLetters" >> _sink(options, options.dead_letter_topic, DEAD_LETTER_DIR, schemas.DEAD_LETTER)
     return {
         "messages": messages,
         "courier_events": courier["unique"],

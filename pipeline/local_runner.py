@@ -6,10 +6,36 @@ the BundleBasedDirectRunner. So a streaming run on a bounded source would silent
 batch, where processing-time triggers crash (apache/beam#19070), and the Prism download is
 attempted on every run. This module pins the DirectRunner explicitly; other runners
 (DataflowRunner, ...) pass through untouched.
+
+:data:`DIRECT_RUNNERS` is the only list of DirectRunner names in the package:
+:mod:`pipeline.direct_pubsub` asks :func:`is_direct_runner` before it changes anything.
 """
 from __future__ import annotations
 
-DIRECT_RUNNERS = ("DirectRunner", "SwitchingDirectRunner")
+from typing import Any
+
+# Names (lower case, last part of a dotted path) that mean Beam's switching DirectRunner,
+# which resolve_runner pins to a concrete runner.
+SWITCHING_DIRECT_RUNNERS = frozenset({"direct", "directrunner", "switchingdirectrunner"})
+# Every runner of the DirectRunner family: they read Pub/Sub through the DirectRunner's own
+# evaluator (what pipeline.direct_pubsub speeds up).
+DIRECT_RUNNERS = SWITCHING_DIRECT_RUNNERS | {"bundlebaseddirectrunner", "testdirectrunner"}
+
+
+def _runner_name(runner: Any) -> str:
+    name = runner if isinstance(runner, str) else type(runner).__name__
+    return name.rsplit(".", 1)[-1].lower()
+
+
+def is_direct_runner(runner: Any) -> bool:
+    """True for the DirectRunner family: a name, a dotted path or a runner object.
+
+    ``None`` is Beam's default runner, the DirectRunner.
+
+    >>> is_direct_runner("BundleBasedDirectRunner"), is_direct_runner(None), is_direct_runner("DataflowRunner")
+    (True, True, False)
+    """
+    return runner is None or _runner_name(runner) in DIRECT_RUNNERS
 
 
 def resolve_runner(runner: str | None, streaming: bool) -> str:
@@ -24,6 +50,6 @@ def resolve_runner(runner: str | None, streaming: bool) -> str:
         >>> resolve_runner("DataflowRunner", streaming=True)
         'DataflowRunner'
     """
-    if runner is None or runner in DIRECT_RUNNERS:
+    if runner is None or _runner_name(runner) in SWITCHING_DIRECT_RUNNERS:
         return "BundleBasedDirectRunner" if streaming else "FnApiRunner"
     return runner

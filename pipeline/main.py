@@ -2,12 +2,12 @@
 from __future__ import annotations
 
 import argparse
-import concurrent.futures
 import dataclasses
 import json
 import logging
 import shutil
 import sys
+import threading
 from pathlib import Path
 
 import apache_beam as beam
@@ -16,13 +16,12 @@ from apache_beam.runners.runner import PipelineResult
 
 from pipeline import accounting, graph
 from pipeline import options as job_options
-from pipeline.local_runner import resolve_runner
+from pipeline.direct_pubsub import count_every_bundle, speed_up_direct_pubsub
+from pipeline.local_runner import is_direct_runner, resolve_runner
 from pipeline.options import WaybillOptions
 
 _LOGGER = logging.getLogger(__name__)
 _PROGRESS_SECONDS = 1.0
-# Which counter each output folder must agree with.
-_FOLDERS = {"pushed": graph.SUPERVISION_DIR, "orders": graph.ORDERS_DIR, "dead_lettered": graph.DEAD_LETTER_DIR}
 
 
 def help_text() -> str:
@@ -51,41 +50,71 @@ def run(argv: list[str] | None = None) -> accounting.Accounting:
         return accounting.Accounting(0, 0, 0, 0, 0, {})
     options = WaybillOptions(argv)
     job_options.validate(options)
-    standard = options.view_as(StandardOptions)
-    standard.runner = resolve_runner(standard.runner, standard.streaming)
-    _clear_outputs(options.output_dir)
-    _LOGGER.info("running on %s (%s)", standard.runner, "streaming" if standard.streaming else "batch")
-
-    pipeline = beam.Pipeline(options=options)
-    graph.build(pipeline, options)
-    result = pipeline.run()
-    _wait_with_progress(result)
+    clear_outputs(options.output_dir)
+    result = launch(options)
+    _wait_with_progress(result, cancel_on_interrupt=is_direct_runner(options.view_as(StandardOptions).runner))
     final = accounting.read_accounting(result)
-    print(accounting.summary(final, options.output_dir, _FOLDERS), flush=True)
+    print(accounting.summary(final, options.output_dir, graph.file_outputs(options)), flush=True)
     if not options.output_dir.startswith("gs://"):
         Path(options.output_dir, "accounting.json").write_text(json.dumps(dataclasses.asdict(final), indent=2))
     return final
 
 
-def _wait_with_progress(result: PipelineResult) -> None:
+def launch(options: WaybillOptions) -> PipelineResult:
+    """Starts the job described by validated ``options`` and returns at once.
+
+    The one place that resolves the runner: ``DirectRunner`` is pinned (see
+    :mod:`pipeline.local_runner`) and, on the DirectRunner only, the Pub/Sub read is sped up
+    and its counters fixed (:mod:`pipeline.direct_pubsub`, inert on any other runner).
+    """
+    standard = options.view_as(StandardOptions)
+    standard.runner = resolve_runner(standard.runner, standard.streaming)
+    speed_up_direct_pubsub(standard.runner)
+    count_every_bundle(standard.runner)
+    _LOGGER.info("running on %s (%s)", standard.runner, "streaming" if standard.streaming else "batch")
+    pipeline = beam.Pipeline(options=options)
+    graph.build(pipeline, options)
+    return pipeline.run()
+
+
+def _wait_with_progress(result: PipelineResult, cancel_on_interrupt: bool) -> None:
     """Waits for the job to finish, printing a progress line every second meanwhile.
 
     The DirectRunner updates ``result.state`` only inside ``wait_until_finish()``, so that
     waits in a thread while this one reads the live counters. Errors of the job re-raise here.
+    A streaming job on Pub/Sub never finishes: Ctrl-C cancels a local job (a job on Dataflow
+    keeps running; only this launcher stops). The waiting thread is a daemon because, once a
+    DirectRunner job is cancelled, its ``wait_until_finish()`` never returns (Beam 2.77).
     """
     interactive = sys.stderr.isatty()
-    with concurrent.futures.ThreadPoolExecutor(max_workers=1) as waiter:
-        finished = waiter.submit(result.wait_until_finish)
-        while not finished.done():
+    failure: list[BaseException] = []
+
+    def wait() -> None:
+        try:
+            result.wait_until_finish()
+        except BaseException as error:  # handed to the main thread, which re-raises it
+            failure.append(error)
+
+    waiter = threading.Thread(target=wait, name="wait-until-finish", daemon=True)
+    waiter.start()
+    try:
+        while waiter.is_alive():
             line = accounting.read_accounting(result).progress_line()
             print(f"\r{line}" if interactive else line, end="" if interactive else "\n", file=sys.stderr, flush=True)
-            concurrent.futures.wait([finished], timeout=_PROGRESS_SECONDS)
-        if interactive:
-            print(file=sys.stderr)
-        finished.result()
+            waiter.join(_PROGRESS_SECONDS)
+    except KeyboardInterrupt:
+        if not cancel_on_interrupt:
+            raise
+        print("\ninterrupted: cancelling the job", file=sys.stderr, flush=True)
+        result.cancel()
+        return
+    if interactive:
+        print(file=sys.stderr)
+    if failure:
+        raise failure[0]
 
 
-def _clear_outputs(output_dir: str) -> None:
+def clear_outputs(output_dir: str) -> None:
     """Each run replaces its own output folders (and nothing else) under a local output_dir."""
     if output_dir.startswith("gs://"):
         return

@@ -2,14 +2,19 @@
 from __future__ import annotations
 
 import argparse
+import re
 from datetime import date, datetime, timedelta
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from apache_beam.options.pipeline_options import PipelineOptions
+from apache_beam.options.pipeline_options import PipelineOptions, StandardOptions
 
 from pipeline import synthetic
 
-SOURCES = ("synthetic", "file")
+SOURCES = ("synthetic", "file", "pubsub")
+# A Google Cloud project id (the rule Beam's Pub/Sub transforms check too), then the name.
+_PROJECT = r"[a-z][-a-z0-9:.]{4,61}[a-z0-9]"
+_SUBSCRIPTION = re.compile(rf"^projects/{_PROJECT}/subscriptions/[^/\s]+$")
+_TOPIC = re.compile(rf"^projects/{_PROJECT}/topics/[^/\s]+$")
 
 
 class WaybillOptions(PipelineOptions):
@@ -19,8 +24,31 @@ class WaybillOptions(PipelineOptions):
     def _add_argparse_args(cls, parser: argparse.ArgumentParser) -> None:
         parser.add_argument(
             "--source", choices=SOURCES, default="synthetic",
-            help="where events come from: 'synthetic' (an embedded, realistic day of traffic) or "
-            "'file' (--input). Default: synthetic.",
+            help="where events come from: 'synthetic' (an embedded, realistic day of traffic), "
+            "'file' (--input) or 'pubsub' (--courier_subscription and --order_subscription; needs "
+            "--streaming). Default: synthetic.",
+        )
+        parser.add_argument(
+            "--courier_subscription", default=None,
+            help="for --source=pubsub: the subscription of courier events, "
+            "projects/<project>/subscriptions/<name> (Avro CourierEvent messages). No default.",
+        )
+        parser.add_argument(
+            "--order_subscription", default=None,
+            help="for --source=pubsub: the subscription of order events, "
+            "projects/<project>/subscriptions/<name> (Avro OrderEvent messages). No default.",
+        )
+        parser.add_argument(
+            "--supervision_topic", default=None,
+            help="the topic the supervision push goes to, projects/<project>/topics/<name> "
+            "(Avro SupervisionRecord messages, attributes event_id and schema). When given, "
+            "supervision goes to the topic instead of files under --output_dir. Default: files.",
+        )
+        parser.add_argument(
+            "--dead_letter_topic", default=None,
+            help="the topic dead letters go to, projects/<project>/topics/<name> (Avro DeadLetter "
+            "messages, attributes event_id when known, and schema). When given, dead letters go to "
+            "the topic instead of files under --output_dir. Default: files.",
         )
         parser.add_argument(
             "--input", default=None,
@@ -61,6 +89,7 @@ def validate(options: WaybillOptions) -> None:
     """Raises ValueError naming the bad option and the fix."""
     if options.source == "file" and not options.input:
         raise ValueError("--source=file needs --input=PATH (a .jsonl or .avro file, or a glob)")
+    _validate_pubsub(options)
     if options.events < 0:
         raise ValueError(f"--events must be 0 or more, got {options.events}")
     if options.dedup_horizon_hours <= 0:
@@ -76,6 +105,24 @@ def validate(options: WaybillOptions) -> None:
             date.fromisoformat(options.day)
         except ValueError as error:
             raise ValueError(f"--day must be YYYY-MM-DD, got {options.day!r}") from error
+
+
+def _validate_pubsub(options: WaybillOptions) -> None:
+    subscriptions = {"--courier_subscription": options.courier_subscription, "--order_subscription": options.order_subscription}
+    if options.source == "pubsub":
+        missing = [flag for flag, value in subscriptions.items() if not value]
+        if missing:
+            raise ValueError(f"--source=pubsub needs {' and '.join(f'{flag}=projects/<p>/subscriptions/<s>' for flag in missing)}")
+        if not options.view_as(StandardOptions).streaming:
+            raise ValueError("--source=pubsub needs --streaming (Pub/Sub is read in streaming mode only)")
+    for flag, value in subscriptions.items():
+        if value and options.source != "pubsub":
+            raise ValueError(f"{flag} is read only with --source=pubsub, got --source={options.source}")
+        if value and not _SUBSCRIPTION.match(value):
+            raise ValueError(f"{flag} must be projects/<project>/subscriptions/<name>, got {value!r}")
+    for flag, value in {"--supervision_topic": options.supervision_topic, "--dead_letter_topic": options.dead_letter_topic}.items():
+        if value is not None and not _TOPIC.match(value):
+            raise ValueError(f"{flag} must be projects/<project>/topics/<name>, got {value!r}")
 
 
 def traffic_profile(options: WaybillOptions) -> synthetic.TrafficProfile:

@@ -1,6 +1,6 @@
 """Sources: each turns its input into :class:`~pipeline.messages.RawMessage` elements.
 
-Adding a source (Pub/Sub, ...) means one more class here and one more ``--source`` choice.
+Adding a source means one more class here and one more ``--source`` choice.
 """
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ from typing import Any, Iterator
 
 import apache_beam as beam
 import fastavro
-from apache_beam.io import fileio
+from apache_beam.io import PubsubMessage, fileio
 
 from pipeline import schemas, synthetic
 from pipeline.messages import Encoding, RawMessage
@@ -83,3 +83,41 @@ def _unreadable_file(failed: tuple[Any, tuple[Any, str, Any]]) -> RawMessage:
     readable, (_, error, _) = failed
     path = readable.metadata.path
     return RawMessage(error.encode(), {"file": path}, f"file:{path}", Encoding.UNREADABLE)
+
+
+def from_pubsub(message: PubsubMessage, subscription: str) -> RawMessage:
+    """A Pub/Sub message as received: data and attributes untouched, checked later."""
+    return RawMessage(message.data, dict(message.attributes or {}), f"pubsub:{subscription}", Encoding.AVRO)
+
+
+class ReadPubSub(beam.PTransform):
+    """The messages of one Pub/Sub subscription (Avro data; attributes schema, event_id, event_time).
+
+    Read *without* ``timestamp_attribute``, on purpose: Beam parses that attribute inside the
+    read itself, and an unparseable value (``event_time=yesterday``) raises there, before any
+    step of ours can dead-letter it. On the DirectRunner that fails the whole job (the check is
+    kept as ``test_a_bad_timestamp_attribute_fails_the_read`` in tests/test_pubsub_job.py); a
+    message the source cannot parse is never acknowledged, so on any runner it would come back
+    forever. So elements leave the read stamped with their publish time, and
+    :class:`~pipeline.validate.ValidateEvents` re-stamps each valid event with its
+    ``event_time`` (a message with a bad ``event_time`` attribute is dead-lettered there as
+    ``bad_timestamp``). Consequence: the read's watermark follows publish time, so an event
+    published long after it happened is late for event-time windows, exactly as it would be
+    with the attribute.
+
+    Args:
+        subscription: ``projects/<project>/subscriptions/<name>``.
+    """
+
+    def __init__(self, subscription: str) -> None:
+        super().__init__()
+        self.subscription = subscription
+        self.read: beam.PTransform = beam.io.ReadFromPubSub(subscription=subscription, with_attributes=True)
+
+    def expand(self, begin: beam.pvalue.PBegin) -> beam.PCollection:
+        subscription = self.subscription
+        return (
+            begin
+            | "Read" >> self.read
+            | "ToRawMessage" >> beam.Map(from_pubsub, subscription).with_output_types(RawMessage)
+        )

@@ -9,6 +9,9 @@ Register in ``tests/conftest.py`` with ``pytest_plugins = ["tests.pubsub_fixture
   a subscription on it, deleted after the test.
 * ``pull_until`` / ``running``: poll an output subscription with a deadline, and run a
   streaming pipeline that is cancelled when the block ends (streaming never finishes).
+* ``stock_direct_runner`` (autouse): every test starts with Beam's own DirectRunner; what
+  ``pipeline.main.launch`` patches into it for a local run (``pipeline.direct_pubsub``) is
+  undone after each test.
 """
 from __future__ import annotations
 
@@ -21,11 +24,28 @@ from dataclasses import dataclass
 from typing import Any, NoReturn
 
 import pytest
+from apache_beam.runners.direct.executor import TransformExecutor
+from apache_beam.runners.direct.transform_evaluator import _PubSubReadEvaluator
 
 from pipeline.emulator import EmulatorUnavailable, PubsubEmulator
 
 PROJECT = "waybill-test"
 REQUIRE_ENV = "WAYBILL_REQUIRE_EMULATOR"
+
+
+# Beam's own methods, read before any test could patch them.
+_STOCK_DIRECT_RUNNER = {
+    (_PubSubReadEvaluator, "_get_subscriber_client"): _PubSubReadEvaluator.__dict__["_get_subscriber_client"],
+    (TransformExecutor, "call"): TransformExecutor.__dict__["call"],
+}
+
+
+@pytest.fixture(autouse=True)
+def stock_direct_runner() -> Iterator[None]:
+    """Restores Beam's DirectRunner methods after each test."""
+    yield
+    for (owner, name), stock in _STOCK_DIRECT_RUNNER.items():
+        setattr(owner, name, stock)
 
 
 def skip_or_fail(reason: str) -> NoReturn:

@@ -170,7 +170,7 @@ class _FakeSubscriber:
 
 
 def test_fast_pull_drains_a_backlog_up_to_the_round_limit() -> None:
-    fake = _FakeSubscriber(backlog=2500)
+    fake = _FakeSubscriber(backlog=2 * direct_pubsub.MAX_MESSAGES_PER_READ + 500)
 
     first = FastPullSubscriber(fake).pull(subscription="s", max_messages=10, timeout=30)
     second = FastPullSubscriber(fake).pull(subscription="s", max_messages=10, timeout=30)

@@ -1,8 +1,10 @@
 """Where every input went: live progress from the job's counters, and the final balance.
 
-Every input ends in exactly one of: pushed to supervision, accepted as an order, dead-lettered,
-or removed as a duplicate. The summary checks the counters add up, and counts the lines of
-the output files to show that the files agree.
+Every input ends in exactly one of: pushed to supervision, accepted as an order, rejected
+(dead-lettered by decoding or validation), or removed as a duplicate. Later stages may also
+dead-letter a copy of an accepted event (too late for its day's statistics, for a closed
+waybill); those are reported beside the balance, not in it. The summary checks the counters
+add up, and counts the lines of the output files to show that the files agree.
 """
 from __future__ import annotations
 
@@ -16,14 +18,20 @@ from pipeline.dead_letter import METRICS_NAMESPACE
 
 @dataclasses.dataclass(frozen=True)
 class Accounting:
-    """The job's counters; ``dead_letter_kinds`` maps error_kind to count."""
+    """The job's counters; ``dead_letter_kinds`` maps error_kind to count (all stages)."""
 
     inputs: int
     pushed: int
     orders: int
-    dead_lettered: int
+    dead_lettered: int  # inputs rejected by decoding or validation
     duplicates: int
     dead_letter_kinds: dict[str, int]
+    dead_lettered_later: int = 0  # copies of accepted events dead-lettered by later stages
+
+    @property
+    def all_dead_letters(self) -> int:
+        """What the dead-letter output holds."""
+        return self.dead_lettered + self.dead_lettered_later
 
     @property
     def balanced(self) -> bool:
@@ -36,13 +44,19 @@ class Accounting:
         )
 
 
-def read_accounting(result: PipelineResult) -> Accounting:
-    """The counters of a running or finished job (committed values where the runner has them)."""
+def read_counters(result: PipelineResult) -> dict[str, int]:
+    """The job's counters by name (committed values where the runner has them)."""
     counters = result.metrics().query(MetricsFilter().with_namespace(METRICS_NAMESPACE))["counters"]
     values: dict[str, int] = {}
     for counter in counters:
         value = counter.committed if counter.committed is not None else counter.attempted
         values[counter.key.metric.name] = values.get(counter.key.metric.name, 0) + (value or 0)
+    return values
+
+
+def read_accounting(result: PipelineResult) -> Accounting:
+    """The accounting of a running or finished job."""
+    values = read_counters(result)
     kinds = {
         name.removeprefix("dead_lettered_"): count
         for name, count in sorted(values.items())
@@ -52,9 +66,10 @@ def read_accounting(result: PipelineResult) -> Accounting:
         inputs=values.get("inputs", 0),
         pushed=values.get("pushed", 0),
         orders=values.get("unique_order", 0),
-        dead_lettered=values.get("dead_lettered", 0),
+        dead_lettered=values.get("rejected_inputs", 0),
         duplicates=values.get("duplicates", 0),
         dead_letter_kinds=kinds,
+        dead_lettered_later=values.get("dead_lettered", 0) - values.get("rejected_inputs", 0),
     )
 
 
@@ -67,7 +82,8 @@ def summary(accounting: Accounting, output_dir: str, folders: dict[str, str]) ->
     """The closing report: the balance, dead letters by reason, and the files' line counts.
 
     Args:
-        folders: counter name ('pushed', 'orders', 'dead_lettered') -> folder under output_dir.
+        folders: Accounting attribute ('pushed', 'orders', 'all_dead_letters') -> its folder
+            under output_dir.
     """
     a = accounting
     verdict = "balanced: nothing lost, nothing counted twice" if a.balanced else "NOT BALANCED"
@@ -81,6 +97,8 @@ def summary(accounting: Accounting, output_dir: str, folders: dict[str, str]) ->
         f"  duplicates removed      {a.duplicates:>9,}",
         f"  inputs = pushed + orders + dead-lettered + duplicates: {verdict}",
     ]
+    if a.dead_lettered_later:
+        lines.append(f"  later dead letters of accepted events (statistics, lifecycle): {a.dead_lettered_later:,}")
     if a.dead_letter_kinds:
         lines.append("Dead letters by reason")
         lines += [f"  {kind:<24}{count:>9,}" for kind, count in a.dead_letter_kinds.items()]

@@ -25,6 +25,11 @@ class Stage(str, enum.Enum):
     LIFECYCLE = "lifecycle"
 
 
+# Stages that reject an input itself; later stages dead-letter a copy of an event that was
+# also pushed or accepted (too late for its day's statistics, for its closed waybill, ...).
+INPUT_STAGES = frozenset({Stage.DECODE, Stage.VALIDATE})
+
+
 class ErrorKind(str, enum.Enum):
     """Stable, machine-readable reasons (the ``error_kind`` field)."""
 
@@ -65,11 +70,14 @@ def dead_letter_record(
     message: str,
     event_id: Optional[str] = None,
 ) -> dict[str, Any]:
-    """Builds a ``DeadLetter`` record and counts it under ``dead_lettered``.
+    """Builds a ``DeadLetter`` record and counts it under ``dead_lettered`` (and under
+    ``rejected_inputs`` when the stage rejects the input itself).
 
     ``raw_payload`` that is not bytes (a bug upstream) is kept as its ``repr``.
     """
     Metrics.counter(METRICS_NAMESPACE, "dead_lettered").inc()
+    if stage in INPUT_STAGES:
+        Metrics.counter(METRICS_NAMESPACE, "rejected_inputs").inc()
     Metrics.counter(METRICS_NAMESPACE, f"dead_lettered_{kind.value}").inc()
     return {
         "event_id": event_id,

@@ -6,11 +6,15 @@ from apache_beam.options.pipeline_options import StandardOptions
 
 from pipeline import options as job_options
 from pipeline import schemas
+from pipeline.current_view import UpsertCurrentView
 from pipeline.dedup import DUPLICATES_TAG, DeduplicateEvents
 from pipeline.identify import IdentifyWaybills
+from pipeline.inventory import REPLENISHMENT_SUGGESTION, SuggestReplenishments
+from pipeline.lifecycle import WAYBILL_ALERT, WAYBILL_VIEW, TrackWaybillLifecycles
 from pipeline.options import WaybillOptions
 from pipeline.sinks import WriteJsonLines, WritePubSub
 from pipeline.sources import ReadFiles, ReadPubSub, ReadSynthetic
+from pipeline.stats import ComputeDailyStats
 from pipeline.supervision import PushSupervision
 from pipeline.validate import EventTag, ValidateEvents
 
@@ -18,14 +22,19 @@ from pipeline.validate import EventTag, ValidateEvents
 SUPERVISION_DIR = "supervision"
 DEAD_LETTER_DIR = "deadletter"
 ORDERS_DIR = "orders"
-OUTPUT_DIRS = (SUPERVISION_DIR, DEAD_LETTER_DIR, ORDERS_DIR)
+STATS_DIR = "stats"
+INVENTORY_DIR = "units/inventory"
+WAYBILLS_DIR = "waybills"
+ALERTS_DIR = "alerts"
+CURRENT_VIEW_FILE = "current_view.sqlite"
+OUTPUT_DIRS = (SUPERVISION_DIR, DEAD_LETTER_DIR, ORDERS_DIR, STATS_DIR, INVENTORY_DIR, WAYBILLS_DIR, ALERTS_DIR)
 
 
 def file_outputs(options: WaybillOptions) -> dict[str, str]:
     """Counter name -> folder under --output_dir, for the outputs written to files (an output
     with a topic option goes to its topic instead)."""
-    topics = {"pushed": options.supervision_topic, "dead_lettered": options.dead_letter_topic}
-    folders = {"pushed": SUPERVISION_DIR, "orders": ORDERS_DIR, "dead_lettered": DEAD_LETTER_DIR}
+    topics = {"pushed": options.supervision_topic, "all_dead_letters": options.dead_letter_topic}
+    folders = {"pushed": SUPERVISION_DIR, "orders": ORDERS_DIR, "all_dead_letters": DEAD_LETTER_DIR}
     return {name: folder for name, folder in folders.items() if not topics.get(name)}
 
 
@@ -59,7 +68,31 @@ def build(p: beam.Pipeline, options: WaybillOptions) -> dict[str, beam.PCollecti
         _sink(options, options.supervision_topic, SUPERVISION_DIR, schemas.SUPERVISION_RECORD)
     )
     orders["unique"] | "WriteOrders" >> _sink(options, None, ORDERS_DIR, schemas.ORDER_EVENT)
-    dead_letters = validated[EventTag.DEAD_LETTER.value]
+    streaming = options.view_as(StandardOptions).streaming
+    daily = {"courier": courier["unique"], "order": orders["unique"]} | "ComputeDailyStats" >> ComputeDailyStats(
+        time_zone=options.time_zone,
+        early_results_every=options.early_results_seconds,
+        allowed_lateness=options.allowed_lateness_hours * 3600,
+        streaming=streaming,
+    )
+    daily["stats"] | "WriteDailyStats" >> _sink(options, options.stats_topic, STATS_DIR, schemas.DAILY_STAT)
+    if is_local(options.output_dir):
+        daily["stats"] | "UpsertCurrentView" >> UpsertCurrentView(f"{options.output_dir}/{CURRENT_VIEW_FILE}")
+    replenishments = orders["unique"] | "SuggestReplenishments" >> SuggestReplenishments(
+        options.catalog, streaming=streaming
+    )
+    replenishments | "WriteReplenishments" >> _sink(options, None, INVENTORY_DIR, REPLENISHMENT_SUGGESTION)
+    lifecycle = identified | "TrackWaybillLifecycles" >> TrackWaybillLifecycles(
+        registration_delay=options.registration_deadline_minutes * 60,
+        stuck_after=options.stuck_after_hours * 3600,
+    )
+    lifecycle["views"] | "WriteWaybillViews" >> _sink(options, None, WAYBILLS_DIR, WAYBILL_VIEW)
+    lifecycle["alerts"] | "WriteWaybillAlerts" >> _sink(options, None, ALERTS_DIR, WAYBILL_ALERT)
+    dead_letters = (
+        validated[EventTag.DEAD_LETTER.value],
+        daily["dead_letter"],
+        lifecycle["dead_letter"],
+    ) | "AllDeadLetters" >> beam.Flatten()
     dead_letters | "WriteDeadLetters" >> _sink(options, options.dead_letter_topic, DEAD_LETTER_DIR, schemas.DEAD_LETTER)
     return {
         "messages": messages,
@@ -69,4 +102,13 @@ def build(p: beam.Pipeline, options: WaybillOptions) -> dict[str, beam.PCollecti
         "identified": identified,
         "supervision": supervision,
         "dead_letters": dead_letters,
+        "daily_stats": daily["stats"],
+        "replenishments": replenishments,
+        "waybill_views": lifecycle["views"],
+        "waybill_alerts": lifecycle["alerts"],
     }
+
+
+def is_local(output_dir: str) -> bool:
+    """Whether --output_dir is a local folder (the SQLite current view and the file checks need one)."""
+    return "://" not in output_dir

@@ -59,7 +59,7 @@ def format_timestamp(value: datetime) -> str:
 
 
 def parse_timestamp(text: Any, where: str = "timestamp") -> datetime:
-    """An RFC 3339 string with an offset, as an aware ``datetime``.
+    """An RFC 3339 string with an offset, as an aware ``datetime`` in UTC.
 
     Raises:
         InvalidInput: ``text`` is not such a string or names an impossible time.
@@ -71,7 +71,7 @@ def parse_timestamp(text: Any, where: str = "timestamp") -> datetime:
             "e.g. 2026-11-21T09:30:00+08:00",
         )
     try:
-        return datetime.fromisoformat(text.upper().replace("Z", "+00:00"))
+        return datetime.fromisoformat(text.upper().replace("Z", "+00:00")).astimezone(timezone.utc)
     except ValueError as error:
         raise InvalidInput(ErrorKind.BAD_TIMESTAMP, f"{where}: {text!r} is impossible: {error}") from error
 

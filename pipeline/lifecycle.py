@@ -51,13 +51,13 @@ import apache_beam as beam
 from apache_beam import pvalue
 from apache_beam.coders import PickleCoder
 from apache_beam.metrics import Metrics
-from apache_beam.metrics.metric import MetricsFilter
 from apache_beam.runners.runner import PipelineResult
 from apache_beam.transforms.timeutil import TimeDomain
 from apache_beam.transforms.userstate import ReadModifyWriteStateSpec, TimerSpec, on_timer
 from apache_beam.utils.timestamp import Timestamp
 
 from pipeline import schemas
+from pipeline.accounting import read_counters
 from pipeline.dead_letter import METRICS_NAMESPACE, ErrorKind, Stage, dead_letter_record
 from pipeline.json_records import format_timestamp
 from pipeline.shipment import ALERT, CHANGE, CLEARED, OPENED, RETIRED, VIEW, Output, Settings, Shipment
@@ -298,11 +298,7 @@ class LiveStates:
 
 def read_live_states(result: PipelineResult) -> LiveStates:
     """The lifecycle counters of a running or finished job."""
-    counters = result.metrics().query(MetricsFilter().with_namespace(METRICS_NAMESPACE))["counters"]
-    values: dict[str, int] = {}
-    for counter in counters:
-        value = counter.committed if counter.committed is not None else counter.attempted
-        values[counter.key.metric.name] = values.get(counter.key.metric.name, 0) + (value or 0)
+    values = read_counters(result)
     return LiveStates(
         opened=values.get(f"lifecycle_{OPENED}", 0),
         retired=values.get(f"lifecycle_{RETIRED}", 0),

@@ -14,9 +14,10 @@ import apache_beam as beam
 from apache_beam.options.pipeline_options import StandardOptions
 from apache_beam.runners.runner import PipelineResult
 
-from pipeline import accounting, graph
+from pipeline import accounting, graph, stats_report
 from pipeline import options as job_options
 from pipeline.direct_pubsub import count_every_bundle, speed_up_direct_pubsub
+from pipeline.lifecycle import read_live_states
 from pipeline.local_runner import is_direct_runner, resolve_runner
 from pipeline.options import WaybillOptions
 
@@ -55,7 +56,12 @@ def run(argv: list[str] | None = None) -> accounting.Accounting:
     _wait_with_progress(result, cancel_on_interrupt=is_direct_runner(options.view_as(StandardOptions).runner))
     final = accounting.read_accounting(result)
     print(accounting.summary(final, options.output_dir, graph.file_outputs(options)), flush=True)
-    if not options.output_dir.startswith("gs://"):
+    print(read_live_states(result).summary_line(), flush=True)
+    if graph.is_local(options.output_dir):
+        day = job_options.traffic_profile(options).day.isoformat() if options.source == "synthetic" else None
+        print(stats_report.summary(options.output_dir, day=day), flush=True)
+        print(f"Current view of the statistics: sqlite3 {Path(options.output_dir, graph.CURRENT_VIEW_FILE)} "
+              "'SELECT day, metric, dimension, key, value, timing FROM daily_stats'", flush=True)
         Path(options.output_dir, "accounting.json").write_text(json.dumps(dataclasses.asdict(final), indent=2))
     return final
 
@@ -116,10 +122,12 @@ def _wait_with_progress(result: PipelineResult, cancel_on_interrupt: bool) -> No
 
 def clear_outputs(output_dir: str) -> None:
     """Each run replaces its own output folders (and nothing else) under a local output_dir."""
-    if output_dir.startswith("gs://"):
+    if not graph.is_local(output_dir):
         return
     for folder in graph.OUTPUT_DIRS:
         shutil.rmtree(Path(output_dir, folder), ignore_errors=True)
+    for suffix in ("", "-wal", "-shm"):  # the SQLite current view and its journal
+        Path(output_dir, graph.CURRENT_VIEW_FILE + suffix).unlink(missing_ok=True)
 
 
 def main() -> None:

@@ -9,6 +9,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 from apache_beam.options.pipeline_options import PipelineOptions, StandardOptions
 
 from pipeline import synthetic
+from pipeline.catalog import DEFAULT_CATALOG
 
 SOURCES = ("synthetic", "file", "pubsub")
 # A Google Cloud project id (the rule Beam's Pub/Sub transforms check too), then the name.
@@ -83,6 +84,38 @@ class WaybillOptions(PipelineOptions):
             "--flush_seconds", type=int, default=2,
             help="in streaming, how often output files are written, in seconds. Default: 2.",
         )
+        parser.add_argument(
+            "--stats_topic", default=None,
+            help="the topic daily statistics go to, projects/<project>/topics/<name> (Avro DailyStat "
+            "messages); when set, statistics go to the topic instead of files under --output_dir. "
+            "Default: files.",
+        )
+        parser.add_argument(
+            "--early_results_seconds", type=int, default=5,
+            help="in streaming, seconds of processing time between early (running) results of a "
+            "day's statistics. Default: 5.",
+        )
+        parser.add_argument(
+            "--allowed_lateness_hours", type=float, default=48.0,
+            help="hours after a day ends (in --time_zone) during which late events still correct its "
+            "statistics; later ones are dead-lettered (late_beyond_allowed_lateness). Default: 48.",
+        )
+        parser.add_argument(
+            "--catalog", default=str(DEFAULT_CATALOG),
+            help="JSON Lines product catalog (sku, initial_stock, reorder_threshold, reorder_quantity"
+            "[, manufacturer_id, product_name]), local or gs://, for stock and replenishment. "
+            "Default: the packaged pipeline/data/catalog.jsonl.",
+        )
+        parser.add_argument(
+            "--registration_deadline_minutes", type=float, default=30.0,
+            help="minutes (event time) after a waybill's pickup by which the sender's real-name "
+            "registration must exist, else a compliance alert is raised. Default: 30.",
+        )
+        parser.add_argument(
+            "--stuck_after_hours", type=float, default=24.0,
+            help="hours (event time) without a scan after which an undelivered parcel is reported "
+            "stuck. Default: 24.",
+        )
 
 
 def validate(options: WaybillOptions) -> None:
@@ -94,8 +127,11 @@ def validate(options: WaybillOptions) -> None:
         raise ValueError(f"--events must be 0 or more, got {options.events}")
     if options.dedup_horizon_hours <= 0:
         raise ValueError(f"--dedup_horizon_hours must be positive, got {options.dedup_horizon_hours}")
-    if options.flush_seconds <= 0:
-        raise ValueError(f"--flush_seconds must be positive, got {options.flush_seconds}")
+    for flag in ("flush_seconds", "early_results_seconds", "registration_deadline_minutes", "stuck_after_hours"):
+        if getattr(options, flag) <= 0:
+            raise ValueError(f"--{flag} must be positive, got {getattr(options, flag)}")
+    if options.allowed_lateness_hours < 0:
+        raise ValueError(f"--allowed_lateness_hours must be 0 or more, got {options.allowed_lateness_hours}")
     try:
         ZoneInfo(options.time_zone)
     except (ZoneInfoNotFoundError, ValueError) as error:
@@ -120,7 +156,12 @@ def _validate_pubsub(options: WaybillOptions) -> None:
             raise ValueError(f"{flag} is read only with --source=pubsub, got --source={options.source}")
         if value and not _SUBSCRIPTION.match(value):
             raise ValueError(f"{flag} must be projects/<project>/subscriptions/<name>, got {value!r}")
-    for flag, value in {"--supervision_topic": options.supervision_topic, "--dead_letter_topic": options.dead_letter_topic}.items():
+    topics = {
+        "--supervision_topic": options.supervision_topic,
+        "--dead_letter_topic": options.dead_letter_topic,
+        "--stats_topic": options.stats_topic,
+    }
+    for flag, value in topics.items():
         if value is not None and not _TOPIC.match(value):
             raise ValueError(f"{flag} must be projects/<project>/topics/<name>, got {value!r}")
 

@@ -23,6 +23,7 @@ ORDER_EVENT = f"{NAMESPACE}.OrderEvent"
 SUPERVISION_RECORD = f"{NAMESPACE}.SupervisionRecord"
 DEAD_LETTER = f"{NAMESPACE}.DeadLetter"
 DELIVERY_RECEIPT = f"{NAMESPACE}.DeliveryReceipt"
+DAILY_STAT = f"{NAMESPACE}.DailyStat"
 
 # Which payload record each CourierEvent.event_type carries.
 PAYLOAD_RECORD_FOR_EVENT_TYPE = {

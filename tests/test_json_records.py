@@ -43,7 +43,8 @@ def test_errors_name_the_path_and_the_value(change: dict, message: str) -> None:
 
 def test_timestamps() -> None:
     assert parse_timestamp("2026-11-21T09:30:00Z") == datetime(2026, 11, 21, 9, 30, tzinfo=timezone.utc)
-    assert parse_timestamp("2026-11-21T09:30:00-05:00").utcoffset() == -timedelta(hours=5)
+    assert parse_timestamp("2026-11-21T09:30:00-05:00") == datetime(2026, 11, 21, 14, 30, tzinfo=timezone.utc)
+    assert parse_timestamp("2026-11-21T09:30:00-05:00").utcoffset() == timedelta(0)
     assert format_timestamp(datetime(2026, 11, 21, 9, 30, tzinfo=timezone(timedelta(hours=8)))) == "2026-11-21T01:30:00.000Z"
     with pytest.raises(InvalidInput, match="is impossible"):
         parse_timestamp("2026-11-21T24:30:00Z")

@@ -41,7 +41,7 @@ from apache_beam.runners.runner import PipelineResult, PipelineState
 from pipeline import accounting, graph, publish
 from pipeline import options as job_options
 from pipeline.emulator import EmulatorError, EmulatorUnavailable, PubsubEmulator
-from pipeline.main import clear_outputs, launch
+from pipeline.main import clear_outputs, configure_logging, launch
 from pipeline.options import WaybillOptions
 from pipeline.synthetic import TrafficProfile
 
@@ -210,7 +210,7 @@ class LocalRun:
             counters.inputs == published
             and counters.balanced
             and self.drain.supervision == counters.pushed
-            and self.drain.dead_letters == counters.dead_lettered
+            and self.drain.dead_letters == counters.all_dead_letters
             and accounting.count_lines(order_files) == counters.orders
         )
 
@@ -361,7 +361,7 @@ def _finish(run_: LocalRun, ok: bool, extra: list[str]) -> int:
     """Prints the accounting (and the measurements); the exit code."""
     counters = run_.counters()
     print(accounting.summary(counters, run_.options.output_dir, graph.file_outputs(run_.options)))
-    agrees = run_.drain.supervision == counters.pushed and run_.drain.dead_letters == counters.dead_lettered
+    agrees = run_.drain.supervision == counters.pushed and run_.drain.dead_letters == counters.all_dead_letters
     print(f"On the topics: supervision {run_.drain.supervision:,}, dead-letter {run_.drain.dead_letters:,} "
           f"({'agree with' if agrees else 'DIFFER from'} the counters); published {run_.published:,}, "
           f"inputs {counters.inputs:,}")
@@ -371,8 +371,7 @@ def _finish(run_: LocalRun, ok: bool, extra: list[str]) -> int:
 
 
 def main() -> None:
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    logging.getLogger("apache_beam").setLevel(logging.WARNING)
+    configure_logging()
     sys.exit(run())
 
 

@@ -15,6 +15,8 @@ setup(
         "google-cloud-pubsub>=2.20",
         "fastavro>=1.9",
         "tzdata>=2024.1",
+        "requests>=2.31",
+        "standardwebhooks>=1.0",
     ],
     extras_require={
         "test": [

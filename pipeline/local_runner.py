@@ -20,6 +20,8 @@ SWITCHING_DIRECT_RUNNERS = frozenset({"direct", "directrunner", "switchingdirect
 # Every runner of the DirectRunner family: they read Pub/Sub through the DirectRunner's own
 # evaluator (what pipeline.direct_pubsub speeds up).
 DIRECT_RUNNERS = SWITCHING_DIRECT_RUNNERS | {"bundlebaseddirectrunner", "testdirectrunner"}
+# Runners that run the job inside this process (the launcher waits for them and reads counters).
+IN_PROCESS_RUNNERS = DIRECT_RUNNERS | {"fnapirunner"}
 
 
 def _runner_name(runner: Any) -> str:
@@ -36,6 +38,15 @@ def is_direct_runner(runner: Any) -> bool:
     (True, True, False)
     """
     return runner is None or _runner_name(runner) in DIRECT_RUNNERS
+
+
+def runs_in_process(runner: Any) -> bool:
+    """True for the runners that run the job in this process (DirectRunner family, FnApiRunner).
+
+    >>> runs_in_process("FnApiRunner"), runs_in_process("DataflowRunner")
+    (True, False)
+    """
+    return runner is None or _runner_name(runner) in IN_PROCESS_RUNNERS
 
 
 def resolve_runner(runner: str | None, streaming: bool) -> str:

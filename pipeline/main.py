@@ -11,14 +11,14 @@ import threading
 from pathlib import Path
 
 import apache_beam as beam
-from apache_beam.options.pipeline_options import StandardOptions
+from apache_beam.options.pipeline_options import StandardOptions, TestOptions
 from apache_beam.runners.runner import PipelineResult
 
 from pipeline import accounting, graph, stats_report
 from pipeline import options as job_options
 from pipeline.direct_pubsub import count_every_bundle, speed_up_direct_pubsub
 from pipeline.lifecycle import read_live_states
-from pipeline.local_runner import is_direct_runner, resolve_runner
+from pipeline.local_runner import resolve_runner, runs_in_process
 from pipeline.options import WaybillOptions
 
 _LOGGER = logging.getLogger(__name__)
@@ -44,16 +44,26 @@ def help_text() -> str:
 
 
 def run(argv: list[str] | None = None) -> accounting.Accounting:
-    """Parses ``argv``, runs the job to the end, prints progress and the accounting."""
+    """Parses ``argv``, runs the job to the end, prints progress and the accounting.
+
+    On a remote runner (Dataflow) it submits the job and returns: the job runs on without
+    this process; ``--dry_run=True`` only builds the job.
+    """
     argv = list(sys.argv[1:] if argv is None else argv)
+    nothing_counted = accounting.Accounting(0, 0, 0, 0, 0, {})
     if "--help" in argv or "-h" in argv:
         print(help_text())
-        return accounting.Accounting(0, 0, 0, 0, 0, {})
+        return nothing_counted
     options = WaybillOptions(argv)
     job_options.validate(options)
     clear_outputs(options.output_dir)
     result = launch(options)
-    _wait_with_progress(result, cancel_on_interrupt=is_direct_runner(options.view_as(StandardOptions).runner))
+    runner = options.view_as(StandardOptions).runner
+    if not runs_in_process(runner):
+        verb = "built (dry run), not submitted" if options.view_as(TestOptions).dry_run else "submitted"
+        print(f"{runner}: job {verb}; it runs without this process (see the README runbook).", flush=True)
+        return nothing_counted
+    _wait_with_progress(result, cancel_on_interrupt=True)
     final = accounting.read_accounting(result)
     print(accounting.summary(final, options.output_dir, graph.file_outputs(options)), flush=True)
     print(read_live_states(result).summary_line(), flush=True)

@@ -25,6 +25,7 @@ setup(
             "avro>=1.11.3",
             "pytest-httpserver>=1.0",
             "matplotlib>=3.8",
+            "mypy>=1.8",
         ],
         "report": ["matplotlib>=3.8"],
     },

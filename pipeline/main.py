@@ -30,8 +30,10 @@ def help_text() -> str:
     parser = argparse.ArgumentParser(
         prog="python -m pipeline",
         description="waybill-pipeline: validate, de-duplicate and identify courier and order events, "
-        "push every courier event to supervision, dead-letter what is bad. Beam's own options "
-        "(--project, --region, --temp_location, ...) are accepted too.",
+        "push every courier event to supervision, keep daily statistics per calendar day (corrected "
+        "by late data), stock and replenishment, and one lifecycle view per waybill with real-name "
+        "and stuck-parcel alerts; dead-letter what is bad. Beam's own options (--project, --region, "
+        "--temp_location, ...) are accepted too.",
     )
     WaybillOptions._add_argparse_args(parser)
     parser.add_argument(

@@ -39,10 +39,11 @@ def read_file(readable: Any) -> Iterator[RawMessage]:
     if path.endswith(".avro"):
         with readable.open() as stream:
             container = fastavro.reader(stream, return_record_name=True, return_record_name_override=True)
-            name = schemas.full_name(container.writer_schema["name"])
+            writer_schema: dict[str, Any] = container.writer_schema  # type: ignore[assignment]
+            name = schemas.full_name(writer_schema["name"])
             for number, record in enumerate(container, start=1):
                 attributes = {"schema": name, "file": path, "record": str(number)}
-                data = schemas.encode(name, record)
+                data = schemas.encode(name, record)  # type: ignore[arg-type]
                 yield RawMessage(data, attributes, f"file:{path}#{number}", Encoding.AVRO)
         return
     with readable.open() as stream:

@@ -163,7 +163,7 @@ class _ShardAndAnnounceDays(beam.DoFn):
         self._announced = set()
 
     def process(
-        self, element: tuple[str, Event], timestamp: Timestamp = beam.DoFn.TimestampParam
+        self, element: tuple[str, Event], timestamp: Timestamp = beam.DoFn.TimestampParam  # type: ignore[assignment]
     ) -> Iterator[tuple[int, Optional[tuple[str, Event]]]]:
         day_start = self._days.day_of(timestamp).start
         if day_start not in self._announced:
@@ -201,7 +201,7 @@ class _CloseDays(beam.DoFn):
     def process(
         self,
         element: tuple[int, Optional[tuple[str, Event]]],
-        timestamp: Timestamp = beam.DoFn.TimestampParam,
+        timestamp: Timestamp = beam.DoFn.TimestampParam,  # type: ignore[assignment]
         days: Any = beam.DoFn.StateParam(DAYS),
         close: Any = beam.DoFn.TimerParam(CLOSE),
     ) -> Iterator[Union[tuple[str, Event], beam.pvalue.TaggedOutput]]:
@@ -223,7 +223,7 @@ class _CloseDays(beam.DoFn):
     @on_timer(CLOSE)
     def on_close(
         self,
-        fired_at: Timestamp = beam.DoFn.TimestampParam,
+        fired_at: Timestamp = beam.DoFn.TimestampParam,  # type: ignore[assignment]
         days: Any = beam.DoFn.StateParam(DAYS),
         close: Any = beam.DoFn.TimerParam(CLOSE),
     ) -> None:
@@ -249,7 +249,7 @@ class _DeadLetterTooLate(beam.DoFn):
         self._late = Metrics.counter(METRICS_NAMESPACE, "stats_late_beyond_allowed_lateness")
 
     def process(
-        self, element: tuple[str, Event], timestamp: Timestamp = beam.DoFn.TimestampParam
+        self, element: tuple[str, Event], timestamp: Timestamp = beam.DoFn.TimestampParam  # type: ignore[assignment]
     ) -> Iterator[dict[str, Any]]:
         self._late.inc()
         stream, event = element
@@ -290,8 +290,8 @@ class _FormatDailyStat(beam.DoFn):
     def process(
         self,
         element: tuple[StatKey, int],
-        window: IntervalWindow = beam.DoFn.WindowParam,
-        pane: PaneInfo = beam.DoFn.PaneInfoParam,
+        window: IntervalWindow = beam.DoFn.WindowParam,  # type: ignore[assignment]
+        pane: PaneInfo = beam.DoFn.PaneInfoParam,  # type: ignore[assignment]
     ) -> Iterator[dict[str, Any]]:
         (metric, dimension, key), value = element
         yield {

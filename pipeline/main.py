@@ -65,7 +65,7 @@ def run(argv: list[str] | None = None) -> accounting.Accounting:
         verb = "built (dry run), not submitted" if options.view_as(TestOptions).dry_run else "submitted"
         print(f"{runner}: job {verb}; it runs without this process (see the README runbook).", flush=True)
         return nothing_counted
-    _wait_with_progress(result, cancel_on_interrupt=True)
+    _wait_with_progress(result)
     final = accounting.read_accounting(result)
     print(accounting.summary(final, options.output_dir, graph.file_outputs(options)), flush=True)
     print(read_live_states(result).summary_line(), flush=True)
@@ -95,13 +95,13 @@ def launch(options: WaybillOptions) -> PipelineResult:
     return pipeline.run()
 
 
-def _wait_with_progress(result: PipelineResult, cancel_on_interrupt: bool) -> None:
+def _wait_with_progress(result: PipelineResult) -> None:
     """Waits for the job to finish, printing a progress line every second meanwhile.
 
     The DirectRunner updates ``result.state`` only inside ``wait_until_finish()``, so that
     waits in a thread while this one reads the live counters. Errors of the job re-raise here.
-    A streaming job on Pub/Sub never finishes: Ctrl-C cancels a local job (a job on Dataflow
-    keeps running; only this launcher stops). The waiting thread is a daemon because, once a
+    A streaming job on Pub/Sub never finishes: Ctrl-C cancels it (only jobs running in this
+    process come here; a Dataflow job is submitted and left running). The waiting thread is a daemon because, once a
     DirectRunner job is cancelled, its ``wait_until_finish()`` never returns (Beam 2.77).
     """
     interactive = sys.stderr.isatty()
@@ -121,8 +121,6 @@ def _wait_with_progress(result: PipelineResult, cancel_on_interrupt: bool) -> No
             print(f"\r{line}" if interactive else line, end="" if interactive else "\n", file=sys.stderr, flush=True)
             waiter.join(_PROGRESS_SECONDS)
     except KeyboardInterrupt:
-        if not cancel_on_interrupt:
-            raise
         print("\ninterrupted: cancelling the job", file=sys.stderr, flush=True)
         result.cancel()
         return

@@ -14,6 +14,7 @@ from apache_beam.metrics.metric import MetricsFilter
 from apache_beam.runners.runner import PipelineResult
 
 from pipeline.dead_letter import METRICS_NAMESPACE
+from pipeline.sinks import is_local_path
 
 
 @dataclasses.dataclass(frozen=True)
@@ -102,7 +103,7 @@ def summary(accounting: Accounting, output_dir: str, folders: dict[str, str]) ->
     if a.dead_letter_kinds:
         lines.append("Dead letters by reason")
         lines += [f"  {kind:<24}{count:>9,}" for kind, count in a.dead_letter_kinds.items()]
-    if not output_dir.startswith("gs://"):
+    if is_local_path(output_dir):
         lines.append(f"Output files under {output_dir}/")
         for name, folder in folders.items():
             in_files = count_lines(Path(output_dir) / folder)

@@ -49,6 +49,7 @@ from apache_beam.metrics import Metrics
 
 from pipeline.dead_letter import METRICS_NAMESPACE
 from pipeline.json_records import format_timestamp
+from pipeline.sinks import is_local_path
 
 _LOGGER = logging.getLogger(__name__)
 
@@ -198,7 +199,7 @@ class UpsertCurrentView(beam.PTransform):
 
     def __init__(self, path: str) -> None:
         super().__init__()
-        if path.startswith("gs://"):
+        if not is_local_path(path):
             raise ValueError(f"the current view is a local SQLite file; got {path!r}, give a local path")
         self.path = path
         self.write: beam.PTransform = beam.ParDo(UpsertBundlesFn(SqliteCurrentView(path)))

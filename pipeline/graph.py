@@ -12,7 +12,7 @@ from pipeline.identify import IdentifyWaybills
 from pipeline.inventory import REPLENISHMENT_SUGGESTION, SuggestReplenishments
 from pipeline.lifecycle import WAYBILL_ALERT, WAYBILL_VIEW, TrackWaybillLifecycles
 from pipeline.options import WaybillOptions
-from pipeline.sinks import WriteJsonLines, WritePubSub
+from pipeline.sinks import WriteJsonLines, WritePubSub, is_local_path
 from pipeline.sources import ReadFiles, ReadPubSub, ReadSynthetic
 from pipeline.stats import ComputeDailyStats
 from pipeline.supervision import PushSupervision
@@ -76,7 +76,7 @@ def build(p: beam.Pipeline, options: WaybillOptions) -> dict[str, beam.PCollecti
         streaming=streaming,
     )
     daily["stats"] | "WriteDailyStats" >> _sink(options, options.stats_topic, STATS_DIR, schemas.DAILY_STAT)
-    if is_local(options.output_dir):
+    if is_local_path(options.output_dir):
         daily["stats"] | "UpsertCurrentView" >> UpsertCurrentView(f"{options.output_dir}/{CURRENT_VIEW_FILE}")
     replenishments = orders["unique"] | "SuggestReplenishments" >> SuggestReplenishments(
         options.catalog, streaming=streaming
@@ -107,8 +107,3 @@ def build(p: beam.Pipeline, options: WaybillOptions) -> dict[str, beam.PCollecti
         "waybill_views": lifecycle["views"],
         "waybill_alerts": lifecycle["alerts"],
     }
-
-
-def is_local(output_dir: str) -> bool:
-    """Whether --output_dir is a local folder (the SQLite current view and the file checks need one)."""
-    return "://" not in output_dir

@@ -20,6 +20,7 @@ from pipeline.direct_pubsub import count_every_bundle, speed_up_direct_pubsub
 from pipeline.lifecycle import read_live_states
 from pipeline.local_runner import resolve_runner, runs_in_process
 from pipeline.options import WaybillOptions
+from pipeline.sinks import is_local_path
 
 _LOGGER = logging.getLogger(__name__)
 _PROGRESS_SECONDS = 1.0
@@ -69,7 +70,7 @@ def run(argv: list[str] | None = None) -> accounting.Accounting:
     final = accounting.read_accounting(result)
     print(accounting.summary(final, options.output_dir, graph.file_outputs(options)), flush=True)
     print(read_live_states(result).summary_line(), flush=True)
-    if graph.is_local(options.output_dir):
+    if is_local_path(options.output_dir):
         day = job_options.traffic_profile(options).day.isoformat() if options.source == "synthetic" else None
         print(stats_report.summary(options.output_dir, day=day), flush=True)
         print(f"Current view of the statistics: sqlite3 {Path(options.output_dir, graph.CURRENT_VIEW_FILE)} "
@@ -132,7 +133,7 @@ def _wait_with_progress(result: PipelineResult) -> None:
 
 def clear_outputs(output_dir: str) -> None:
     """Each run replaces its own output folders (and nothing else) under a local output_dir."""
-    if not graph.is_local(output_dir):
+    if not is_local_path(output_dir):
         return
     for folder in graph.OUTPUT_DIRS:
         shutil.rmtree(Path(output_dir, folder), ignore_errors=True)

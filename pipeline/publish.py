@@ -34,6 +34,7 @@ from zoneinfo import ZoneInfo
 
 from pipeline import json_records, schemas, synthetic
 from pipeline.dead_letter import InvalidInput
+from pipeline.main import configure_logging
 from pipeline.messages import Encoding, RawMessage
 from pipeline.validate import decode_message
 
@@ -222,7 +223,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 
 def main(argv: list[str] | None = None) -> int:
     """The command line; returns the exit code (1 if any publish failed)."""
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    configure_logging()
     args = parse_args(argv)
     topics = Topics(args.topic, args.order_topic or args.topic)
     skipped: collections.Counter[str] = collections.Counter()

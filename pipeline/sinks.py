@@ -19,6 +19,15 @@ from pipeline import json_records, schemas
 FileNaming = Callable[..., str]
 
 
+def is_local_path(path: str) -> bool:
+    """Whether ``path`` is on this machine (not ``gs://`` or another remote file system).
+
+    >>> is_local_path("output"), is_local_path("gs://bucket/out")
+    (True, False)
+    """
+    return "://" not in path
+
+
 def pane_file_naming(prefix: str) -> FileNaming:
     """File names unique to each firing: ``<prefix>-<pane>-<firing id>-<shard>-of-<shards>.jsonl``.
 

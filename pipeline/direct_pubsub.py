@@ -17,19 +17,21 @@ and the runner runs every step on one worker thread (``_ExecutorServiceParallelE
   just before the subscription ran dry fires up to ~30 s late.
 
 :func:`speed_up_direct_pubsub` changes only the pull that evaluator makes, through the client
-it uses (Beam's own code still parses the timestamps and acknowledges): the first pull of a
-round waits at most ``IDLE_PULL_TIMEOUT_S`` for messages; while messages keep coming it pulls
-again without waiting (the emulator returns at most 100 per pull) until it holds
-``MAX_MESSAGES_PER_READ`` or has pulled for ``MAX_ROUND_S``. Nothing changes on other runners: the evaluator exists only in the
-DirectRunner, and the function does nothing unless it is told the runner is a DirectRunner
-(:func:`pipeline.local_runner.is_direct_runner`, the package's one list of such names).
-``pipeline.main.launch``, which resolves the runner of every local run, calls it.
+it uses (Beam's own code still parses the timestamps and acknowledges): a background thread
+per subscription (:class:`Prefetcher`) pulls ahead while the pipeline works, keeping up to
+``MAX_MESSAGES_PER_READ`` messages; a read round takes what is there at once, or waits at most
+``IDLE_PULL_TIMEOUT_S`` for the first message. The worker thread never waits on the emulator
+while there is work, and never for long when there is none. Nothing changes on other runners:
+the evaluator exists only in the DirectRunner, and the function does nothing unless it is
+told the runner is a DirectRunner (:func:`pipeline.local_runner.is_direct_runner`, the
+package's one list of such names). ``pipeline.main.launch``, which resolves the runner of
+every local run, calls it.
 """
 from __future__ import annotations
 
 import logging
+import threading
 import time
-import warnings
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -39,16 +41,24 @@ from pipeline.local_runner import is_direct_runner
 
 _LOGGER = logging.getLogger(__name__)
 
-# The most messages one scheduling round of the read hands to the pipeline (one bundle).
-# Rounds are expensive in the DirectRunner (every step runs a bundle per round): on the full
-# job graph 1,000 per round drained a 20,000 backlog at ~740 msg/s, 5,000 at ~1,350 msg/s.
+# The most messages one scheduling round of the read hands to the pipeline (one bundle), and
+# the most a prefetcher holds. Rounds are expensive in the DirectRunner (every step runs a
+# bundle per round): on the full job graph 1,000 per round drained a 20,000 backlog at
+# ~740 msg/s, 5,000 at ~1,350 msg/s. A held message is not acknowledged yet: the local
+# subscriptions have a 60 s ack deadline, and a round takes a few seconds.
 MAX_MESSAGES_PER_READ = 5000
-# A round stops pulling after this long, so its first message waits at most about this long
-# for its acknowledgement (Pub/Sub's ack deadline is 10 s at least).
-MAX_ROUND_S = 2.0
-# gRPC deadline of the first pull of a round; the emulator answers an empty pull after
-# (deadline - 1) s, real Pub/Sub with an empty response or DEADLINE_EXCEEDED (both mean "none").
+# How long a round waits for a first message when none is held; also the gRPC deadline of
+# each background pull (the emulator answers an empty pull after (deadline - 1) s, real
+# Pub/Sub with an empty response or DEADLINE_EXCEEDED: both mean "none").
 IDLE_PULL_TIMEOUT_S = 1.5
+# A prefetcher whose subscription no round has read for this long stops (its job was
+# cancelled or finished); the next round, if any, starts a new one.
+_UNREAD_STOP_S = 60.0
+# Consecutive failed pulls (the emulator went away) after which a prefetcher stops.
+_MAX_FAILED_PULLS = 5
+# Messages the Pub/Sub write publishes before it waits for their acknowledgements (Beam: 100,
+# so a 5,000-message round waited for 50 round trips one after the other).
+WRITE_BUFFER_MESSAGES = 1000
 _APPLIED_MARK = "_waybill_fast_pull"
 
 
@@ -58,10 +68,13 @@ def speed_up_direct_pubsub(runner: str | PipelineRunner | None) -> bool:
     Why: the stock read pulls 10 messages per round with a 30 s deadline on the runner's only
     thread; a backlog drains at a few hundred msg/s and an idle subscription freezes the whole
     pipeline (watermarks, windows, timers) for up to ~30 s per round. After this call each
-    round pulls up to ``MAX_MESSAGES_PER_READ`` messages and an empty round returns after
-    ``IDLE_PULL_TIMEOUT_S``.
+    round takes up to ``MAX_MESSAGES_PER_READ`` messages pulled ahead by a :class:`Prefetcher`
+    and an empty round returns after ``IDLE_PULL_TIMEOUT_S``. The write (``_PubSubWriteDoFn``,
+    which Dataflow replaces by its own sink) waits for acknowledgements once per
+    ``WRITE_BUFFER_MESSAGES`` instead of once per 100.
 
-    Scope: patches ``_PubSubReadEvaluator._get_subscriber_client`` in this process, so every
+    Scope: patches ``_PubSubReadEvaluator._get_subscriber_client`` and
+    ``_PubSubWriteDoFn.BUFFER_SIZE_ELEMENTS`` in this process, so every
     later DirectRunner pipeline here gets the fast pull. Call it before ``p.run()`` (the
     client is fetched on each read round). Idempotent.
 
@@ -94,8 +107,11 @@ def speed_up_direct_pubsub(runner: str | PipelineRunner | None) -> bool:
 
     setattr(_get_subscriber_client, _APPLIED_MARK, True)
     setattr(_PubSubReadEvaluator, "_get_subscriber_client", classmethod(_get_subscriber_client))
-    _LOGGER.info("DirectRunner Pub/Sub read: up to %d messages per round, %.1f s idle pull",
-                 MAX_MESSAGES_PER_READ, IDLE_PULL_TIMEOUT_S)
+    from apache_beam.io.gcp.pubsub import _PubSubWriteDoFn  # the DirectRunner's Pub/Sub write
+
+    _PubSubWriteDoFn.BUFFER_SIZE_ELEMENTS = WRITE_BUFFER_MESSAGES
+    _LOGGER.info("DirectRunner Pub/Sub: up to %d messages per read round, %.1f s idle pull, "
+                 "writes wait once per %d messages", MAX_MESSAGES_PER_READ, IDLE_PULL_TIMEOUT_S, WRITE_BUFFER_MESSAGES)
     return True
 
 
@@ -146,8 +162,95 @@ class PulledMessages:
     received_messages: list[Any] = field(default_factory=list)
 
 
+class Prefetcher:
+    """Pulls one subscription in a background thread into a bounded buffer.
+
+    Example: 20,000 messages wait. Round 1 finds nothing held, waits for the first pull
+    (~0.1 s) and takes what has arrived; while the pipeline processes it (seconds), the thread
+    pulls on until it holds 5,000; round 2 takes those 5,000 at once, and the thread refills.
+    The pulls' network waits overlap the pipeline's work instead of adding to it.
+
+    The thread stops after ``_UNREAD_STOP_S`` without a round, or after ``_MAX_FAILED_PULLS``
+    failed pulls in a row; messages it held then are never acknowledged, so Pub/Sub delivers
+    them again after their ack deadline (the job de-duplicates on event_id).
+    """
+
+    def __init__(self, client: Any, subscription: str) -> None:
+        self._client = client
+        self._subscription = subscription
+        self._held: list[Any] = []
+        self._changed = threading.Condition()
+        self._last_take = time.monotonic()
+        self._thread = threading.Thread(target=self._run, name=f"prefetch-{subscription.rsplit('/', 1)[-1]}", daemon=True)
+        self._thread.start()
+
+    @property
+    def running(self) -> bool:
+        return self._thread.is_alive()
+
+    def take(self) -> list[Any]:
+        """Up to ``MAX_MESSAGES_PER_READ`` held messages; waits up to ``IDLE_PULL_TIMEOUT_S`` for one."""
+        with self._changed:
+            self._last_take = time.monotonic()
+            if not self._held:
+                self._changed.wait_for(lambda: bool(self._held) or not self.running, IDLE_PULL_TIMEOUT_S)
+            taken, self._held = self._held[:MAX_MESSAGES_PER_READ], self._held[MAX_MESSAGES_PER_READ:]
+            self._changed.notify_all()
+            return taken
+
+    def _run(self) -> None:
+        failures = 0
+        while failures < _MAX_FAILED_PULLS:
+            with self._changed:
+                self._changed.wait_for(lambda: len(self._held) < MAX_MESSAGES_PER_READ, IDLE_PULL_TIMEOUT_S)
+                room = MAX_MESSAGES_PER_READ - len(self._held)
+                if time.monotonic() - self._last_take > _UNREAD_STOP_S:
+                    break
+            if room <= 0:
+                continue
+            try:
+                batch = self._pull(room)
+            except Exception as error:  # the emulator stopped, a network error: retried, bounded
+                failures += 1
+                _LOGGER.debug("pull from %s failed (%d in a row): %s", self._subscription, failures, error)
+                time.sleep(0.2 * failures)
+                continue
+            failures = 0
+            if batch:
+                with self._changed:
+                    self._held.extend(batch)
+                    self._changed.notify_all()
+        with self._changed:
+            self._changed.notify_all()
+
+    def _pull(self, max_messages: int) -> list[Any]:
+        from google.api_core.exceptions import DeadlineExceeded
+
+        try:
+            response = self._client.pull(
+                subscription=self._subscription, max_messages=max_messages, timeout=IDLE_PULL_TIMEOUT_S
+            )
+        except DeadlineExceeded:
+            return []  # nothing arrived within the wait
+        return list(response.received_messages)
+
+
+_PREFETCHERS: dict[tuple[int, str], Prefetcher] = {}
+_PREFETCHERS_LOCK = threading.Lock()
+
+
+def prefetcher(client: Any, subscription: str) -> Prefetcher:
+    """The running prefetcher of ``subscription`` through ``client`` (started if needed)."""
+    key = (id(client), subscription)
+    with _PREFETCHERS_LOCK:
+        current = _PREFETCHERS.get(key)
+        if current is None or not current.running:
+            current = _PREFETCHERS[key] = Prefetcher(client, subscription)
+        return current
+
+
 class FastPullSubscriber:
-    """A SubscriberClient whose ``pull`` drains up to ``MAX_MESSAGES_PER_READ`` messages.
+    """A SubscriberClient whose ``pull`` takes what its subscription's :class:`Prefetcher` holds.
 
     Everything else (``acknowledge``, paths, ...) goes to the wrapped client.
     """
@@ -159,40 +262,5 @@ class FastPullSubscriber:
         return getattr(self._client, name)
 
     def pull(self, subscription: str, **_ignored: Any) -> PulledMessages:
-        """One read round; the evaluator's ``max_messages=10, timeout=30`` are ignored.
-
-        The first pull waits up to ``IDLE_PULL_TIMEOUT_S``; while messages keep coming the
-        next pulls do not wait, until the round holds ``MAX_MESSAGES_PER_READ`` messages or has
-        pulled for ``MAX_ROUND_S`` (Beam acknowledges a round only when it returns, so this
-        bounds how long a message waits unacknowledged). Measured: four pulls in parallel
-        instead of one after the other did not drain a backlog faster (1,249 vs ~1,350 msg/s):
-        the emulator, not the wait, is the limit.
-        """
-        pulled = PulledMessages()
-        deadline = time.monotonic() + MAX_ROUND_S
-        batch = self._pull(subscription, MAX_MESSAGES_PER_READ, return_immediately=False)
-        while batch:
-            pulled.received_messages.extend(batch)
-            wanted = MAX_MESSAGES_PER_READ - len(pulled.received_messages)
-            if wanted <= 0 or time.monotonic() >= deadline:
-                break
-            batch = self._pull(subscription, wanted, return_immediately=True)
-        return pulled
-
-    def _pull(self, subscription: str, max_messages: int, return_immediately: bool) -> list[Any]:
-        from google.api_core.exceptions import DeadlineExceeded
-
-        with warnings.catch_warnings():
-            # return_immediately is deprecated for real Pub/Sub, where it may answer empty
-            # while messages exist; that only ends a round early. The emulator honours it.
-            warnings.simplefilter("ignore", DeprecationWarning)
-            try:
-                response = self._client.pull(
-                    subscription=subscription,
-                    max_messages=max_messages,
-                    return_immediately=return_immediately,
-                    timeout=IDLE_PULL_TIMEOUT_S,
-                )
-            except DeadlineExceeded:
-                return []  # nothing arrived within the idle wait
-        return list(response.received_messages)
+        """One read round; the evaluator's ``max_messages=10, timeout=30`` are ignored."""
+        return PulledMessages(prefetcher(self._client, subscription).take())

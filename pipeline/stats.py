@@ -48,6 +48,7 @@ from apache_beam.utils.timestamp import MIN_TIMESTAMP, Duration, Timestamp
 from apache_beam.utils.windowed_value import PaneInfo, PaneInfoTiming
 
 from pipeline import schemas
+from pipeline.bundle_sums import SumPerKeyWithinBundle
 from pipeline.calendar_days import DEFAULT_TIME_ZONE, CalendarDays, DaysUntilClosed, to_datetime
 from pipeline.dead_letter import METRICS_NAMESPACE, ErrorKind, Stage, dead_letter_record
 from pipeline.json_records import format_timestamp
@@ -386,6 +387,7 @@ class ComputeDailyStats(beam.PTransform):
                 accumulation_mode=trigger.AccumulationMode.ACCUMULATING,
                 allowed_lateness=self._allowed_lateness,
             )
+            | "PreSumPerDay" >> SumPerKeyWithinBundle()
             | "SumPerDay" >> beam.CombinePerKey(sum)
             | "FormatDailyStats" >> beam.ParDo(_FormatDailyStat(self._days, final=False))
         )
@@ -393,6 +395,7 @@ class ComputeDailyStats(beam.PTransform):
         final = (
             measured
             | "WindowIntoDaysUntilClosed" >> beam.WindowInto(closing_days)
+            | "PreSumPerClosedDay" >> SumPerKeyWithinBundle()
             | "SumPerClosedDay" >> beam.CombinePerKey(sum)
             | "FormatFinalDailyStats" >> beam.ParDo(_FormatDailyStat(closing_days, final=True))
         )

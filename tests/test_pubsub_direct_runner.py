@@ -19,6 +19,7 @@ from typing import Any
 import apache_beam as beam
 import pytest
 from apache_beam.io import PubsubMessage
+from apache_beam.io.gcp.pubsub import _PubSubWriteDoFn
 from apache_beam.options.pipeline_options import PipelineOptions
 from apache_beam.runners.direct.direct_runner import BundleBasedDirectRunner
 from apache_beam.runners.direct.transform_evaluator import _PubSubReadEvaluator
@@ -50,12 +51,15 @@ pytest_plugins = ["tests.pubsub_fixtures"]
 TopicFactory = Callable[[str], TopicAndSubscription]
 _UTC = timezone.utc
 
+STOCK_WRITE_BUFFER = _PubSubWriteDoFn.BUFFER_SIZE_ELEMENTS  # read before any test patches it
+
 
 @pytest.fixture
 def stock_read_evaluator(monkeypatch: pytest.MonkeyPatch) -> Any:
-    """Beam's own ``_get_subscriber_client``; whatever a test patches is undone afterwards."""
+    """Beam's own ``_get_subscriber_client`` (and write buffer); whatever a test patches is undone afterwards."""
     stock = _PubSubReadEvaluator.__dict__["_get_subscriber_client"]
     monkeypatch.setattr(_PubSubReadEvaluator, "_get_subscriber_client", stock)
+    monkeypatch.setattr(_PubSubWriteDoFn, "BUFFER_SIZE_ELEMENTS", STOCK_WRITE_BUFFER)
     return stock
 
 
@@ -134,6 +138,7 @@ def test_direct_runner_takes_element_timestamps_from_timestamp_attribute(
 def test_speed_up_is_inert_on_other_runners(runner: str, stock_read_evaluator: Any) -> None:
     assert speed_up_direct_pubsub(runner) is False
     assert _PubSubReadEvaluator.__dict__["_get_subscriber_client"] is stock_read_evaluator
+    assert _PubSubWriteDoFn.BUFFER_SIZE_ELEMENTS == STOCK_WRITE_BUFFER
 
 
 @pytest.mark.parametrize(
@@ -143,24 +148,25 @@ def test_speed_up_applies_once_on_direct_runners(runner: Any, stock_read_evaluat
     assert speed_up_direct_pubsub(runner) is True
     patched = _PubSubReadEvaluator.__dict__["_get_subscriber_client"]
     assert patched is not stock_read_evaluator
+    assert _PubSubWriteDoFn.BUFFER_SIZE_ELEMENTS == direct_pubsub.WRITE_BUFFER_MESSAGES
 
     assert speed_up_direct_pubsub(runner) is True  # idempotent: not wrapped twice
     assert _PubSubReadEvaluator.__dict__["_get_subscriber_client"] is patched
 
 
 class _FakeSubscriber:
-    """Serves a backlog at most 100 messages per pull, as the emulator does."""
+    """Serves a backlog at most 100 messages per pull, as the emulator does; raises ``errors``
+    first, one per pull."""
 
-    def __init__(self, backlog: int, first_error: Exception | None = None) -> None:
+    def __init__(self, backlog: int, errors: list[Exception] | None = None) -> None:
         self.backlog = list(range(backlog))
         self.calls: list[dict[str, Any]] = []
-        self.first_error = first_error
+        self.errors = list(errors or [])
 
     def pull(self, **kwargs: Any) -> Any:
         self.calls.append(kwargs)
-        if self.first_error is not None:
-            error, self.first_error = self.first_error, None
-            raise error
+        if self.errors:
+            raise self.errors.pop(0)
         taken = self.backlog[: min(100, kwargs["max_messages"])]
         del self.backlog[: len(taken)]
         return direct_pubsub.PulledMessages(received_messages=taken)
@@ -169,30 +175,63 @@ class _FakeSubscriber:
         return f"acked {len(ack_ids)}"
 
 
-def test_fast_pull_drains_a_backlog_up_to_the_round_limit() -> None:
+def _take_all(subscriber: FastPullSubscriber, subscription: str, expected: int) -> list[list[Any]]:
+    """Read rounds until ``expected`` messages came (at most 200 rounds)."""
+    rounds: list[list[Any]] = []
+    for _ in range(200):
+        if sum(map(len, rounds)) >= expected:
+            break
+        rounds.append(subscriber.pull(subscription=subscription, max_messages=10, timeout=30).received_messages)
+    return rounds
+
+
+def test_prefetch_drains_a_backlog_in_order_in_rounds_of_at_most_the_limit() -> None:
     fake = _FakeSubscriber(backlog=2 * direct_pubsub.MAX_MESSAGES_PER_READ + 500)
 
-    first = FastPullSubscriber(fake).pull(subscription="s", max_messages=10, timeout=30)
-    second = FastPullSubscriber(fake).pull(subscription="s", max_messages=10, timeout=30)
+    rounds = _take_all(FastPullSubscriber(fake), "drain", 2 * direct_pubsub.MAX_MESSAGES_PER_READ + 500)
 
-    assert first.received_messages == list(range(direct_pubsub.MAX_MESSAGES_PER_READ))
-    assert len(second.received_messages) == direct_pubsub.MAX_MESSAGES_PER_READ
-    # The first pull of a round waits briefly; follow-ups do not wait at all.
-    assert fake.calls[0]["timeout"] == direct_pubsub.IDLE_PULL_TIMEOUT_S
-    assert fake.calls[0]["return_immediately"] is False
-    assert all(call["return_immediately"] for call in fake.calls[1:10])
+    assert [m for r in rounds for m in r] == list(range(2 * direct_pubsub.MAX_MESSAGES_PER_READ + 500))
+    assert max(map(len, rounds)) <= direct_pubsub.MAX_MESSAGES_PER_READ
+    # Every pull the thread made waited at most the idle wait, and asked for no more than it can hold.
+    assert {call["timeout"] for call in fake.calls} == {direct_pubsub.IDLE_PULL_TIMEOUT_S}
+    assert all(call["max_messages"] <= direct_pubsub.MAX_MESSAGES_PER_READ for call in fake.calls)
 
 
-def test_fast_pull_returns_what_is_there_and_nothing_when_idle() -> None:
-    fake = _FakeSubscriber(backlog=250)
+def test_prefetch_holds_no_more_than_one_round_ahead() -> None:
+    fake = _FakeSubscriber(backlog=3 * direct_pubsub.MAX_MESSAGES_PER_READ)
+    subscriber = FastPullSubscriber(fake)
+    first = subscriber.pull(subscription="ahead").received_messages
+    for _ in range(100):  # the thread fills its buffer, then stops pulling
+        if len(fake.backlog) <= 3 * direct_pubsub.MAX_MESSAGES_PER_READ - len(first) - direct_pubsub.MAX_MESSAGES_PER_READ:
+            break
+        time.sleep(0.05)
+    time.sleep(0.2)
+    assert len(fake.backlog) == 3 * direct_pubsub.MAX_MESSAGES_PER_READ - len(first) - direct_pubsub.MAX_MESSAGES_PER_READ
+    assert len(subscriber.pull(subscription="ahead").received_messages) == direct_pubsub.MAX_MESSAGES_PER_READ
+
+
+def test_prefetch_returns_nothing_when_idle_and_survives_a_failed_pull() -> None:
+    fake = _FakeSubscriber(backlog=250, errors=[DeadlineExceeded("idle"), ConnectionError("blip")])
     subscriber = FastPullSubscriber(fake)
 
-    assert len(subscriber.pull(subscription="s").received_messages) == 250
-    assert subscriber.pull(subscription="s").received_messages == []
-    assert FastPullSubscriber(
-        _FakeSubscriber(backlog=5, first_error=DeadlineExceeded("idle"))
-    ).pull(subscription="s").received_messages == []
-    assert subscriber.acknowledge(subscription="s", ack_ids=["a", "b"]) == "acked 2"
+    rounds = _take_all(subscriber, "idle", 250)
+    assert sum(map(len, rounds)) == 250
+    started = time.monotonic()
+    assert subscriber.pull(subscription="idle").received_messages == []
+    assert time.monotonic() - started < 2 * direct_pubsub.IDLE_PULL_TIMEOUT_S
+    assert subscriber.acknowledge(subscription="idle", ack_ids=["a", "b"]) == "acked 2"
+
+
+def test_prefetch_stops_when_pulls_keep_failing() -> None:
+    fake = _FakeSubscriber(backlog=0, errors=[ConnectionError("gone")] * 50)
+    reader = direct_pubsub.prefetcher(fake, "gone")
+    for _ in range(100):  # 5 failures with growing pauses: about 3 s
+        if not reader.running:
+            break
+        time.sleep(0.05)
+    assert not reader.running
+    assert len(fake.calls) == direct_pubsub._MAX_FAILED_PULLS
+    assert reader.take() == []
 
 
 def _ids_per_window(pair: tuple[str, Any]) -> PubsubMessage:

@@ -3,6 +3,9 @@
 #
 #   ./run_local.sh [job options]   run the job on the DirectRunner in streaming mode
 #                                  (default: a synthetic day of 20,000 messages; --help lists options)
+#   ./run_local.sh --batch [job options]
+#                                  the same job in batch mode (FnApiRunner): every timer fires and
+#                                  every output is complete; e.g. --days 5 for five synthetic days
 #   ./run_local.sh --pubsub [--events N] [--measure] [job options]
 #                                  the same job reading and writing Pub/Sub topics on a local
 #                                  emulator, fed synthetic traffic (python -m pipeline.local_pubsub)
@@ -29,6 +32,10 @@ fi
 if [ "${1:-}" = "--test" ]; then
   shift
   exec .venv/bin/python -m pytest tests "$@"
+fi
+if [ "${1:-}" = "--batch" ]; then
+  shift
+  exec .venv/bin/python -m pipeline --runner=DirectRunner "$@"
 fi
 if [ "${1:-}" = "--pubsub" ]; then
   shift

@@ -10,7 +10,7 @@ from pipeline.current_view import UpsertCurrentView
 from pipeline.dedup import DUPLICATES_TAG, DeduplicateEvents
 from pipeline.identify import IdentifyWaybills
 from pipeline.inventory import REPLENISHMENT_SUGGESTION, SuggestReplenishments
-from pipeline.lifecycle import WAYBILL_ALERT, WAYBILL_VIEW, TrackWaybillLifecycles
+from pipeline.lifecycle import STATE_CHANGES, WAYBILL_ALERT, WAYBILL_STATE_CHANGE, WAYBILL_VIEW, TrackWaybillLifecycles
 from pipeline.options import WaybillOptions
 from pipeline.sinks import WriteJsonLines, WritePubSub, is_local_path
 from pipeline.sources import ReadFiles, ReadPubSub, ReadSynthetic
@@ -26,8 +26,11 @@ STATS_DIR = "stats"
 INVENTORY_DIR = "units/inventory"
 WAYBILLS_DIR = "waybills"
 ALERTS_DIR = "alerts"
+WAYBILL_STATES_DIR = "waybill_states"
 CURRENT_VIEW_FILE = "current_view.sqlite"
-OUTPUT_DIRS = (SUPERVISION_DIR, DEAD_LETTER_DIR, ORDERS_DIR, STATS_DIR, INVENTORY_DIR, WAYBILLS_DIR, ALERTS_DIR)
+OUTPUT_DIRS = (
+    SUPERVISION_DIR, DEAD_LETTER_DIR, ORDERS_DIR, STATS_DIR, INVENTORY_DIR, WAYBILLS_DIR, ALERTS_DIR, WAYBILL_STATES_DIR,
+)
 
 
 def file_outputs(options: WaybillOptions) -> dict[str, str]:
@@ -58,7 +61,7 @@ def build(p: beam.Pipeline, options: WaybillOptions) -> dict[str, beam.PCollecti
             p | "ReadOrderEvents" >> ReadPubSub(options.order_subscription),
         ) | "AllPubsubMessages" >> beam.Flatten()
     else:
-        messages = p | "ReadSynthetic" >> ReadSynthetic(job_options.traffic_profile(options))
+        messages = p | "ReadSynthetic" >> ReadSynthetic(job_options.traffic_profiles(options))
 
     validated = messages | "ValidateEvents" >> ValidateEvents()
     courier = validated[EventTag.COURIER.value] | "DeduplicateCourierEvents" >> DeduplicateEvents(horizon, "courier")
@@ -88,6 +91,9 @@ def build(p: beam.Pipeline, options: WaybillOptions) -> dict[str, beam.PCollecti
     )
     lifecycle["views"] | "WriteWaybillViews" >> _sink(options, None, WAYBILLS_DIR, WAYBILL_VIEW)
     lifecycle["alerts"] | "WriteWaybillAlerts" >> _sink(options, None, ALERTS_DIR, WAYBILL_ALERT)
+    lifecycle[STATE_CHANGES] | "WriteWaybillStateChanges" >> _sink(
+        options, None, WAYBILL_STATES_DIR, WAYBILL_STATE_CHANGE
+    )
     dead_letters = (
         validated[EventTag.DEAD_LETTER.value],
         daily["dead_letter"],

@@ -20,8 +20,10 @@ from __future__ import annotations
 
 import base64
 import binascii
+import json
 import re
 from datetime import datetime, timezone
+from pathlib import Path
 from typing import Any
 
 from pipeline import schemas
@@ -45,6 +47,25 @@ def from_json(name: str, obj: Any) -> schemas.Record:
     """
     schema = schemas.parsed(name)
     return _from_json(schema, obj, schema["__named_schemas"], "")
+
+
+def read_folder(folder: str | Path, name: str) -> list[schemas.Record]:
+    """Every record of schema ``name`` in the ``*.jsonl`` files of a local output folder (files
+    in name order; none if the folder does not exist).
+
+    Raises:
+        ValueError: a line is not such a record, naming the file and line.
+    """
+    records = []
+    for path in sorted(Path(folder).glob("*.jsonl")):
+        for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
+            if not line.strip():
+                continue
+            try:
+                records.append(from_json(name, json.loads(line)))
+            except ValueError as error:  # json.JSONDecodeError and InvalidInput are ValueErrors
+                raise ValueError(f"{path}:{number}: not a {name.rsplit('.', 1)[-1]} record: {error}") from error
+    return records
 
 
 def to_json(name: str, record: schemas.Record) -> dict[str, Any]:

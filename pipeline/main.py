@@ -17,7 +17,8 @@ from apache_beam.runners.runner import PipelineResult
 from pipeline import accounting, graph, stats_report
 from pipeline import options as job_options
 from pipeline.direct_pubsub import count_every_bundle, speed_up_direct_pubsub
-from pipeline.lifecycle import read_live_states
+from pipeline.json_records import read_folder
+from pipeline.lifecycle import WAYBILL_STATE_CHANGE, live_by_day, read_live_states
 from pipeline.local_runner import resolve_runner, runs_in_process
 from pipeline.options import WaybillOptions
 from pipeline.sinks import is_local_path
@@ -71,7 +72,10 @@ def run(argv: list[str] | None = None) -> accounting.Accounting:
     print(accounting.summary(final, options.output_dir, graph.file_outputs(options)), flush=True)
     print(read_live_states(result).summary_line(), flush=True)
     if is_local_path(options.output_dir):
-        day = job_options.traffic_profile(options).day.isoformat() if options.source == "synthetic" else None
+        if options.days > 1:
+            changes = read_folder(Path(options.output_dir, graph.WAYBILL_STATES_DIR), WAYBILL_STATE_CHANGE)
+            print("waybill states by day (event time):", *live_by_day(changes, options.time_zone), sep="\n  ", flush=True)
+        day = job_options.traffic_profiles(options)[-1].day.isoformat() if options.source == "synthetic" else None
         print(stats_report.summary(options.output_dir, day=day), flush=True)
         print(f"Current view of the statistics: sqlite3 {Path(options.output_dir, graph.CURRENT_VIEW_FILE)} "
               "'SELECT day, metric, dimension, key, value, timing FROM daily_stats'", flush=True)

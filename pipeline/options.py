@@ -64,7 +64,12 @@ class WaybillOptions(PipelineOptions):
         parser.add_argument("--seed", type=int, default=1, help="for --source=synthetic: random seed. Default: 1.")
         parser.add_argument(
             "--day", default=None,
-            help="for --source=synthetic: the day of traffic, YYYY-MM-DD. Default: yesterday in --time_zone.",
+            help="for --source=synthetic: the (last) day of traffic, YYYY-MM-DD. Default: yesterday in --time_zone.",
+        )
+        parser.add_argument(
+            "--days", type=int, default=1,
+            help="for --source=synthetic: how many consecutive days of traffic, ending with --day; "
+            "--events is per day (each day seeded --seed + its index). Default: 1.",
         )
         parser.add_argument(
             "--time_zone", default="Asia/Shanghai",
@@ -125,6 +130,8 @@ def validate(options: WaybillOptions) -> None:
     _validate_pubsub(options)
     if options.events < 0:
         raise ValueError(f"--events must be 0 or more, got {options.events}")
+    if options.days < 1:
+        raise ValueError(f"--days must be 1 or more, got {options.days}")
     if options.dedup_horizon_hours <= 0:
         raise ValueError(f"--dedup_horizon_hours must be positive, got {options.dedup_horizon_hours}")
     for flag in ("flush_seconds", "early_results_seconds", "registration_deadline_minutes", "stuck_after_hours"):
@@ -166,8 +173,14 @@ def _validate_pubsub(options: WaybillOptions) -> None:
             raise ValueError(f"{flag} must be projects/<project>/topics/<name>, got {value!r}")
 
 
-def traffic_profile(options: WaybillOptions) -> synthetic.TrafficProfile:
-    """The synthetic traffic the options ask for."""
+def traffic_profiles(options: WaybillOptions) -> list[synthetic.TrafficProfile]:
+    """The synthetic traffic the options ask for: one profile per day, oldest first."""
     zone = ZoneInfo(options.time_zone)
-    day = date.fromisoformat(options.day) if options.day else datetime.now(zone).date() - timedelta(days=1)
-    return synthetic.TrafficProfile(events=options.events, seed=options.seed, day=day, time_zone=options.time_zone)
+    last = date.fromisoformat(options.day) if options.day else datetime.now(zone).date() - timedelta(days=1)
+    return [
+        synthetic.TrafficProfile(
+            events=options.events, seed=options.seed + index, day=last - timedelta(days=options.days - 1 - index),
+            time_zone=options.time_zone,
+        )
+        for index in range(options.days)
+    ]

@@ -4,7 +4,7 @@ Adding a source means one more class here and one more ``--source`` choice.
 """
 from __future__ import annotations
 
-from typing import Any, Iterator
+from typing import Any, Iterator, Sequence
 
 import apache_beam as beam
 import fastavro
@@ -15,19 +15,19 @@ from pipeline.messages import Encoding, RawMessage
 
 
 class ReadSynthetic(beam.PTransform):
-    """The synthetic generator's messages (the embedded default source).
+    """The synthetic generator's messages (the embedded default source), one profile per day.
 
-    Generation runs inside the pipeline, so the job graph carries only the profile.
+    Generation runs inside the pipeline, so the job graph carries only the profiles.
     """
 
-    def __init__(self, profile: synthetic.TrafficProfile) -> None:
+    def __init__(self, profiles: Sequence[synthetic.TrafficProfile]) -> None:
         super().__init__()
-        self.profile = profile
+        self.profiles = list(profiles)
 
     def expand(self, begin: beam.pvalue.PBegin) -> beam.PCollection:
         return (
             begin
-            | "Profile" >> beam.Create([self.profile])
+            | "Profile" >> beam.Create(self.profiles)
             | "Generate" >> beam.FlatMap(lambda profile: [m.message for m in synthetic.generate(profile)])
         )
 

@@ -16,12 +16,11 @@ the final record, so a person sees when the figure became right.
 from __future__ import annotations
 
 import argparse
-import json
 from pathlib import Path
 from typing import Any, Iterable, Optional
 
 from pipeline.current_view import figure_key, pane_rank
-from pipeline.json_records import from_json
+from pipeline.json_records import read_folder
 from pipeline.stats import TOTAL_DIMENSION
 
 
@@ -44,16 +43,7 @@ def read_stats(output_dir: str | Path) -> list[Stat]:
     Raises:
         ValueError: a line is not a DailyStat, naming the file and line.
     """
-    records = []
-    for path in sorted(Path(output_dir, STATS_DIR).glob("*.jsonl")):
-        for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
-            if not line.strip():
-                continue
-            try:
-                records.append(from_json(DAILY_STAT, json.loads(line)))
-            except ValueError as error:  # json.JSONDecodeError and InvalidInput are ValueErrors
-                raise ValueError(f"{path}:{number}: not a DailyStat record: {error}") from error
-    return records
+    return read_folder(Path(output_dir, STATS_DIR), DAILY_STAT)
 
 
 def latest(records: Iterable[Stat]) -> dict[tuple[str, str, str, str], Stat]:

@@ -92,3 +92,16 @@ def test_module_entry_point_exits_zero_when_balanced(tmp_path: Path) -> None:
     )
     assert done.returncode == 0, done.stderr
     assert "balanced: nothing lost, nothing counted twice" in done.stdout
+
+
+def test_several_synthetic_days_print_live_waybill_states_by_day(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    accounting = run(["--runner=DirectRunner", "--days=3", "--events=600", "--day=2026-11-10", f"--output_dir={tmp_path}"])
+
+    assert accounting.balanced and accounting.inputs == 3 * 600
+    printed = capsys.readouterr().out
+    by_day = [line.strip() for line in printed.split("waybill states by day (event time):")[1].splitlines()[1:]]
+    # The three days of traffic come first, then the days on which their states retire.
+    assert [line[:10] for line in by_day[:3]] == ["2026-11-08", "2026-11-09", "2026-11-10"]
+    assert all(" opened " in line and "live at 06 12 18 24 h:" in line for line in by_day[:3])

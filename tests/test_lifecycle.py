@@ -31,6 +31,7 @@ from pipeline.lifecycle import (
     WAYBILL_ALERT,
     WAYBILL_VIEW,
     TrackWaybillLifecycles,
+    live_by_day,
     read_live_states,
 )
 from pipeline.messages import Encoding
@@ -476,3 +477,21 @@ def test_several_synthetic_days_keep_live_states_flat_on_the_fnapi_runner() -> N
     live = read_live_states(p.result)
     print(live.summary_line())
     assert live.opened == live.retired == live.cleared > 0
+
+
+def test_live_by_day_counts_opened_not_yet_retired_shipments_at_each_instant() -> None:
+    zone = ZoneInfo("Asia/Shanghai")
+    day_1 = datetime(2026, 11, 20, tzinfo=zone)
+
+    def change(kind: str, hours: float) -> dict[str, Any]:
+        return {"change": kind, "waybill_no": "WB", "at": day_1 + timedelta(hours=hours), "opened_at": day_1}
+
+    changes = [
+        change("opened", 5), change("opened", 10), change("retired", 11),  # A opens 05:00, B opens 10:00, A retires 11:00
+        change("opened", 30), change("retired", 40), change("cleared", 60),  # C opens day 2 06:00, B retires 16:00
+    ]
+    assert live_by_day(changes, "Asia/Shanghai") == [
+        "2026-11-20  opened      2  final      1  live at 06 12 18 24 h:      1       1       1       1",
+        "2026-11-21  opened      1  final      1  live at 06 12 18 24 h:      2       2       1       1",
+    ]
+    assert live_by_day([], "Asia/Shanghai") == []

@@ -17,6 +17,7 @@ setup(
         "tzdata>=2024.1",
         "requests>=2.31",
         "standardwebhooks>=1.0",
+        "cryptography>=42",
     ],
     extras_require={
         "test": [

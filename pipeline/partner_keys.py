@@ -1,0 +1,79 @@
+"""Partner key configuration: each partner's AES-256 keys, known members and limits (JSON).
+
+Example (``--partner_keys``; read by the workers, never part of the job graph)::
+
+    {"ACME-BANK": {"keys": {"k2026": "<base64 of 32 random bytes>"}, "feedback_key": "k2026",
+                   "members_file": "acme-members.txt", "max_points": 100000}}
+"""
+from __future__ import annotations
+
+import base64
+import json
+from dataclasses import dataclass, field
+from typing import Callable, Mapping
+
+from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+
+
+@dataclass(frozen=True)
+class Partner:
+    """One partner's keys and rules.
+
+    Args:
+        partner_id: as written in the envelope and on every row.
+        keys: ``{key_id: 32-byte AES-256 key}``; files may use any of them (rotation).
+        feedback_key_id: the key feedback and exception files are encrypted with.
+        members: the member ids points may be credited to.
+        max_points: the largest credit one row may carry.
+    """
+
+    partner_id: str
+    keys: Mapping[str, bytes]
+    feedback_key_id: str
+    members: frozenset[str] = field(default_factory=frozenset)
+    max_points: int = 1_000_000
+
+
+def load_partners(text: str, read_text: Callable[[str], str]) -> dict[str, Partner]:
+    """Partners from the JSON key configuration (format in the README)::
+
+        {"ACME-BANK": {"keys": {"k2026": "<base64 of 32 random bytes>"}, "feedback_key": "k2026",
+                       "members_file": "acme-members.txt", "max_points": 100000}}
+
+    ``members`` (a list) or ``members_file`` (one id a line, read with ``read_text``) is required;
+    ``feedback_key`` defaults to the last key listed; ``max_points`` to 1,000,000.
+
+    Raises:
+        ValueError: naming the partner and the bad key.
+    """
+    config = json.loads(text)
+    if not isinstance(config, dict) or not config:
+        raise ValueError("the partner key configuration is a JSON object {partner_id: {...}}, got none")
+    partners = {}
+    for partner_id, obj in config.items():
+        known = {"keys", "feedback_key", "members", "members_file", "max_points"}
+        if not isinstance(obj, dict) or set(obj) - known:
+            raise ValueError(f"partner {partner_id!r}: an object with keys from {sorted(known)}, got {obj!r:.80}")
+        keys = {}
+        for key_id, b64 in dict(obj.get("keys") or {}).items():
+            key = base64.b64decode(b64, validate=True)
+            if len(key) != 32:
+                raise ValueError(f"partner {partner_id!r}: key {key_id!r} must be 32 bytes (base64), got {len(key)}")
+            keys[key_id] = key
+        if not keys:
+            raise ValueError(f"partner {partner_id!r}: 'keys' must name at least one key")
+        feedback_key = obj.get("feedback_key", list(keys)[-1])
+        if feedback_key not in keys:
+            raise ValueError(f"partner {partner_id!r}: feedback_key {feedback_key!r} is not one of {sorted(keys)}")
+        if ("members" in obj) == ("members_file" in obj):
+            raise ValueError(f"partner {partner_id!r}: give exactly one of 'members' (a list) or 'members_file'")
+        listed = obj["members"] if "members" in obj else read_text(obj["members_file"]).split()
+        partners[partner_id] = Partner(
+            partner_id, keys, feedback_key, frozenset(str(m).strip() for m in listed), int(obj.get("max_points", 1_000_000))
+        )
+    return partners
+
+
+def new_key() -> str:
+    """A fresh AES-256 key, base64, for the configuration."""
+    return base64.b64encode(AESGCM.generate_key(bit_length=256)).decode()

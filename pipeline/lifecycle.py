@@ -74,6 +74,7 @@ VIEWS = "views"
 ALERTS = "alerts"
 DEAD_LETTER = "dead_letter"
 STATE_CHANGES = "state_changes"
+EVENTS_WITH_MERCHANT = "events_with_merchant"
 
 _TAG_OF_OUTPUT = {VIEW: VIEWS, ALERT: ALERTS, CHANGE: STATE_CHANGES}
 
@@ -133,6 +134,8 @@ class TrackShipmentsFn(beam.DoFn):
         state.write(shipment)
         self._set(wake, shipment)
         yield from _routed(outputs)
+        merchant_id = shipment.order_info["merchant_id"] if shipment.order_info else None
+        yield pvalue.TaggedOutput(EVENTS_WITH_MERCHANT, (event, merchant_id))
 
     @on_timer(WAKE)
     def on_wake(
@@ -229,7 +232,10 @@ class TrackWaybillLifecycles(beam.PTransform):
     * ``alerts``: ``WaybillAlert`` records (REAL_NAME_MISSING / STUCK, OPEN / CLOSED);
     * ``dead_letter``: ``DeadLetter`` records of events for shipments already closed;
     * ``state_changes``: ``{'change': 'opened'|'retired'|'cleared', 'waybill_no', 'at',
-      'opened_at'}``, counted as ``lifecycle_opened`` / ``_retired`` / ``_cleared``.
+      'opened_at'}``, counted as ``lifecycle_opened`` / ``_retired`` / ``_cleared``;
+    * ``events_with_merchant``: ``(courier event, merchant_id)`` for every event the stage
+      took, with the merchant of its shipment's ORDER_INFO so far (None before it arrives),
+      for the subscriber push: a scan itself does not name the merchant.
 
     Args (event-time seconds):
         registration_delay: after the first pickup, by when the sender must be registered.
@@ -265,13 +271,14 @@ class TrackWaybillLifecycles(beam.PTransform):
             identified
             | "KeyByMasterWaybill" >> beam.Map(_by_master).with_output_types(tuple[str, dict[str, Any]])
             | "TrackShipments"
-            >> beam.ParDo(TrackShipmentsFn(self.settings)).with_outputs(ALERTS, DEAD_LETTER, STATE_CHANGES, main=VIEWS)
+            >> beam.ParDo(TrackShipmentsFn(self.settings)).with_outputs(ALERTS, DEAD_LETTER, STATE_CHANGES, EVENTS_WITH_MERCHANT, main=VIEWS)
         )
         return {
             VIEWS: results[VIEWS] | "CountViews" >> beam.ParDo(_Count(_view_counter)),
             ALERTS: results[ALERTS] | "CountAlerts" >> beam.ParDo(_Count(_alert_counter)),
             DEAD_LETTER: results[DEAD_LETTER],
             STATE_CHANGES: results[STATE_CHANGES] | "CountStateChanges" >> beam.ParDo(_Count(_change_counter)),
+            EVENTS_WITH_MERCHANT: results[EVENTS_WITH_MERCHANT],
         }
 
 

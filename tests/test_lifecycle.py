@@ -26,6 +26,7 @@ from pipeline.identify import IdentifyWaybills, identify
 from pipeline.lifecycle import (
     ALERTS,
     DEAD_LETTER,
+    EVENTS_WITH_MERCHANT,
     STATE_CHANGES,
     VIEWS,
     WAYBILL_ALERT,
@@ -495,3 +496,19 @@ def test_live_by_day_counts_opened_not_yet_retired_shipments_at_each_instant() -
         "2026-11-21  opened      1  final      1  live at 06 12 18 24 h:      2       2       1       1",
     ]
     assert live_by_day([], "Asia/Shanghai") == []
+
+
+def test_each_event_leaves_with_the_merchant_of_its_shipment_once_known() -> None:
+    stream = (
+        test_stream.TestStream()
+        .add_elements(stamped(scan_event("WB5", "PICKUP", at(10))))  # before the order information: no merchant
+        .add_elements(stamped(order_info_event("WB5", at(10, 5), merchant="M-042")))
+        .add_elements(stamped(scan_event("WB5-1", "DEPART", at(12), parent="WB5")))  # a piece: its master's merchant
+        .advance_watermark_to_infinity()
+    )
+    with streaming_pipeline() as p:
+        out = p | stream | TrackWaybillLifecycles(**SETTINGS)
+        assert_that(
+            out[EVENTS_WITH_MERCHANT] | beam.MapTuple(lambda event, merchant: (event["waybill_no"], event["event_type"], merchant)),
+            equal_to([("WB5", "TRACK_SCAN", None), ("WB5", "ORDER_INFO", "M-042"), ("WB5-1", "TRACK_SCAN", "M-042")]),
+        )

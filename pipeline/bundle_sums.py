@@ -32,7 +32,7 @@ class _SumWithinBundleFn(beam.DoFn):
         self,
         element: tuple[Hashable, int],
         window: Any = beam.DoFn.WindowParam,
-        timestamp: Timestamp = beam.DoFn.TimestampParam,
+        timestamp: Timestamp = beam.DoFn.TimestampParam,  # type: ignore[assignment]
     ) -> None:
         key, amount = element
         entry = self._sums.get((window, key))
@@ -44,7 +44,7 @@ class _SumWithinBundleFn(beam.DoFn):
 
     def finish_bundle(self) -> Iterator[WindowedValue]:
         for (window, key), (total, earliest) in self._sums.items():
-            yield WindowedValue((key, total), earliest, [window])
+            yield WindowedValue((key, total), earliest, (window,))
         self._sums = {}
 
 

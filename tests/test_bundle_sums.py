@@ -18,7 +18,7 @@ def test_one_partial_sum_per_key_and_window_stamped_with_the_earliest_part() -> 
         ("O1", 1, day_1, 300), ("O1", 2, day_1, 100), ("O2", 1, day_1, 200), ("O1", 5, day_2, 90000),
     ]:
         fn.process((key, amount), window=window, timestamp=Timestamp(at))
-    out = sorted((v.value, v.timestamp, v.windows) for v in fn.finish_bundle())
+    out = sorted((v.value, v.timestamp, list(v.windows)) for v in fn.finish_bundle())
 
     assert out == [
         (("O1", 3), Timestamp(100), [day_1]),

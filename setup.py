@@ -9,7 +9,7 @@ setup(
     packages=find_packages(include=["pipeline", "pipeline.*"]),
     # pipeline/contracts is a link to the top-level schemas/ folder: the Avro contracts ship
     # inside the package, so workers read the same .avsc files as the tests.
-    package_data={"pipeline": ["contracts/*.avsc", "data/*.jsonl"]},
+    package_data={"pipeline": ["contracts/*.avsc", "data/*.jsonl", "data/*.json"]},
     install_requires=[
         "apache-beam[gcp]==2.77.0",
         "google-cloud-pubsub>=2.20",
@@ -18,6 +18,7 @@ setup(
         "requests>=2.31",
         "standardwebhooks>=1.0",
         "cryptography>=42",
+        "cloudevents>=2.0",
     ],
     extras_require={
         "test": [

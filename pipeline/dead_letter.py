@@ -23,6 +23,7 @@ class Stage(str, enum.Enum):
     STATS = "stats"
     DELIVER = "deliver"
     LIFECYCLE = "lifecycle"
+    ROUTE = "route"
 
 
 # Stages that reject an input itself; later stages dead-letter a copy of an event that was
@@ -50,6 +51,7 @@ class ErrorKind(str, enum.Enum):
     DELIVERY_FAILED = "delivery_failed"  # retryable errors until attempts or time ran out
     ENDPOINT_DISABLED = "endpoint_disabled"  # the endpoint answered 410 Gone (now or earlier)
     DELIVERY_REJECTED = "delivery_rejected"  # a final answer (3xx, 4xx but 408/409/429), or unsendable
+    UNKNOWN_BUSINESS_CODE = "unknown_business_code"  # an order whose business_code has no route
     UNEXPECTED_ERROR = "unexpected_error"
 
 

@@ -5,7 +5,8 @@ DeadLetter records}`` out. Every request ends in exactly one of: delivered (its 
 receipt's ``delivered_ids``) or dead-lettered with the reason (its id in ``failed_ids`` and a
 DeadLetter record holding its payload, target and last error). Nothing is dropped.
 
-How a request travels:
+Targets are webhooks (``url``), Pub/Sub topics (``topic``) or, in local runs, folders
+(``folder``); see :mod:`pipeline.delivery_targets`. How a request travels:
 
 1. ``BatchElements`` gathers what arrives together, up to the largest target's ``max_batch``
    (in streaming the stateful variant, with ``max_batch_duration_secs``, so that it batches
@@ -16,10 +17,17 @@ How a request travels:
 3. A chunk is sent in rounds. Per-message targets (Standard Webhooks): one signed POST per
    message, all of the chunk's messages in flight at once up to ``max_concurrency`` (so the
    adaptive size is the load the receiver sees). Batch-endpoint targets: one signed POST whose
-   body is the JSON array of the payloads. After each round the retryable failures wait (full
-   jitter, Retry-After honoured, :mod:`pipeline.retry_policy`) and go again, until delivered,
-   rejected, or out of attempts or time.
-4. How the chunk went (429/503/timeouts, latency) sizes the next chunk of that target.
+   body is the JSON array of the payloads. Topic targets: every message of the chunk published
+   at once (:mod:`pipeline.pubsub_delivery`). After each round the retryable failures wait
+   (full jitter, Retry-After honoured, :mod:`pipeline.retry_policy`) and go again, until
+   delivered, rejected, or out of attempts or time.
+4. How the chunk went (429/503/timeouts, quota and unavailable errors, latency) sizes the next
+   chunk of that target.
+
+A folder target's share of a gathered list is one chunk: its payloads go, one line each, to
+the tagged output ``folder_<target_id>`` that :class:`DeliverMessages` writes to files
+(:mod:`pipeline.folder_delivery`), and its receipt says they were handed to that sink
+(attempts 1).
 
 Example: target ``erp`` (bounds 1..16, start 8, step 2); 20 requests arrive; the receiver
 answers 429 with ``Retry-After: 1`` to the first round. Chunk 1 = 8 requests: round 1 gets
@@ -27,118 +35,36 @@ answers 429 with ``Retry-After: 1`` to the first round. Chunk 1 = 8 requests: ro
 (8 delivered, attempts 2, latency ~1000 ms); the 429s halve the size to 4. Chunk 2 = 4
 requests, all 200 and fast -> size 6; chunk 3 = 6 -> size 8; chunk 4 = the last 2 requests.
 
-Worker-local state: the adaptive sizes and the set of endpoints disabled by a 410 live in the
-worker process's memory, shared by the DoFn instances of one ``DeliverMessages`` (keyed by a
-token made when the transform is built). Each Dataflow worker therefore learns a 410 on its
-own (one extra 410 per worker), and a restarted worker tries the endpoint again.
+Worker-local state (adaptive sizes, endpoints disabled by a 410): see :mod:`pipeline.delivery_state`.
 
 A bundle that fails (a crashed worker) is retried by the runner and its messages are sent
 again with the same ``webhook-id``: delivery is at-least-once, and receivers de-duplicate.
 """
 from __future__ import annotations
 
+import json
 import logging
 import random
-import statistics
 import threading
 import time
 import uuid
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import Any, Callable, Iterable, Iterator, Mapping, Optional, Union
 
 import apache_beam as beam
 from apache_beam.metrics import Metrics
 
-from pipeline.adaptive_batch import AdaptiveBatchSize, Pressure
 from pipeline.dead_letter import METRICS_NAMESPACE, ErrorKind, Stage, dead_letter_record
 from pipeline.delivery_records import DeliveryOutput, DeliveryRequest, batch_id
-from pipeline.delivery_targets import DeliveryTarget, targets_by_id
+from pipeline.delivery_state import ChunkOutcome, Unit, run_state
+from pipeline.delivery_targets import DeliveryTarget, TargetKind, targets_by_id
+from pipeline.folder_delivery import WritePayloadLines, folder_output_tag, folder_targets
+from pipeline.pubsub_delivery import ClientFactory, TopicPublisher
 from pipeline.retry_policy import Verdict
 from pipeline.webhooks import AttemptResult, WebhookClient, signed_headers
 
 _LOGGER = logging.getLogger(__name__)
-
-
-class _RunState:
-    """What one worker process has learnt about the targets of one ``DeliverMessages``."""
-
-    def __init__(self, targets: Mapping[str, DeliveryTarget]) -> None:
-        self._lock = threading.Lock()
-        self._sizes = {
-            t.target_id: AdaptiveBatchSize(
-                t.min_batch, t.max_batch, t.initial_batch, t.batch_step, t.slow_latency_s
-            )
-            for t in targets.values()
-        }
-        self._disabled: dict[str, str] = {}
-
-    def batch_size(self, target_id: str) -> int:
-        with self._lock:
-            return self._sizes[target_id].size
-
-    def record(self, target_id: str, pressure: Pressure, latency_s: float) -> int:
-        with self._lock:
-            return self._sizes[target_id].record(pressure, latency_s)
-
-    def disable(self, target_id: str, reason: str) -> bool:
-        """Disables a target; True if it was not disabled yet."""
-        with self._lock:
-            first = target_id not in self._disabled
-            self._disabled.setdefault(target_id, reason)
-            return first
-
-    def disabled_reason(self, target_id: str) -> Optional[str]:
-        with self._lock:
-            return self._disabled.get(target_id)
-
-
-_RUN_STATES: dict[str, _RunState] = {}
-_RUN_STATES_LOCK = threading.Lock()
-
-
-def _run_state(run_token: str, targets: Mapping[str, DeliveryTarget]) -> _RunState:
-    with _RUN_STATES_LOCK:
-        if run_token not in _RUN_STATES:
-            _RUN_STATES[run_token] = _RunState(targets)
-        return _RUN_STATES[run_token]
-
-
-@dataclass
-class _Unit:
-    """What one POST carries: one message, or a batch endpoint's whole chunk."""
-
-    requests: list[DeliveryRequest]
-    msg_id: str
-    body: bytes
-    text: str
-    last: Optional[AttemptResult] = None
-
-
-@dataclass
-class _ChunkOutcome:
-    """How one chunk (one receipt) went."""
-
-    started_at: datetime = field(default_factory=lambda: datetime.now(timezone.utc))
-    elapsed_s: float = 0.0
-    delivered: list[DeliveryRequest] = field(default_factory=list)
-    failed: list[tuple[DeliveryRequest, ErrorKind, str, Optional[int]]] = field(default_factory=list)
-    attempts: int = 0
-    retried_messages: int = 0
-    results: list[AttemptResult] = field(default_factory=list)
-
-    def pressure(self) -> tuple[Pressure, float]:
-        """The signal for the adaptive size: the worst sign seen, and the median latency."""
-        latency = statistics.median(r.latency_s for r in self.results) if self.results else 0.0
-        if any(r.pressure for r in self.results):
-            return Pressure.THROTTLED, latency
-        if any(r.verdict is Verdict.RETRY for r in self.results):
-            return Pressure.FAILING, latency
-        return Pressure.HEALTHY, latency
-
-    def last_error(self) -> Optional[str]:
-        return self.failed[-1][2] if self.failed else None
 
 
 class DeliverBatchFn(beam.DoFn):
@@ -149,6 +75,8 @@ class DeliverBatchFn(beam.DoFn):
         run_token: keys the worker-local state (adaptive sizes, disabled endpoints).
         seed: seeds the jitter (tests); None for a random seed.
         sleep: how to wait between rounds (tests may record the waits).
+        publisher_client: makes the Pub/Sub ``PublisherClient`` (default the real one; tests
+            may pass a fake).
     """
 
     def __init__(
@@ -157,15 +85,18 @@ class DeliverBatchFn(beam.DoFn):
         run_token: str,
         seed: Optional[int] = None,
         sleep: Callable[[float], None] = time.sleep,
+        publisher_client: Optional[ClientFactory] = None,
     ) -> None:
         self.targets = dict(targets)
         self.run_token = run_token
         self.seed = seed
         self.sleep = sleep
+        self.publisher_client = publisher_client
 
     def setup(self) -> None:
-        self._state = _run_state(self.run_token, self.targets)
+        self._state = run_state(self.run_token, self.targets)
         self._client = WebhookClient()
+        self._publisher = TopicPublisher(self.publisher_client)
         workers = max((t.max_concurrency for t in self.targets.values()), default=1)
         self._executor = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="deliver")
         self._rng = random.Random(self.seed)
@@ -173,6 +104,7 @@ class DeliverBatchFn(beam.DoFn):
     def teardown(self) -> None:
         self._executor.shutdown(wait=True)
         self._client.close()
+        self._publisher.close()
 
     def process(self, batch: list[DeliveryRequest]) -> Iterator[Union[dict[str, Any], beam.pvalue.TaggedOutput]]:
         by_target: dict[str, list[DeliveryRequest]] = {}
@@ -185,15 +117,20 @@ class DeliverBatchFn(beam.DoFn):
                     known = ", ".join(sorted(self.targets)) or "none"
                     chunk, requests = requests, []
                     outcome = _rejected_all(chunk, f"unknown delivery target {target_id!r}; configured: {known}")
+                elif target.kind is TargetKind.FOLDER:
+                    chunk, requests = requests, []
+                    lines, outcome = _folder_lines(chunk)
+                    tag = folder_output_tag(target_id)
+                    yield from (beam.pvalue.TaggedOutput(tag, line) for line in lines)
                 else:
                     size = self._state.batch_size(target_id)
                     chunk, requests = requests[:size], requests[size:]
                     outcome = self._deliver_chunk(target, chunk)
                 yield from self._report(target_id, chunk, outcome)
 
-    def _deliver_chunk(self, target: DeliveryTarget, chunk: list[DeliveryRequest]) -> _ChunkOutcome:
+    def _deliver_chunk(self, target: DeliveryTarget, chunk: list[DeliveryRequest]) -> ChunkOutcome:
         started = time.monotonic()
-        outcome = _ChunkOutcome()
+        outcome = ChunkOutcome()
         pending = self._units(target, chunk, outcome)
         while pending:
             disabled = self._state.disabled_reason(target.target_id)
@@ -215,7 +152,7 @@ class DeliverBatchFn(beam.DoFn):
                 for unit in pending:
                     last = unit.last.error if unit.last else "no attempt"
                     message = (
-                        f"gave up on {target.url} after {outcome.attempts} attempt(s) in {elapsed:.1f}s "
+                        f"gave up on {target.address} after {outcome.attempts} attempt(s) in {elapsed:.1f}s "
                         f"(limits: {target.retry.max_attempts} attempts, {target.retry.max_total_s:g}s): {last}"
                     )
                     self._fail(outcome, [unit], ErrorKind.DELIVERY_FAILED, message)
@@ -227,8 +164,11 @@ class DeliverBatchFn(beam.DoFn):
             self._state.record(target.target_id, *outcome.pressure())
         return outcome
 
-    def _units(self, target: DeliveryTarget, chunk: list[DeliveryRequest], outcome: _ChunkOutcome) -> list[_Unit]:
-        """The POSTs of a chunk; payloads that are not UTF-8 text are rejected here."""
+    def _units(self, target: DeliveryTarget, chunk: list[DeliveryRequest], outcome: ChunkOutcome) -> list[Unit]:
+        """The POSTs (or publishes) of a chunk; payloads that are not UTF-8 text are rejected here
+        for webhooks, which sign text."""
+        if target.kind is TargetKind.TOPIC:
+            return [Unit([r], r.event_id, r.payload, "") for r in chunk]
         sendable = []
         for request in chunk:
             try:
@@ -237,22 +177,28 @@ class DeliverBatchFn(beam.DoFn):
                 message = f"payload is not UTF-8 text (Standard Webhooks signs text): {error}"
                 outcome.failed.append((request, ErrorKind.DELIVERY_REJECTED, message, None))
         if not target.batch_endpoint:
-            return [_Unit([r], r.event_id, r.payload, text) for r, text in sendable]
+            return [Unit([r], r.event_id, r.payload, text) for r, text in sendable]
         if not sendable:
             return []
         text = "[" + ",".join(text for _, text in sendable) + "]"
         requests = [r for r, _ in sendable]
-        return [_Unit(requests, batch_id(target.target_id, requests), text.encode("utf-8"), text)]
+        return [Unit(requests, batch_id(target.target_id, requests), text.encode("utf-8"), text)]
 
-    def _send_round(self, target: DeliveryTarget, units: list[_Unit]) -> list[Optional[AttemptResult]]:
+    def _send_round(self, target: DeliveryTarget, units: list[Unit]) -> list[Optional[AttemptResult]]:
         """POSTs every unit, at most ``max_concurrency`` at once; results in the units' order.
 
         A unit whose turn comes after the endpoint was disabled (a 410 earlier in the round)
         is not sent: its result is None.
         """
+        if target.topic is not None:
+            messages = [(u.body, {"event_id": u.msg_id, "target_id": target.target_id}) for u in units]
+            published: list[Optional[AttemptResult]] = [
+                *self._publisher.publish_round(target.topic, messages, target.publish_timeout_s)
+            ]
+            return published
         gate = threading.BoundedSemaphore(target.max_concurrency)
 
-        def send(unit: _Unit) -> Optional[AttemptResult]:
+        def send(unit: Unit) -> Optional[AttemptResult]:
             with gate:
                 if self._state.disabled_reason(target.target_id) is not None:
                     return None
@@ -260,7 +206,7 @@ class DeliverBatchFn(beam.DoFn):
                 if len(unit.requests) == 1 and not target.batch_endpoint:
                     headers.update(unit.requests[0].headers)
                 headers.update(signed_headers(target.secret, unit.msg_id, unit.text, datetime.now(timezone.utc)))
-                result = self._client.post(target.url, unit.body, headers, target.connect_timeout_s, target.read_timeout_s)
+                result = self._client.post(target.address, unit.body, headers, target.connect_timeout_s, target.read_timeout_s)
                 if result.verdict is Verdict.GONE:  # at once, so that the requests still queued stay unsent
                     self._disable(target)
                 return result
@@ -270,8 +216,8 @@ class DeliverBatchFn(beam.DoFn):
         return list(self._executor.map(send, units))
 
     def _settle(
-        self, target: DeliveryTarget, answered: list[tuple[_Unit, Optional[AttemptResult]]], outcome: _ChunkOutcome
-    ) -> list[_Unit]:
+        self, target: DeliveryTarget, answered: list[tuple[Unit, Optional[AttemptResult]]], outcome: ChunkOutcome
+    ) -> list[Unit]:
         """Books the round's final answers into ``outcome``; returns the units to retry."""
         retry = []
         for unit, result in answered:
@@ -286,32 +232,32 @@ class DeliverBatchFn(beam.DoFn):
                 reason = self._state.disabled_reason(target.target_id)
                 self._fail(outcome, [unit], ErrorKind.ENDPOINT_DISABLED, f"endpoint disabled: {reason}")
             elif result.verdict is Verdict.REJECTED:
-                message = f"{target.url} rejected the message, not retried: {result.error}"
+                message = f"{target.address} rejected the message, not retried: {result.error}"
                 self._fail(outcome, [unit], ErrorKind.DELIVERY_REJECTED, message)
             else:
                 retry.append(unit)
         return retry
 
     def _disable(self, target: DeliveryTarget) -> None:
-        reason = f"{target.url} answered 410 Gone at {datetime.now(timezone.utc).isoformat(timespec='seconds')}"
+        reason = f"{target.address} answered 410 Gone at {datetime.now(timezone.utc).isoformat(timespec='seconds')}"
         if self._state.disable(target.target_id, reason):
             _LOGGER.warning("delivery target %s disabled for the rest of the run: %s", target.target_id, reason)
 
     @staticmethod
-    def _fail(outcome: _ChunkOutcome, units: list[_Unit], kind: ErrorKind, message: str) -> None:
+    def _fail(outcome: ChunkOutcome, units: list[Unit], kind: ErrorKind, message: str) -> None:
         for unit in units:
             status = unit.last.status if unit.last else None
             outcome.failed.extend((request, kind, message, status) for request in unit.requests)
 
     def _report(
-        self, target_id: str, chunk: list[DeliveryRequest], outcome: _ChunkOutcome
+        self, target_id: str, chunk: list[DeliveryRequest], outcome: ChunkOutcome
     ) -> Iterator[Union[dict[str, Any], beam.pvalue.TaggedOutput]]:
         """The chunk's receipt, its dead letters, and the per-target metrics."""
         target = self.targets.get(target_id)
-        url = target.url if target else ""
+        where = {target.kind.value: target.address} if target else {}
         latency_ms = round(outcome.elapsed_s * 1000)
         for request, kind, message, status in outcome.failed:
-            attributes = {"target_id": target_id, "url": url, "attempts": str(outcome.attempts)}
+            attributes = {"target_id": target_id, **where, "attempts": str(outcome.attempts)}
             if status is not None:
                 attributes["last_status"] = str(status)
             record = dead_letter_record(
@@ -339,8 +285,27 @@ class DeliverBatchFn(beam.DoFn):
         }
 
 
-def _rejected_all(chunk: list[DeliveryRequest], message: str) -> _ChunkOutcome:
-    outcome = _ChunkOutcome()
+def _folder_lines(chunk: list[DeliveryRequest]) -> tuple[list[str], ChunkOutcome]:
+    """A folder target's chunk as JSON Lines lines (a payload that is not UTF-8 JSON is rejected;
+    one that spans several lines is written compactly on one)."""
+    outcome = ChunkOutcome(attempts=1)
+    lines = []
+    for request in chunk:
+        try:
+            text = request.payload.decode("utf-8")
+            if "\n" in text or "\r" in text:
+                text = json.dumps(json.loads(text), ensure_ascii=False, separators=(",", ":"))
+        except ValueError as error:  # UnicodeDecodeError and JSONDecodeError are ValueErrors
+            message = f"payload is not UTF-8 JSON text, cannot be a JSON Lines line: {error}"
+            outcome.failed.append((request, ErrorKind.DELIVERY_REJECTED, message, None))
+            continue
+        lines.append(text)
+        outcome.delivered.append(request)
+    return lines, outcome
+
+
+def _rejected_all(chunk: list[DeliveryRequest], message: str) -> ChunkOutcome:
+    outcome = ChunkOutcome()
     outcome.failed = [(r, ErrorKind.DELIVERY_REJECTED, message, None) for r in chunk]
     return outcome
 
@@ -355,11 +320,20 @@ class DeliverMessages(beam.PTransform):
     global window, and the BundleBasedDirectRunner then dropped that batch's receipts as late
     at the next GroupByKey (measured on Beam 2.77.0; see tests/test_delivery.py).
 
+    Folder targets are written by one ``WriteFolder_<target_id>`` step each, to
+    ``<output_dir>/<folder>/``.
+
     Args:
         targets: the configured targets (a list, or ``{target_id: target}``).
         streaming: whether the pipeline runs in streaming mode.
         max_batch_duration_secs: in streaming, how long a partial batch may wait for more.
         seed: seeds the retry jitter (tests); None for a random seed.
+        output_dir: the local folder under which folder targets write; required when one is
+            configured (a remote one is refused: folder targets are for local runs).
+        flush_seconds: in streaming, how often folder targets' files are written.
+
+    Raises:
+        ValueError: a folder target without a local ``output_dir``.
     """
 
     def __init__(
@@ -368,12 +342,17 @@ class DeliverMessages(beam.PTransform):
         streaming: bool,
         max_batch_duration_secs: float = 0.25,
         seed: Optional[int] = None,
+        output_dir: Optional[str] = None,
+        flush_seconds: float = 2,
     ) -> None:
         super().__init__()
         self.targets = targets_by_id(targets.values() if isinstance(targets, Mapping) else targets)
         self.streaming = streaming
         self.max_batch_duration_secs = max_batch_duration_secs
         self.seed = seed
+        self.folder_targets = folder_targets(self.targets.values(), output_dir)
+        self.output_dir = output_dir
+        self.flush_seconds = flush_seconds
         self.run_token = uuid.uuid4().hex
 
     def expand(self, requests: beam.PCollection) -> dict[str, beam.PCollection]:
@@ -383,9 +362,15 @@ class DeliverMessages(beam.PTransform):
             max_batch_size=largest,
             max_batch_duration_secs=self.max_batch_duration_secs if self.streaming else None,
         )
+        folder_tags = [folder_output_tag(t.target_id) for t in self.folder_targets]
         results = batches | "DeliverBatches" >> beam.ParDo(
             DeliverBatchFn(self.targets, self.run_token, self.seed)
-        ).with_outputs(DeliveryOutput.DEAD_LETTER.value, main=DeliveryOutput.RECEIPTS.value)
+        ).with_outputs(DeliveryOutput.DEAD_LETTER.value, *folder_tags, main=DeliveryOutput.RECEIPTS.value)
+        for target, tag in zip(self.folder_targets, folder_tags):
+            directory = f"{str(self.output_dir).rstrip('/')}/{target.folder}"
+            results[tag] | f"WriteFolder_{target.target_id}" >> WritePayloadLines(
+                directory, self.streaming, self.flush_seconds
+            )
         return {
             DeliveryOutput.RECEIPTS.value: results[DeliveryOutput.RECEIPTS.value],
             DeliveryOutput.DEAD_LETTER.value: results[DeliveryOutput.DEAD_LETTER.value],

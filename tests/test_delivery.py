@@ -1,5 +1,8 @@
 """The delivery layer against real HTTP receivers on 127.0.0.1 that inject faults.
 
+Topic targets are tested against a fake PublisherClient (error mapping) and, marked
+`integration`, against the real Pub/Sub emulator; folder targets write real files.
+
 Each receiver records every request it gets (webhook id, body, headers, the status it
 answered), so the tests count: every message is delivered or dead-lettered with its reason,
 never delivered under two ids, every request verifies with the ``standardwebhooks`` verifier,
@@ -13,8 +16,10 @@ import random
 import threading
 import time
 import uuid
+from concurrent.futures import Future
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
+from pathlib import Path
 from typing import Any, Callable, Iterator, Optional
 
 import apache_beam as beam
@@ -22,7 +27,8 @@ import pytest
 from apache_beam.options.pipeline_options import PipelineOptions
 from apache_beam.testing.test_pipeline import TestPipeline
 from apache_beam.testing.test_stream import TestStream
-from apache_beam.testing.util import BeamAssertException, assert_that
+from apache_beam.testing.util import BeamAssertException, assert_that, equal_to
+from google.api_core import exceptions as gexc
 from pytest_httpserver import HTTPServer
 from standardwebhooks import Webhook
 from werkzeug import Request, Response
@@ -32,7 +38,11 @@ from pipeline.adaptive_batch import AdaptiveBatchSize, Pressure
 from pipeline.delivery import DeliverBatchFn, DeliverMessages
 from pipeline.delivery_records import DeliveryRequest, delivery_request
 from pipeline.delivery_targets import DeliveryTarget, load_targets
+from pipeline.emulator import PubsubEmulator
 from pipeline.retry_policy import RetryPolicy, parse_retry_after
+from tests.pubsub_fixtures import PROJECT, TopicAndSubscription, pull_until
+
+pytest_plugins = ["tests.pubsub_fixtures"]
 
 SECRET = "whsec_" + base64.b64encode(b"waybill-test-secret-0123456789ab").decode()
 FAST_RETRY = RetryPolicy(max_attempts=4, base_delay_s=0.01, max_delay_s=0.05, max_total_s=20)
@@ -440,3 +450,213 @@ def test_deliver_messages_in_streaming_on_the_bundle_based_direct_runner(server:
 
     assert receiver.accepted_ids() == {f"evt-{i:03d}" for i in range(27)}
     assert_signed_and_idempotent(receiver)
+
+
+# ---------------------------------------------------------------- target kinds: topic and folder
+
+
+@pytest.mark.parametrize(
+    ("obj", "error"),
+    [
+        ({"target_id": "wms", "url": "http://127.0.0.1:1/h", "topic": "projects/p/topics/t"},
+         r"delivery target 'wms': set exactly one of url, topic, folder; got both url and topic"),
+        ({"target_id": "wms"}, r"delivery target 'wms': set exactly one of url, topic, folder; got none of them"),
+        ({"target_id": "wms", "topic": "projects/p/topics/t", "secret": SECRET},
+         r"delivery target 'wms': key\(s\) \['secret'\] do not apply to a topic target"),
+        ({"target_id": "erp", "folder": "units/erp", "max_batch": 5},
+         r"delivery target 'erp': key\(s\) \['max_batch'\] do not apply to a folder target"),
+        ({"target_id": "wms", "topic": "wms-orders"},
+         r"target wms: topic must be projects/<project>/topics/<name>, got 'wms-orders'"),
+        ({"target_id": "erp", "folder": "../erp"}, r"target erp: folder must be a relative path .* got '../erp'"),
+        ({"target_id": "wms", "topic": "projects/p/topics/t", "retry": {"max_attempt": 3}},
+         r"delivery target 'wms': bad retry"),
+    ],
+)
+def test_target_kind_errors_name_the_target_and_the_field(obj: dict[str, Any], error: str) -> None:
+    with pytest.raises(ValueError, match=error):
+        load_targets(json.dumps([obj]))
+
+
+def test_each_key_names_its_kind_of_target() -> None:
+    targets = load_targets(json.dumps([
+        {"target_id": "erp", "url": "https://erp.example.com/h"},
+        {"target_id": "wms", "topic": "projects/p/topics/wms", "max_batch": 500, "publish_timeout_s": 5},
+        {"target_id": "coldchain", "folder": "units/coldchain"},
+    ]))
+    assert {t: (v.kind.value, v.address) for t, v in targets.items()} == {
+        "erp": ("url", "https://erp.example.com/h"),
+        "wms": ("topic", "projects/p/topics/wms"),
+        "coldchain": ("folder", "units/coldchain"),
+    }
+
+
+def test_folder_targets_need_a_local_output_dir() -> None:
+    target = DeliveryTarget("erp", folder="units/erp")
+    with pytest.raises(ValueError, match=r"'erp' writes to folder 'units/erp', which needs an output folder"):
+        DeliverMessages([target], streaming=False)
+    with pytest.raises(ValueError, match=r"for local runs only: the output folder 'gs://b/out' is not local"):
+        DeliverMessages([target], streaming=False, output_dir="gs://b/out")
+
+
+class FakePublisher:
+    """A PublisherClient stand-in: ``faults(event_id, attempt)`` is None (published) or the error."""
+
+    def __init__(self, faults: Callable[[str, int], Optional[Exception]]) -> None:
+        self.faults = faults
+        self.published: list[tuple[str, bytes, dict[str, str]]] = []
+        self.attempts: dict[str, int] = {}
+        self.kwargs: list[dict[str, Any]] = []
+
+    def publish(self, topic: str, data: bytes, retry: Any = None, timeout: Any = None, **attrs: str) -> Future[str]:
+        self.kwargs.append({"retry": retry, "timeout": timeout})
+        event_id = attrs["event_id"]
+        self.attempts[event_id] = self.attempts.get(event_id, 0) + 1
+        future: Future[str] = Future()
+        error = self.faults(event_id, self.attempts[event_id])
+        if error is None:
+            self.published.append((topic, data, attrs))
+            future.set_result(f"msg-{len(self.published)}")
+        else:
+            future.set_exception(error)
+        return future
+
+    def stop(self) -> None:
+        pass
+
+
+def test_topic_errors_retry_shrink_or_dead_letter_as_http_ones_do() -> None:
+    def faults(event_id: str, attempt: int) -> Optional[Exception]:
+        n = int(event_id[-3:])
+        if n < 8 and attempt == 1:
+            return gexc.ResourceExhausted("quota")  # pressure: retried, the batch shrinks
+        if n in (8, 9) and attempt <= 2:
+            return gexc.InternalServerError("boom")  # retried, no pressure
+        if n == 10:
+            return gexc.PermissionDenied("no")  # final
+        if n == 11:
+            return gexc.ServiceUnavailable("down")  # retried until the attempts run out
+        return None
+
+    fake = FakePublisher(faults)
+    target = DeliveryTarget("wms", topic="projects/p/topics/wms", min_batch=1, max_batch=8, initial_batch=8,
+                            retry=FAST_RETRY)
+    fn = DeliverBatchFn({"wms": target}, uuid.uuid4().hex, seed=7, sleep=lambda s: None, publisher_client=lambda: fake)
+    fn.setup()
+    try:
+        outputs = list(fn.process(requests_for("wms", 16)))
+    finally:
+        fn.teardown()
+    receipts = [o for o in outputs if isinstance(o, dict)]
+    dead = by_event([o.value for o in outputs if isinstance(o, beam.pvalue.TaggedOutput)])
+
+    # chunk 1 (evt-000..007) is throttled: 8 -> 4; chunk 2 (evt-008..011) meets 503s: 4 -> 2; then clean
+    assert [r["batch_size"] for r in receipts] == [8, 4, 2, 2]
+    assert [r["attempts"] for r in receipts] == [2, 4, 1, 1]  # evt-011 used all 4 attempts
+    assert set(dead) == {"evt-010", "evt-011"}
+    assert dead["evt-010"]["error_kind"] == "delivery_rejected" and "PermissionDenied" in dead["evt-010"]["message"]
+    assert dead["evt-011"]["error_kind"] == "delivery_failed"
+    assert "gave up on projects/p/topics/wms after 4 attempt(s)" in dead["evt-011"]["message"]
+    assert dead["evt-011"]["attributes"] == {
+        "target_id": "wms", "topic": "projects/p/topics/wms", "attempts": "4", "last_status": "503",
+    }
+    published = {attrs["event_id"]: (data, attrs) for _, data, attrs in fake.published}
+    assert set(published) == {f"evt-{i:03d}" for i in range(16)} - {"evt-010", "evt-011"}
+    assert published["evt-003"] == (b'{"event_id":"evt-003","n":3}', {"event_id": "evt-003", "target_id": "wms"})
+    assert all(k == {"retry": None, "timeout": target.publish_timeout_s} for k in fake.kwargs)  # our retries only
+
+
+def test_folder_targets_write_payload_lines_with_receipts(tmp_path: Path) -> None:
+    erp, customs = DeliveryTarget("erp", folder="units/erp"), DeliveryTarget("customs", folder="units/customs")
+    requests = [*requests_for("erp", 30, "erp"), *requests_for("customs", 5, "cus")]
+    pretty = delivery_request("erp", "erp-pretty", {"event_id": "erp-pretty"})._replace(payload=b'{\n "event_id": "erp-pretty"\n}')
+    binary = DeliveryRequest("erp", "erp-bin", b"\xff not text")
+
+    p = TestPipeline()
+    out = p | beam.Create([*requests, pretty, binary]) | "Deliver" >> DeliverMessages(
+        [erp, customs], streaming=False, output_dir=str(tmp_path)
+    )
+    merged = (out["receipts"], out["dead_letter"]) | beam.Flatten()
+    expected = {r.event_id for r in requests} | {"erp-pretty", "erp-bin"}
+
+    def check(items: list[Any]) -> None:
+        check_accounting(expected, "delivery_rejected")(items)
+        receipts = [i for i in items if "batch_id" in i]
+        if any(r["attempts"] != 1 for r in receipts):
+            raise BeamAssertException(f"a folder receipt is not one attempt: {receipts}")
+
+    assert_that(merged, check)
+    result = p.run()
+    result.wait_until_finish()
+
+    def lines(folder: str) -> list[dict[str, Any]]:
+        files = sorted((tmp_path / folder).glob("*.jsonl"))
+        return [json.loads(line) for f in files for line in f.read_text(encoding="utf-8").splitlines()]
+
+    assert sorted(r["event_id"] for r in lines("units/erp")) == sorted([*(f"erp-{i:03d}" for i in range(30)), "erp-pretty"])
+    assert lines("units/customs") == [{"event_id": f"cus-{i:03d}", "n": i} for i in range(5)]
+    counters = {c.key.metric.name: c.committed for c in result.metrics().query()["counters"]}
+    assert counters["delivery_delivered_erp"] == 31 and counters["delivery_dead_lettered_erp"] == 1
+    assert counters["delivery_delivered_customs"] == 5
+
+
+@pytest.mark.integration
+def test_topic_targets_publish_to_the_emulator_and_dead_letter_a_missing_topic(
+    pubsub_emulator: PubsubEmulator, pubsub_topics: Callable[[str], TopicAndSubscription]
+) -> None:
+    wms = pubsub_topics("wms")
+    missing = f"projects/{PROJECT}/topics/never-created-{uuid.uuid4().hex[:8]}"
+    targets = [
+        DeliveryTarget("wms", topic=wms.topic, max_batch=10, initial_batch=10, retry=FAST_RETRY),
+        DeliveryTarget("gone", topic=missing, retry=FAST_RETRY),
+    ]
+    requests = [*requests_for("wms", 25, "wms"), *requests_for("gone", 3, "gone")]
+
+    p = TestPipeline()
+    out = p | beam.Create(requests) | "Deliver" >> DeliverMessages(targets, streaming=False, seed=1)
+    for target_id, expected, dead_kind in [
+        ("wms", {f"wms-{i:03d}" for i in range(25)}, None),
+        ("gone", {f"gone-{i:03d}" for i in range(3)}, "delivery_rejected"),
+    ]:
+        receipts = out["receipts"] | f"Receipts_{target_id}" >> beam.Filter(lambda r, t=target_id: r["target_id"] == t)
+        dead = out["dead_letter"] | f"DeadLetters_{target_id}" >> beam.Filter(
+            lambda d, t=target_id: d["attributes"]["target_id"] == t
+        )
+        merged = (receipts, dead) | f"Merge_{target_id}" >> beam.Flatten()
+        assert_that(merged, check_accounting(expected, dead_kind), label=f"Account_{target_id}")
+    reasons = out["dead_letter"] | beam.Map(lambda d: (d["event_id"], d["message"].split(":")[0], d["attributes"]["attempts"]))
+    assert_that(reasons, equal_to([(f"gone-{i:03d}", f"{missing} rejected the message, not retried", "1") for i in range(3)]),
+                label="NotFoundIsFinal")
+    p.run().wait_until_finish()
+
+    received = pull_until(pubsub_emulator, wms.subscription, 25, timeout_s=30)
+    assert sorted(m.attributes["event_id"] for m in received) == [f"wms-{i:03d}" for i in range(25)]
+    assert all(dict(m.attributes) == {"event_id": m.attributes["event_id"], "target_id": "wms"} for m in received)
+    assert all(json.loads(m.data)["event_id"] == m.attributes["event_id"] for m in received)
+
+
+def test_folder_targets_write_files_in_streaming_on_the_bundle_based_direct_runner(tmp_path: Path) -> None:
+    requests = requests_for("erp", 12)
+    # as in the streaming test above: the first advance moves the processing-time clock past the
+    # wall clock, so BatchElements' deadlines and the files' flush trigger (1 s) fire on advances
+    stream = (
+        TestStream()
+        .advance_processing_time(int(time.time()) + 3600)
+        .add_elements(requests[:5])
+        .advance_processing_time(2)  # flushes the first batch and its file
+        .add_elements(requests[5:])
+        .advance_processing_time(2)
+        .advance_processing_time(2)
+        .advance_watermark_to_infinity()
+    )
+    p = beam.Pipeline(runner="BundleBasedDirectRunner", options=PipelineOptions(streaming=True))
+    out = p | stream | "Deliver" >> DeliverMessages(
+        [DeliveryTarget("erp", folder="units/erp")], streaming=True, max_batch_duration_secs=0.05,
+        output_dir=str(tmp_path), flush_seconds=1,
+    )
+    merged = (out["receipts"], out["dead_letter"]) | beam.Flatten()
+    assert_that(merged, check_accounting({r.event_id for r in requests}, None))
+    p.run().wait_until_finish()
+
+    files = sorted((tmp_path / "units" / "erp").glob("*.jsonl"))
+    written = [json.loads(line)["event_id"] for f in files for line in f.read_text(encoding="utf-8").splitlines()]
+    assert sorted(written) == [r.event_id for r in requests]

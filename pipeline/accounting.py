@@ -10,11 +10,41 @@ from __future__ import annotations
 
 import dataclasses
 from pathlib import Path
+from typing import Optional
+
 from apache_beam.metrics.metric import MetricsFilter
 from apache_beam.runners.runner import PipelineResult
 
 from pipeline.dead_letter import METRICS_NAMESPACE
 from pipeline.sinks import is_local_path
+
+
+@dataclasses.dataclass(frozen=True)
+class TargetDeliveries:
+    """One delivery target's counters: every request ends delivered or dead-lettered."""
+
+    requested: int = 0
+    delivered: int = 0
+    dead_lettered: int = 0
+    retried: int = 0
+
+    @property
+    def balanced(self) -> bool:
+        return self.requested == self.delivered + self.dead_lettered
+
+
+_DELIVERY_COUNTERS = {"requested": "delivery_requested_", "delivered": "delivery_delivered_",
+                      "dead_lettered": "delivery_dead_lettered_", "retried": "delivery_retries_"}
+
+
+def read_deliveries(values: dict[str, int]) -> dict[str, TargetDeliveries]:
+    """``{target_id: TargetDeliveries}`` from the ``delivery_*_<target_id>`` counters."""
+    found: dict[str, dict[str, int]] = {}
+    for name, count in values.items():
+        for field, prefix in _DELIVERY_COUNTERS.items():
+            if name.startswith(prefix):
+                found.setdefault(name.removeprefix(prefix), {})[field] = count
+    return {target: TargetDeliveries(**counts) for target, counts in sorted(found.items())}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -28,6 +58,7 @@ class Accounting:
     duplicates: int
     dead_letter_kinds: dict[str, int]
     dead_lettered_later: int = 0  # copies of accepted events dead-lettered by later stages
+    deliveries: dict[str, TargetDeliveries] = dataclasses.field(default_factory=dict)
 
     @property
     def all_dead_letters(self) -> int:
@@ -39,9 +70,10 @@ class Accounting:
         return self.inputs == self.pushed + self.orders + self.dead_lettered + self.duplicates
 
     def progress_line(self) -> str:
+        delivered = sum(d.delivered for d in self.deliveries.values())
         return (
             f"events in {self.inputs:>8,} | pushed {self.pushed:>8,} | orders {self.orders:>7,} | "
-            f"dead-lettered {self.dead_lettered:>6,} | duplicates {self.duplicates:>6,}"
+            f"dead-lettered {self.dead_lettered:>6,} | duplicates {self.duplicates:>6,} | delivered {delivered:>7,}"
         )
 
 
@@ -71,6 +103,7 @@ def read_accounting(result: PipelineResult) -> Accounting:
         duplicates=values.get("duplicates", 0),
         dead_letter_kinds=kinds,
         dead_lettered_later=values.get("dead_lettered", 0) - values.get("rejected_inputs", 0),
+        deliveries=read_deliveries(values),
     )
 
 
@@ -79,12 +112,16 @@ def count_lines(folder: Path) -> int:
     return sum(sum(1 for _ in path.open("rb")) for path in sorted(folder.glob("*.jsonl")))
 
 
-def summary(accounting: Accounting, output_dir: str, folders: dict[str, str]) -> str:
-    """The closing report: the balance, dead letters by reason, and the files' line counts.
+def summary(
+    accounting: Accounting, output_dir: str, folders: dict[str, str], target_folders: Optional[dict[str, str]] = None
+) -> str:
+    """The closing report: the balance, dead letters by reason, deliveries per target, and the
+    files' line counts.
 
     Args:
         folders: Accounting attribute ('pushed', 'orders', 'all_dead_letters') -> its folder
             under output_dir.
+        target_folders: folder targets' ids -> their folder under output_dir.
     """
     a = accounting
     verdict = "balanced: nothing lost, nothing counted twice" if a.balanced else "NOT BALANCED"
@@ -103,10 +140,18 @@ def summary(accounting: Accounting, output_dir: str, folders: dict[str, str]) ->
     if a.dead_letter_kinds:
         lines.append("Dead letters by reason")
         lines += [f"  {kind:<24}{count:>9,}" for kind, count in a.dead_letter_kinds.items()]
+    if a.deliveries:
+        lines.append("Deliveries per target      requested  delivered  dead-lettered  retried")
+        for target, d in a.deliveries.items():
+            verdict = "balanced" if d.balanced else "NOT BALANCED"
+            lines.append(f"  {target:<24}{d.requested:>9,}{d.delivered:>11,}{d.dead_lettered:>15,}{d.retried:>9,}  {verdict}")
     if is_local_path(output_dir):
         lines.append(f"Output files under {output_dir}/")
-        for name, folder in folders.items():
+        expected = {folder: getattr(a, name) for name, folder in folders.items()}
+        expected.update({folder: a.deliveries.get(target, TargetDeliveries()).delivered
+                         for target, folder in (target_folders or {}).items()})
+        for folder, count in expected.items():
             in_files = count_lines(Path(output_dir) / folder)
-            agrees = "agrees" if in_files == getattr(a, name) else f"DIFFERS from {getattr(a, name):,}"
-            lines.append(f"  {folder + '/':<24}{in_files:>9,} lines ({agrees})")
+            agrees = "agrees" if in_files == count else f"DIFFERS from {count:,}"
+            lines.append(f"  {folder + '/':<36}{in_files:>9,} lines ({agrees})")
     return "\n".join(lines)

@@ -14,10 +14,10 @@ Worked example, bounds 1..16, start 8, step 2, slow above 0.5 s::
     6
     >>> size.record(Pressure.HEALTHY, 1.0)       # twice too slow: scale by 0.5 / 1.0
     3
-    >>> size.record(Pressure.FAILING)            # 500s say nothing about load: hold
-    3
-    >>> [size.record(Pressure.HEALTHY, 0.1) for _ in range(7)]   # fast and clean: grow to max
-    [5, 7, 9, 11, 13, 15, 16]
+    >>> size.record(Pressure.FAILING)            # a 500: a server in trouble, shrink by a quarter
+    2
+    >>> [size.record(Pressure.HEALTHY, 0.1) for _ in range(8)]   # fast and clean: grow to max
+    [4, 6, 8, 10, 12, 14, 16, 16]
 
 The partner-files path uses the same class with bounds 2,500..5,000 rows.
 """
@@ -33,7 +33,7 @@ class Pressure(str, enum.Enum):
 
     HEALTHY = "healthy"  # every response 2xx (or a non-load error such as 400): judge by latency
     THROTTLED = "throttled"  # a 429, a 503, a timeout or a refused connection
-    FAILING = "failing"  # other errors (500, 502, ...): no signal about load, hold the size
+    FAILING = "failing"  # other server errors (500, 502, ...): a server in trouble, shrink gently
 
 
 class AdaptiveBatchSize:
@@ -43,7 +43,8 @@ class AdaptiveBatchSize:
     * ``HEALTHY`` but slower than ``slow_latency_s``: multiplied by ``slow_latency_s / latency``
       (never by less than ``shrink_factor``, and at least one smaller);
     * ``HEALTHY`` and fast enough: ``step`` larger (default a tenth of the range, at least 1);
-    * ``FAILING``: unchanged.
+    * ``FAILING``: multiplied by ``(1 + shrink_factor) / 2`` (default 0.75: a 500 is a server in
+      trouble, not necessarily an overloaded one, so it shrinks less than a 429).
 
     Args:
         min_size: the smallest size (>= 1).
@@ -90,6 +91,8 @@ class AdaptiveBatchSize:
         """
         if pressure is Pressure.THROTTLED:
             self.size = self._shrunk(self.shrink_factor)
+        elif pressure is Pressure.FAILING:
+            self.size = self._shrunk((1 + self.shrink_factor) / 2)
         elif pressure is Pressure.HEALTHY and latency_s > self.slow_latency_s:
             self.size = self._shrunk(max(self.shrink_factor, self.slow_latency_s / latency_s))
         elif pressure is Pressure.HEALTHY:

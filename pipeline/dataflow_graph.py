@@ -60,6 +60,7 @@ DEPLOY_ARGS: tuple[str, ...] = (
     "--dead_letter_topic=projects/waybill-demo/topics/dead-letters",
     "--stats_topic=projects/waybill-demo/topics/daily-stats",
     "--output_dir=gs://waybill-test-bucket/out",
+    f"--delivery_targets={Path(__file__).resolve().parent / 'flex_template' / 'targets.example.json'}",
     "--runner=DataflowRunner",
     "--dry_run=True",
     "--project=waybill-demo",

@@ -310,6 +310,12 @@ def _rejected_all(chunk: list[DeliveryRequest], message: str) -> ChunkOutcome:
     return outcome
 
 
+def _counted_request(request: DeliveryRequest) -> DeliveryRequest:
+    """Counts ``delivery_requested_<target_id>``: per target, requested = delivered + dead-lettered."""
+    Metrics.counter(METRICS_NAMESPACE, f"delivery_requested_{request.target_id}").inc()
+    return request
+
+
 class DeliverMessages(beam.PTransform):
     """``DeliveryRequest`` records -> ``{'receipts': ..., 'dead_letter': ...}``.
 
@@ -326,7 +332,10 @@ class DeliverMessages(beam.PTransform):
     Args:
         targets: the configured targets (a list, or ``{target_id: target}``).
         streaming: whether the pipeline runs in streaming mode.
-        max_batch_duration_secs: in streaming, how long a partial batch may wait for more.
+        max_batch_duration_secs: in streaming, how long a partial batch may wait for more;
+            None batches per bundle as in batch (for a bounded input read in streaming, whose
+            last batch a watermark timer would flush after the input ended, too late for the
+            file sinks behind it).
         seed: seeds the retry jitter (tests); None for a random seed.
         output_dir: the local folder under which folder targets write; required when one is
             configured (a remote one is refused: folder targets are for local runs).
@@ -340,7 +349,7 @@ class DeliverMessages(beam.PTransform):
         self,
         targets: Union[Mapping[str, DeliveryTarget], Iterable[DeliveryTarget]],
         streaming: bool,
-        max_batch_duration_secs: float = 0.25,
+        max_batch_duration_secs: Optional[float] = 0.25,
         seed: Optional[int] = None,
         output_dir: Optional[str] = None,
         flush_seconds: float = 2,
@@ -357,7 +366,7 @@ class DeliverMessages(beam.PTransform):
 
     def expand(self, requests: beam.PCollection) -> dict[str, beam.PCollection]:
         largest = max((t.max_batch for t in self.targets.values()), default=1)
-        batches = requests | "GatherRequests" >> beam.BatchElements(
+        batches = requests | "CountRequests" >> beam.Map(_counted_request) | "GatherRequests" >> beam.BatchElements(
             min_batch_size=1,
             max_batch_size=largest,
             max_batch_duration_secs=self.max_batch_duration_secs if self.streaming else None,

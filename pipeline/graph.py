@@ -1,20 +1,30 @@
 """The job graph: ``build(p, options)`` wires the stages and returns what it made."""
 from __future__ import annotations
 
+from typing import Any
+
 import apache_beam as beam
 from apache_beam.options.pipeline_options import StandardOptions
 
 from pipeline import options as job_options
 from pipeline import schemas
 from pipeline.current_view import UpsertCurrentView
+from pipeline.delivery import DeliverMessages
+from pipeline.delivery_config import DeliveryConfig, read_text
+from pipeline.delivery_records import DeliveryOutput, delivery_request
+from pipeline.delivery_targets import TargetKind, load_targets
+from pipeline.digests import SendAccountDigests
 from pipeline.dedup import DUPLICATES_TAG, DeduplicateEvents
 from pipeline.identify import IdentifyWaybills
 from pipeline.inventory import REPLENISHMENT_SUGGESTION, SuggestReplenishments
-from pipeline.lifecycle import STATE_CHANGES, WAYBILL_ALERT, WAYBILL_STATE_CHANGE, WAYBILL_VIEW, TrackWaybillLifecycles
+from pipeline.json_records import to_json
+from pipeline.lifecycle import EVENTS_WITH_MERCHANT, STATE_CHANGES, WAYBILL_ALERT, WAYBILL_STATE_CHANGE, WAYBILL_VIEW, TrackWaybillLifecycles
 from pipeline.options import WaybillOptions
+from pipeline.routing import RouteOrders
 from pipeline.sinks import WriteJsonLines, WritePubSub, is_local_path
 from pipeline.sources import ReadFiles, ReadPubSub, ReadSynthetic
 from pipeline.stats import ComputeDailyStats
+from pipeline.subscriptions import CollectSubscribableEvents, MatchSubscriptions
 from pipeline.supervision import PushSupervision
 from pipeline.validate import EventTag, ValidateEvents
 
@@ -27,18 +37,27 @@ INVENTORY_DIR = "units/inventory"
 WAYBILLS_DIR = "waybills"
 ALERTS_DIR = "alerts"
 WAYBILL_STATES_DIR = "waybill_states"
+RECEIPTS_DIR = "receipts"
+DELIVERY_DIRS = ("units", "subscribers")  # where the packaged folder targets write
 CURRENT_VIEW_FILE = "current_view.sqlite"
 OUTPUT_DIRS = (
     SUPERVISION_DIR, DEAD_LETTER_DIR, ORDERS_DIR, STATS_DIR, INVENTORY_DIR, WAYBILLS_DIR, ALERTS_DIR, WAYBILL_STATES_DIR,
+    RECEIPTS_DIR, *DELIVERY_DIRS,
 )
 
 
 def file_outputs(options: WaybillOptions) -> dict[str, str]:
     """Counter name -> folder under --output_dir, for the outputs written to files (an output
     with a topic option goes to its topic instead)."""
-    topics = {"pushed": options.supervision_topic, "all_dead_letters": options.dead_letter_topic}
+    topics = {"pushed": options.supervision_topic or options.supervision_target, "all_dead_letters": options.dead_letter_topic}
     folders = {"pushed": SUPERVISION_DIR, "orders": ORDERS_DIR, "all_dead_letters": DEAD_LETTER_DIR}
     return {name: folder for name, folder in folders.items() if not topics.get(name)}
+
+
+def target_folders(options: WaybillOptions) -> dict[str, str]:
+    """Folder targets' ids -> their folder under --output_dir."""
+    targets = load_targets(read_text(options.delivery_targets))
+    return {t.target_id: str(t.folder) for t in targets.values() if t.kind is TargetKind.FOLDER}
 
 
 def _sink(options: WaybillOptions, topic: str | None, folder: str, schema_name: str) -> beam.PTransform:
@@ -68,7 +87,8 @@ def build(p: beam.Pipeline, options: WaybillOptions) -> dict[str, beam.PCollecti
     orders = validated[EventTag.ORDER.value] | "DeduplicateOrderEvents" >> DeduplicateEvents(horizon, "order")
     identified = courier["unique"] | "IdentifyWaybills" >> IdentifyWaybills()
     supervision = identified | "PushSupervision" >> PushSupervision(
-        _sink(options, options.supervision_topic, SUPERVISION_DIR, schemas.SUPERVISION_RECORD)
+        None if options.supervision_target
+        else _sink(options, options.supervision_topic, SUPERVISION_DIR, schemas.SUPERVISION_RECORD)
     )
     orders["unique"] | "WriteOrders" >> _sink(options, None, ORDERS_DIR, schemas.ORDER_EVENT)
     streaming = options.view_as(StandardOptions).streaming
@@ -94,10 +114,13 @@ def build(p: beam.Pipeline, options: WaybillOptions) -> dict[str, beam.PCollecti
     lifecycle[STATE_CHANGES] | "WriteWaybillStateChanges" >> _sink(
         options, None, WAYBILL_STATES_DIR, WAYBILL_STATE_CHANGE
     )
+    deliveries = _deliver(options, orders["unique"], supervision, lifecycle)
+    deliveries["receipts"] | "WriteDeliveryReceipts" >> _sink(options, None, RECEIPTS_DIR, schemas.DELIVERY_RECEIPT)
     dead_letters = (
         validated[EventTag.DEAD_LETTER.value],
         daily["dead_letter"],
         lifecycle["dead_letter"],
+        *deliveries["dead_letters"],
     ) | "AllDeadLetters" >> beam.Flatten()
     dead_letters | "WriteDeadLetters" >> _sink(options, options.dead_letter_topic, DEAD_LETTER_DIR, schemas.DEAD_LETTER)
     return {
@@ -112,4 +135,46 @@ def build(p: beam.Pipeline, options: WaybillOptions) -> dict[str, beam.PCollecti
         "replenishments": replenishments,
         "waybill_views": lifecycle["views"],
         "waybill_alerts": lifecycle["alerts"],
+        "delivery_requests": deliveries["requests"],
+        "receipts": deliveries["receipts"],
+    }
+
+
+def _deliver(
+    options: WaybillOptions, orders: beam.PCollection, supervision: beam.PCollection, lifecycle: dict[str, beam.PCollection]
+) -> dict[str, Any]:
+    """Unit routing, subscriber pushes, account digests and (with --supervision_target) the
+    supervision push, all through one ``DeliverMessages``: one adaptive batch size per target."""
+    config = DeliveryConfig.read(
+        options.delivery_targets, options.routing_table, options.subscriptions, options.supervision_target,
+        options.output_dir,
+    )
+    streaming = options.view_as(StandardOptions).streaming
+    routed = orders | "RouteOrders" >> RouteOrders(
+        config.routes, options.catalog, streaming=streaming, catalog_reload_seconds=options.catalog_reload_seconds
+    )
+    subscribable = {
+        "orders": orders, "courier": lifecycle[EVENTS_WITH_MERCHANT], "alerts": lifecycle["alerts"],
+    } | "CollectSubscribableEvents" >> CollectSubscribableEvents()
+    requests = [
+        routed["requests"],
+        subscribable | "MatchSubscriptions" >> MatchSubscriptions(config.subscriptions),
+        subscribable | "SendAccountDigests" >> SendAccountDigests(config.subscriptions, streaming=streaming),
+    ]
+    if config.supervision_target:
+        target = config.supervision_target
+        requests.append(supervision | "SupervisionRequests" >> beam.Map(
+            lambda record: delivery_request(target, record["event_id"], to_json(schemas.SUPERVISION_RECORD, record))
+        ))
+    all_requests = requests | "AllDeliveryRequests" >> beam.Flatten()
+    delivered = all_requests | "DeliverMessages" >> DeliverMessages(
+        config.targets, streaming,
+        # Batches across bundles only on an unbounded source; see DeliverMessages.
+        max_batch_duration_secs=0.25 if options.source == "pubsub" else None,
+        output_dir=options.output_dir, flush_seconds=options.flush_seconds,
+    )
+    return {
+        "requests": all_requests,
+        "receipts": delivered[DeliveryOutput.RECEIPTS.value],
+        "dead_letters": (routed["dead_letter"], delivered[DeliveryOutput.DEAD_LETTER.value]),
     }

@@ -69,7 +69,8 @@ def run(argv: list[str] | None = None) -> accounting.Accounting:
         return nothing_counted
     _wait_with_progress(result)
     final = accounting.read_accounting(result)
-    print(accounting.summary(final, options.output_dir, graph.file_outputs(options)), flush=True)
+    print(accounting.summary(final, options.output_dir, graph.file_outputs(options), graph.target_folders(options)),
+          flush=True)
     print(read_live_states(result).summary_line(), flush=True)
     if is_local_path(options.output_dir):
         if options.days > 1:

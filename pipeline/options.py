@@ -10,6 +10,7 @@ from apache_beam.options.pipeline_options import PipelineOptions, StandardOption
 
 from pipeline import synthetic
 from pipeline.catalog import DEFAULT_CATALOG
+from pipeline.delivery_config import DEFAULT_ROUTING, DEFAULT_SUBSCRIPTIONS, DEFAULT_TARGETS
 
 SOURCES = ("synthetic", "file", "pubsub")
 # A Google Cloud project id (the rule Beam's Pub/Sub transforms check too), then the name.
@@ -112,6 +113,32 @@ class WaybillOptions(PipelineOptions):
             "Default: the packaged pipeline/data/catalog.jsonl.",
         )
         parser.add_argument(
+            "--catalog_reload_seconds", type=float, default=300.0,
+            help="in streaming, how often (seconds) unit routing reads --catalog again, so a replaced "
+            "catalog applies without a restart. Default: 300.",
+        )
+        parser.add_argument(
+            "--delivery_targets", default=str(DEFAULT_TARGETS),
+            help="JSON list of delivery targets, local or gs://: each a webhook (url, secret), a Pub/Sub "
+            "topic (topic) or a local folder under --output_dir (folder); format in the README. Default: "
+            "the packaged pipeline/data/targets.json (folders units/<unit>/ and subscribers/<id>/).",
+        )
+        parser.add_argument(
+            "--routing_table", default=str(DEFAULT_ROUTING),
+            help='JSON {"routes": {"<business_code>": ["<target_id>", ...]}}: which units get an order. '
+            "Default: the packaged pipeline/data/routing.json.",
+        )
+        parser.add_argument(
+            "--subscriptions", default=str(DEFAULT_SUBSCRIPTIONS),
+            help="JSON list of subscriptions (subscriber_id, target, format, filter, digest); format in "
+            "the README. Default: the packaged pipeline/data/subscriptions.json.",
+        )
+        parser.add_argument(
+            "--supervision_target", default=None,
+            help="a delivery target id (webhook or topic) the supervision push goes to through the "
+            "delivery layer (receipts, retries) instead of --supervision_topic or files. Default: none.",
+        )
+        parser.add_argument(
             "--registration_deadline_minutes", type=float, default=30.0,
             help="minutes (event time) after a waybill's pickup by which the sender's real-name "
             "registration must exist, else a compliance alert is raised. Default: 30.",
@@ -130,11 +157,14 @@ def validate(options: WaybillOptions) -> None:
     _validate_pubsub(options)
     if options.events < 0:
         raise ValueError(f"--events must be 0 or more, got {options.events}")
+    if options.supervision_topic and options.supervision_target:
+        raise ValueError("give --supervision_topic or --supervision_target, not both: the supervision push goes to one place")
     if options.days < 1:
         raise ValueError(f"--days must be 1 or more, got {options.days}")
     if options.dedup_horizon_hours <= 0:
         raise ValueError(f"--dedup_horizon_hours must be positive, got {options.dedup_horizon_hours}")
-    for flag in ("flush_seconds", "early_results_seconds", "registration_deadline_minutes", "stuck_after_hours"):
+    for flag in ("flush_seconds", "early_results_seconds", "registration_deadline_minutes", "stuck_after_hours",
+                 "catalog_reload_seconds"):
         if getattr(options, flag) <= 0:
             raise ValueError(f"--{flag} must be positive, got {getattr(options, flag)}")
     if options.allowed_lateness_hours < 0:

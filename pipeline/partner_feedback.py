@@ -107,12 +107,15 @@ def partners_from(path: str) -> Mapping[str, Partner]:
     """
 
     def read_text(name: str) -> str:
-        if "://" not in name and not name.startswith("/"):
-            name = FileSystems.join(path.rsplit("/", 1)[0], name) if "/" in path else name
         with FileSystems.open(name) as stream:
             return stream.read().decode("utf-8")
 
-    return partner_keys.load_partners(read_text(path), read_text)
+    def read_members_file(name: str) -> str:
+        if "://" not in name and not name.startswith("/") and "/" in path:
+            name = FileSystems.join(path.rsplit("/", 1)[0], name)
+        return read_text(name)
+
+    return partner_keys.load_partners(read_text(path), read_members_file)
 
 
 def output_name(doc: FeedbackDoc, partners: Mapping[str, Partner]) -> str:

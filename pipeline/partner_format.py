@@ -120,10 +120,10 @@ class EnvelopeWriter:
         self._index += 1
 
 
-def _read_exactly(stream: BinaryIO, size: int, what: str) -> bytes:
+def _read_exactly(stream: BinaryIO, size: int, what: str, partner_id: Optional[str] = None) -> bytes:
     data = stream.read(size)
     if len(data) != size:
-        raise FileRejected(FileProblem.TRUNCATED, f"file ends inside {what} ({len(data)} of {size} bytes)")
+        raise FileRejected(FileProblem.TRUNCATED, f"file ends inside {what} ({len(data)} of {size} bytes)", partner_id)
     return data
 
 
@@ -165,7 +165,7 @@ def decrypt(stream: BinaryIO, key_for: Callable[[str, str], bytes]) -> tuple[str
             (size,) = _LENGTH.unpack(length)
             if not _TAG <= size <= SEGMENT_BYTES + _TAG:
                 raise FileRejected(FileProblem.UNDECRYPTABLE, f"segment {index} has an impossible length {size} (corrupted)", partner_id)
-            sealed = _read_exactly(stream, size, f"segment {index}")
+            sealed = _read_exactly(stream, size, f"segment {index}", partner_id)
             length = stream.read(_LENGTH.size)
             last = not length
             try:

@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 from datetime import datetime, timezone
-from typing import Any
+from typing import Any, Optional
 
 import apache_beam as beam
 from apache_beam.metrics import Metrics
@@ -26,15 +26,16 @@ class PushSupervision(beam.PTransform):
     """Identified courier events -> SupervisionRecords written through ``sink``.
 
     Args:
-        sink: a PTransform that writes SupervisionRecords (files locally; HTTP or Pub/Sub
-            when deployed).
+        sink: a PTransform that writes SupervisionRecords (files or a topic); None when the
+            caller hands the records to the delivery layer (a webhook or topic target).
     """
 
-    def __init__(self, sink: beam.PTransform) -> None:
+    def __init__(self, sink: Optional[beam.PTransform]) -> None:
         super().__init__()
         self.sink = sink
 
     def expand(self, identified: beam.PCollection) -> beam.PCollection:
         records = identified | "StampPushedAt" >> beam.ParDo(ToSupervisionRecordFn())
-        records | "Write" >> self.sink
+        if self.sink is not None:
+            records | "Write" >> self.sink
         return records

@@ -166,7 +166,8 @@ def test_adaptive_size_halves_under_throttling_and_grows_by_step_within_bounds()
     assert [size.record(Pressure.THROTTLED) for _ in range(2)] == [2500, 2500]  # floor at min
     assert [size.record(Pressure.HEALTHY, 0.3) for _ in range(11)][-2:] == [5000, 5000]  # cap at max
     assert size.record(Pressure.HEALTHY, 3.0) == 3333  # 1.5x too slow: scale by 2/3
-    assert size.record(Pressure.FAILING, 0.1) == 3333
+    assert size.record(Pressure.FAILING, 0.1) == 2500  # a 500 shrinks by a quarter, floor at min
+    assert size.record(Pressure.HEALTHY, 0.3) == 2750
 
 
 def test_adaptive_size_rejects_bad_bounds() -> None:

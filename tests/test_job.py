@@ -7,10 +7,15 @@ import subprocess
 import sys
 from datetime import date
 from pathlib import Path
+from typing import Any
 
 import pytest
+from pytest_httpserver import HTTPServer
+from standardwebhooks import Webhook
+from werkzeug import Response
 
 from pipeline import synthetic
+from pipeline.delivery_config import DEFAULT_TARGETS
 from pipeline.main import run
 from pipeline.messages import Encoding
 
@@ -105,3 +110,44 @@ def test_several_synthetic_days_print_live_waybill_states_by_day(
     # The three days of traffic come first, then the days on which their states retire.
     assert [line[:10] for line in by_day[:3]] == ["2026-11-08", "2026-11-09", "2026-11-10"]
     assert all(" opened " in line and "live at 06 12 18 24 h:" in line for line in by_day[:3])
+
+
+def test_units_subscribers_and_supervision_over_a_signed_webhook_are_delivered_and_accounted(tmp_path: Path) -> None:
+    secret = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"
+    server = HTTPServer(host="127.0.0.1", port=0, threaded=True)
+    received: list[tuple[bytes, dict[str, str]]] = []
+
+    def hook(request: Any) -> Response:
+        received.append((request.get_data(), dict(request.headers)))
+        return Response("ok", status=200)
+
+    server.expect_request("/supervision", method="POST").respond_with_handler(hook)
+    server.start()
+    try:
+        targets = json.loads(DEFAULT_TARGETS.read_text()) + [
+            {"target_id": "regulator", "url": server.url_for("/supervision"), "secret": secret, "max_batch": 50}
+        ]
+        (tmp_path / "targets.json").write_text(json.dumps(targets))
+        result = run([
+            "--runner=DirectRunner", "--events=800", "--seed=3", "--day=2026-11-21", f"--output_dir={tmp_path / 'out'}",
+            f"--delivery_targets={tmp_path / 'targets.json'}", "--supervision_target=regulator",
+        ])
+    finally:
+        server.clear()
+        server.stop()
+
+    assert result.balanced
+    assert all(d.balanced for d in result.deliveries.values()), result.deliveries
+    # Supervision: every pushed record once, signed, webhook-id = the event's id.
+    verifier = Webhook(secret)
+    ids = [verifier.verify(body, headers)["event_id"] for body, headers in received]
+    assert len(ids) == len(set(ids)) == result.pushed == result.deliveries["regulator"].delivered
+    assert {headers["Webhook-Id"] for _, headers in received} == set(ids)
+    # Units: every order to erp (all codes route there), fan-out to wms for most; files agree.
+    assert result.deliveries["erp"].delivered == result.orders == len(read_output(tmp_path / "out" / "units" / "erp"))
+    assert 0 < result.deliveries["wms"].delivered < result.orders
+    # Subscribers: M-002's digest account gets its final digest (batch), a CloudEvent.
+    digests = read_output(tmp_path / "out" / "subscribers" / "merchant-m002-digest")
+    assert [(d["specversion"], d["type"], d["subject"]) for d in digests] == [("1.0", "com.waybill.account_digest", "M-002")]
+    receipts = read_output(tmp_path / "out" / "receipts")
+    assert sum(len(r["delivered_ids"]) for r in receipts if r["target_id"] == "regulator") == result.pushed

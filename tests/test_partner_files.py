@@ -133,6 +133,9 @@ def test_file_level_problems_are_named(tmp_path: Path, name: str, make: Callable
     with pytest.raises(FileRejected, match=message) as raised:
         partner_format.verify_file(io.BytesIO(make(encrypted(flawed_rows(2000)[0]))), partners)
     assert raised.value.code.value == code, name
+    # Whenever the envelope names a configured partner, the answer can be encrypted for it.
+    if code not in ("unknown_partner", "not_a_partner_file"):
+        assert raised.value.partner_id == PARTNER, name
 
 
 def test_configuration_errors_name_the_partner_and_the_fix(tmp_path: Path) -> None:
@@ -150,7 +153,7 @@ def test_50000_rows_against_a_faulty_points_api_each_credited_once_in_adaptive_b
     rows, flaws = flawed_rows(50_000)
     (tmp_path / "inbox").mkdir()
     (tmp_path / "inbox" / "ACME-BIG.wbpf").write_bytes(encrypted(rows))
-    with PointsApi(pressure_plan(slow_s=0.3, busy_above=3500)) as api:
+    with PointsApi(pressure_plan(slow_s=0.3, busy_above=2800)) as api:
         started = time.monotonic()
         run_job(tmp_path / "inbox", keys, api, tmp_path / "out")
         elapsed = time.monotonic() - started
@@ -166,10 +169,11 @@ def test_50000_rows_against_a_faulty_points_api_each_credited_once_in_adaptive_b
     statuses_seen = [r.status for r in api.requests]
     print(f"\n50,000 rows in {elapsed:.1f} s; request sizes {sizes}; statuses {statuses_seen}")
     assert {429, 500}.issubset(statuses_seen)
-    assert all(2500 <= s <= 5000 for s in sizes[:-1])  # the last chunk is what is left
-    throttled = statuses_seen.index(429)  # the next request retries that chunk; the one after is smaller
-    assert sizes[throttled + 1] == sizes[throttled] and sizes[throttled + 2] < sizes[throttled]
-    assert any(b > a for a, b in zip(sizes[:throttled], sizes[1:throttled]))  # it grew while answers were clean
+    assert all(2500 <= s <= 5000 for s in sizes if s != sizes[-1])  # the last chunk (and its retries) is what is left
+    for status in (429, 500):  # the next request retries that chunk; the one after is smaller
+        pushed_back = statuses_seen.index(status)
+        assert sizes[pushed_back + 1] == sizes[pushed_back] and sizes[pushed_back + 2] < sizes[pushed_back], status
+    assert any(b > a for a, b in zip(sizes, sizes[1:]))  # it grew while answers were clean
 
 
 def test_a_run_that_loses_the_api_half_way_then_reruns_credits_each_row_once(tmp_path: Path) -> None:

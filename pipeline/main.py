@@ -16,6 +16,7 @@ from apache_beam.runners.runner import PipelineResult
 
 from pipeline import accounting, graph, stats_report
 from pipeline import options as job_options
+from pipeline.direct_introspection import memoize_dofn_introspection
 from pipeline.direct_pubsub import count_every_bundle, speed_up_direct_pubsub
 from pipeline.json_records import read_folder
 from pipeline.lifecycle import WAYBILL_STATE_CHANGE, live_by_day, read_live_states
@@ -89,12 +90,14 @@ def launch(options: WaybillOptions) -> PipelineResult:
 
     The one place that resolves the runner: ``DirectRunner`` is pinned (see
     :mod:`pipeline.local_runner`) and, on the DirectRunner only, the Pub/Sub read is sped up
-    and its counters fixed (:mod:`pipeline.direct_pubsub`, inert on any other runner).
+    and its counters fixed (:mod:`pipeline.direct_pubsub`) and its DoFn introspection cached
+    (:mod:`pipeline.direct_introspection`); both are inert on any other runner.
     """
     standard = options.view_as(StandardOptions)
     standard.runner = resolve_runner(standard.runner, standard.streaming)
     speed_up_direct_pubsub(standard.runner)
     count_every_bundle(standard.runner)
+    memoize_dofn_introspection(standard.runner)
     _LOGGER.info("running on %s (%s)", standard.runner, "streaming" if standard.streaming else "batch")
     pipeline = beam.Pipeline(options=options)
     graph.build(pipeline, options)

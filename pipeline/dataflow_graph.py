@@ -8,7 +8,8 @@ and checks it:
 
 * the job is a streaming job;
 * each Pub/Sub read and write is Dataflow's native transform (``beam:transform:pubsub_read:v1`` /
-  ``pubsub_write:v1``), one per subscription / topic option;
+  ``pubsub_write:v1``), one per subscription and one per output sent to a topic (the
+  supervision topic takes two: the SupervisionRecords and the real-name alerts);
 * nothing DirectRunner-only is in the graph (see :func:`direct_runner_code`);
 * step names are unique and equal the checked-in golden list :data:`GOLDEN_FILE`, because
   Dataflow matches the steps of a running job to those of its replacement by name on
@@ -59,6 +60,8 @@ DEPLOY_ARGS: tuple[str, ...] = (
     "--supervision_topic=projects/waybill-demo/topics/supervision",
     "--dead_letter_topic=projects/waybill-demo/topics/dead-letters",
     "--stats_topic=projects/waybill-demo/topics/daily-stats",
+    "--waybills_topic=projects/waybill-demo/topics/waybill-views",
+    "--waybill_alerts_topic=projects/waybill-demo/topics/waybill-alerts",
     "--output_dir=gs://waybill-test-bucket/out",
     f"--delivery_targets={Path(__file__).resolve().parent / 'flex_template' / 'targets.example.json'}",
     "--runner=DataflowRunner",
@@ -307,7 +310,7 @@ def write_golden(names: Sequence[str], path: Path = GOLDEN_FILE) -> None:
 def problems(job: DryRunJob, golden: Sequence[str]) -> list[str]:
     """Everything wrong with ``job`` as the deployed job; empty when it is fine."""
     found = [] if job.is_streaming else [f"the job is not streaming (job type {job.job_type})"]
-    found += native_pubsub_problems(job.pipeline, reads=2, writes=3)
+    found += native_pubsub_problems(job.pipeline, reads=2, writes=6)
     found += direct_runner_code(job.pipeline)
     found += [f"step name used more than once: {name}" for name in duplicate_names(job.pipeline)]
     found += compare_with_golden(step_names(job.pipeline), golden)

@@ -18,18 +18,23 @@ from pipeline.dedup import DUPLICATES_TAG, DeduplicateEvents
 from pipeline.identify import IdentifyWaybills
 from pipeline.inventory import REPLENISHMENT_SUGGESTION, SuggestReplenishments
 from pipeline.json_records import to_json
-from pipeline.lifecycle import EVENTS_WITH_MERCHANT, STATE_CHANGES, WAYBILL_ALERT, WAYBILL_STATE_CHANGE, WAYBILL_VIEW, TrackWaybillLifecycles
+from pipeline.lifecycle import (
+    ALERTS, EVENTS_WITH_MERCHANT, STATE_CHANGES, VIEWS, WAYBILL_ALERT, WAYBILL_STATE_CHANGE, WAYBILL_VIEW,
+    TrackWaybillLifecycles,
+)
 from pipeline.options import WaybillOptions
 from pipeline.routing import RouteOrders
+from pipeline.shipment import alert_event_id
 from pipeline.sinks import WriteJsonLines, WritePubSub, is_local_path
 from pipeline.sources import ReadFiles, ReadPubSub, ReadSynthetic
 from pipeline.stats import ComputeDailyStats
 from pipeline.subscriptions import CollectSubscribableEvents, MatchSubscriptions
-from pipeline.supervision import PushSupervision
+from pipeline.supervision import PushComplianceAlerts, PushSupervision
 from pipeline.validate import EventTag, ValidateEvents
 
 # Output folders under --output_dir.
 SUPERVISION_DIR = "supervision"
+SUPERVISION_COMPLIANCE_DIR = "supervision_compliance"  # real-name alerts for the supervision push
 DEAD_LETTER_DIR = "deadletter"
 ORDERS_DIR = "orders"
 STATS_DIR = "stats"
@@ -41,8 +46,8 @@ RECEIPTS_DIR = "receipts"
 DELIVERY_DIRS = ("units", "subscribers")  # where the packaged folder targets write
 CURRENT_VIEW_FILE = "current_view.sqlite"
 OUTPUT_DIRS = (
-    SUPERVISION_DIR, DEAD_LETTER_DIR, ORDERS_DIR, STATS_DIR, INVENTORY_DIR, WAYBILLS_DIR, ALERTS_DIR, WAYBILL_STATES_DIR,
-    RECEIPTS_DIR, *DELIVERY_DIRS,
+    SUPERVISION_DIR, SUPERVISION_COMPLIANCE_DIR, DEAD_LETTER_DIR, ORDERS_DIR, STATS_DIR, INVENTORY_DIR, WAYBILLS_DIR,
+    ALERTS_DIR, WAYBILL_STATES_DIR, RECEIPTS_DIR, *DELIVERY_DIRS,
 )
 
 
@@ -108,13 +113,21 @@ def build(p: beam.Pipeline, options: WaybillOptions) -> dict[str, beam.PCollecti
     lifecycle = identified | "TrackWaybillLifecycles" >> TrackWaybillLifecycles(
         registration_delay=options.registration_deadline_minutes * 60,
         stuck_after=options.stuck_after_hours * 3600,
+        retain_after_delivery=options.retain_after_delivery_hours * 3600,
+        expire_after=options.expire_after_hours * 3600,
+        remember_closed_for=options.remember_closed_for_hours * 3600,
     )
-    lifecycle["views"] | "WriteWaybillViews" >> _sink(options, None, WAYBILLS_DIR, WAYBILL_VIEW)
-    lifecycle["alerts"] | "WriteWaybillAlerts" >> _sink(options, None, ALERTS_DIR, WAYBILL_ALERT)
+    lifecycle[VIEWS] | "WriteWaybillViews" >> _sink(options, options.waybills_topic, WAYBILLS_DIR, WAYBILL_VIEW)
+    lifecycle[ALERTS] | "WriteWaybillAlerts" >> _sink(options, options.waybill_alerts_topic, ALERTS_DIR, WAYBILL_ALERT)
     lifecycle[STATE_CHANGES] | "WriteWaybillStateChanges" >> _sink(
         options, None, WAYBILL_STATES_DIR, WAYBILL_STATE_CHANGE
     )
-    deliveries = _deliver(options, orders["unique"], supervision, lifecycle)
+    # Real-name alerts go where the supervision push goes (with --supervision_target: in _deliver).
+    compliance = lifecycle[ALERTS] | "PushComplianceAlerts" >> PushComplianceAlerts(
+        None if options.supervision_target
+        else _sink(options, options.supervision_topic, SUPERVISION_COMPLIANCE_DIR, WAYBILL_ALERT)
+    )
+    deliveries = _deliver(options, orders["unique"], supervision, compliance, lifecycle)
     deliveries["receipts"] | "WriteDeliveryReceipts" >> _sink(options, None, RECEIPTS_DIR, schemas.DELIVERY_RECEIPT)
     dead_letters = (
         validated[EventTag.DEAD_LETTER.value],
@@ -133,18 +146,21 @@ def build(p: beam.Pipeline, options: WaybillOptions) -> dict[str, beam.PCollecti
         "dead_letters": dead_letters,
         "daily_stats": daily["stats"],
         "replenishments": replenishments,
-        "waybill_views": lifecycle["views"],
-        "waybill_alerts": lifecycle["alerts"],
+        "waybill_views": lifecycle[VIEWS],
+        "waybill_alerts": lifecycle[ALERTS],
+        "compliance_alerts": compliance,
         "delivery_requests": deliveries["requests"],
         "receipts": deliveries["receipts"],
     }
 
 
 def _deliver(
-    options: WaybillOptions, orders: beam.PCollection, supervision: beam.PCollection, lifecycle: dict[str, beam.PCollection]
+    options: WaybillOptions, orders: beam.PCollection, supervision: beam.PCollection, compliance: beam.PCollection,
+    lifecycle: dict[str, beam.PCollection],
 ) -> dict[str, Any]:
     """Unit routing, subscriber pushes, account digests and (with --supervision_target) the
-    supervision push, all through one ``DeliverMessages``: one adaptive batch size per target."""
+    supervision push with its compliance alerts, all through one ``DeliverMessages``: one
+    adaptive batch size per target."""
     config = DeliveryConfig.read(
         options.delivery_targets, options.routing_table, options.subscriptions, options.supervision_target,
         options.output_dir,
@@ -154,7 +170,7 @@ def _deliver(
         config.routes, options.catalog, streaming=streaming, catalog_reload_seconds=options.catalog_reload_seconds
     )
     subscribable = {
-        "orders": orders, "courier": lifecycle[EVENTS_WITH_MERCHANT], "alerts": lifecycle["alerts"],
+        "orders": orders, "courier": lifecycle[EVENTS_WITH_MERCHANT], "alerts": lifecycle[ALERTS],
     } | "CollectSubscribableEvents" >> CollectSubscribableEvents()
     requests = [
         routed["requests"],
@@ -165,6 +181,9 @@ def _deliver(
         target = config.supervision_target
         requests.append(supervision | "SupervisionRequests" >> beam.Map(
             lambda record: delivery_request(target, record["event_id"], to_json(schemas.SUPERVISION_RECORD, record))
+        ))
+        requests.append(compliance | "SupervisionComplianceRequests" >> beam.Map(
+            lambda alert: delivery_request(target, alert_event_id(alert), to_json(WAYBILL_ALERT, alert))
         ))
     all_requests = requests | "AllDeliveryRequests" >> beam.Flatten()
     delivered = all_requests | "DeliverMessages" >> DeliverMessages(

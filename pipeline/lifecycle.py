@@ -28,7 +28,13 @@ DELIVERED 15:00 arrives     view v5 (DELIVERED); timer at 15:00 + 24 h (retentio
 watermark 15:00 next day    final view v6 (is_final, DELIVERED); state shrinks to a tombstone
 a DEPART 11:00 arrives      dead letter late_for_closed_waybill (not lost; not in any view)
 watermark + 7 days          tombstone dropped: no state left for W
+an ARRIVE 13:00 arrives     a new state of W (generation g2 > g1): view (g2, v1), newer than (g1, v6)
 =========================  ========================================================================
+
+Every view carries ``(generation, version)``: the generation is fixed when the state opens
+(wall-clock time, so a state opened again after its tombstone was dropped has a larger one:
+g1 above for the first life, g2 for the second), the version counts the views of that state.
+A receiver keeps, per waybill_no, the view with the largest pair.
 
 Runner notes (Beam 2.77): the Python DirectRunner does not hold the output watermark for
 pending timers, so the outputs are meant for sinks in the global window, not for event-time
@@ -186,8 +192,9 @@ def _late_for_closed(key: str, shipment: Shipment, event: dict[str, Any]) -> dic
         message=(
             f"{event['event_type']} of waybill {event['waybill_no']} at "
             f"{format_timestamp(event['event_time'])} arrived after shipment {key} was closed at "
-            f"{format_timestamp(shipment.closed_at)} ({shipment.final_reason}, final view version "
-            f"{shipment.version}); it was pushed to supervision but is in no lifecycle view"
+            f"{format_timestamp(shipment.closed_at)} ({shipment.final_reason}, final view generation "
+            f"{shipment.generation} version {shipment.version}); it was pushed to supervision but is in no "
+            "lifecycle view"
         ),
         event_id=event["event_id"],
     )
@@ -228,7 +235,8 @@ class TrackWaybillLifecycles(beam.PTransform):
     Input: ``(waybill_no, {event_id, identification, event})`` as :class:`IdentifyWaybills`
     emits them, each timestamped with its event_time. Output, all in the global window:
 
-    * ``views``: ``WaybillView`` records, a new version per change of a shipment;
+    * ``views``: ``WaybillView`` records, a new version per change of a shipment; newer views
+      have a larger ``(generation, version)``, also across a state dropped and opened again;
     * ``alerts``: ``WaybillAlert`` records (REAL_NAME_MISSING / STUCK, OPEN / CLOSED);
     * ``dead_letter``: ``DeadLetter`` records of events for shipments already closed;
     * ``state_changes``: ``{'change': 'opened'|'retired'|'cleared', 'waybill_no', 'at',
@@ -244,7 +252,8 @@ class TrackWaybillLifecycles(beam.PTransform):
             event, so late scans still join its view.
         expire_after: how long an undelivered shipment's state is kept after its last event.
         remember_closed_for: how long a closed shipment is remembered (a tombstone) so that
-            late events are dead-lettered; after it, a late event opens a new shipment.
+            late events are dead-lettered; after it, a late event opens a new shipment (a new
+            generation, versions from 1).
 
     See the module docstring for a worked example.
     """

@@ -2,12 +2,14 @@
 
 Starts the emulator on a free 127.0.0.1 port, creates the topics ``courier-events``,
 ``order-events``, ``supervision`` and ``dead-letter`` (each with a subscription; the job reads
-the first two, this module drains the last two), runs the streaming job on the DirectRunner,
-publishes a synthetic day of traffic and prints the job's progress line every second. When the
-traffic is published and everything is accounted for (the job's ``inputs`` equals what was
-published, the counters balance and every pushed record / dead letter has arrived on its
-topic, every order in its files) - or on Ctrl-C, or when nothing moved for ``--stall_timeout``
-seconds - it cancels the job, stops the emulator and prints the accounting.
+the first two, this module drains the last two; the supervision topic also carries the
+real-name compliance alerts, told apart by their ``schema`` attribute), runs the streaming job
+on the DirectRunner, publishes a synthetic day of traffic and prints the job's progress line
+every second. When the traffic is published and everything is accounted for (the job's
+``inputs`` equals what was published, the counters balance and every pushed record / dead
+letter has arrived on its topic, every order in its files) - or on Ctrl-C, or when nothing
+moved for ``--stall_timeout`` seconds - it cancels the job, stops the emulator and prints the
+accounting.
 
 The synthetic day is yesterday (``--day``): its oldest events are up to ~43 h old when the job
 reads them, and the DirectRunner's Pub/Sub watermark is the wall clock, so the job gets
@@ -38,7 +40,7 @@ from typing import Any
 
 from apache_beam.runners.runner import PipelineResult, PipelineState
 
-from pipeline import accounting, graph, publish
+from pipeline import accounting, graph, publish, schemas
 from pipeline import options as job_options
 from pipeline.emulator import EmulatorError, EmulatorUnavailable, PubsubEmulator
 from pipeline.main import clear_outputs, configure_logging, launch
@@ -91,16 +93,18 @@ def create_topics(emulator: PubsubEmulator, project: str = PROJECT, suffix: str 
 class OutputDrain:
     """Pulls (and acknowledges) the output subscriptions in a thread, counting what arrives.
 
-    ``arrivals`` maps the event_id of each record on the supervision topic to when it first
-    arrived (``time.monotonic()``), for the publish-to-push delay. While ``paused`` is set
-    the thread does not pull (the messages wait on their subscriptions): the throughput
-    measurement keeps this consumer from taking the job process's CPU (one GIL).
+    ``arrivals`` maps the event_id of each SupervisionRecord on the supervision topic to when it
+    first arrived (``time.monotonic()``), for the publish-to-push delay; the WaybillAlerts that
+    topic also carries (``schema`` attribute) are counted apart, as ``compliance_alerts``. While
+    ``paused`` is set the thread does not pull (the messages wait on their subscriptions): the
+    throughput measurement keeps this consumer from taking the job process's CPU (one GIL).
     """
 
     subscriber: Any
     supervision_subscription: str
     dead_letter_subscription: str
     supervision: int = 0
+    compliance_alerts: int = 0
     dead_letters: int = 0
     arrivals: dict[str, float] = field(default_factory=dict)
     paused: threading.Event = field(default_factory=threading.Event)
@@ -124,9 +128,11 @@ class OutputDrain:
                 continue
             pushed = self._pull(self.supervision_subscription)
             now = time.monotonic()
-            for message in pushed:
+            records = [m for m in pushed if m.attributes.get("schema") == schemas.SUPERVISION_RECORD]
+            for message in records:
                 self.arrivals.setdefault(message.attributes.get("event_id", ""), now)
-            self.supervision += len(pushed)
+            self.supervision += len(records)
+            self.compliance_alerts += len(pushed) - len(records)
             dead = self._pull(self.dead_letter_subscription)
             self.dead_letters += len(dead)
             if not pushed and not dead:
@@ -362,7 +368,8 @@ def _finish(run_: LocalRun, ok: bool, extra: list[str]) -> int:
     counters = run_.counters()
     print(accounting.summary(counters, run_.options.output_dir, graph.file_outputs(run_.options)))
     agrees = run_.drain.supervision == counters.pushed and run_.drain.dead_letters == counters.all_dead_letters
-    print(f"On the topics: supervision {run_.drain.supervision:,}, dead-letter {run_.drain.dead_letters:,} "
+    print(f"On the topics: supervision {run_.drain.supervision:,} (and {run_.drain.compliance_alerts:,} real-name "
+          f"alerts), dead-letter {run_.drain.dead_letters:,} "
           f"({'agree with' if agrees else 'DIFFER from'} the counters); published {run_.published:,}, "
           f"inputs {counters.inputs:,}")
     for line in extra:

@@ -53,6 +53,18 @@ class WaybillOptions(PipelineOptions):
             "the topic instead of files under --output_dir. Default: files.",
         )
         parser.add_argument(
+            "--waybills_topic", default=None,
+            help="the topic waybill lifecycle views go to, projects/<project>/topics/<name> (Avro "
+            "WaybillView messages, attribute schema). When given, views go to the topic instead of "
+            "files under --output_dir (waybills/). Default: files.",
+        )
+        parser.add_argument(
+            "--waybill_alerts_topic", default=None,
+            help="the topic real-name and stuck-parcel alerts go to, projects/<project>/topics/<name> "
+            "(Avro WaybillAlert messages, attribute schema). When given, alerts go to the topic instead "
+            "of files under --output_dir (alerts/). Default: files.",
+        )
+        parser.add_argument(
             "--input", default=None,
             help="for --source=file: a path or glob of JSON Lines files (*.jsonl, format in the "
             "README) or Avro container files (*.avro). No default.",
@@ -148,6 +160,22 @@ class WaybillOptions(PipelineOptions):
             help="hours (event time) without a scan after which an undelivered parcel is reported "
             "stuck. Default: 24.",
         )
+        parser.add_argument(
+            "--retain_after_delivery_hours", type=float, default=24.0,
+            help="hours (event time) after its last event that a fully delivered waybill's state is "
+            "kept, so late scans still join its view; then its final view is written. Default: 24.",
+        )
+        parser.add_argument(
+            "--expire_after_hours", type=float, default=168.0,
+            help="hours (event time) after its last event that a waybill never fully delivered is kept; "
+            "then its final view (EXPIRED) is written. Default: 168 (7 days).",
+        )
+        parser.add_argument(
+            "--remember_closed_for_hours", type=float, default=168.0,
+            help="hours (event time) after its final view that a waybill is remembered, so late events "
+            "for it are dead-lettered (late_for_closed_waybill); later ones open a new state. "
+            "Default: 168 (7 days).",
+        )
 
 
 def validate(options: WaybillOptions) -> None:
@@ -164,6 +192,7 @@ def validate(options: WaybillOptions) -> None:
     if options.dedup_horizon_hours <= 0:
         raise ValueError(f"--dedup_horizon_hours must be positive, got {options.dedup_horizon_hours}")
     for flag in ("flush_seconds", "early_results_seconds", "registration_deadline_minutes", "stuck_after_hours",
+                 "retain_after_delivery_hours", "expire_after_hours", "remember_closed_for_hours",
                  "catalog_reload_seconds"):
         if getattr(options, flag) <= 0:
             raise ValueError(f"--{flag} must be positive, got {getattr(options, flag)}")
@@ -197,6 +226,8 @@ def _validate_pubsub(options: WaybillOptions) -> None:
         "--supervision_topic": options.supervision_topic,
         "--dead_letter_topic": options.dead_letter_topic,
         "--stats_topic": options.stats_topic,
+        "--waybills_topic": options.waybills_topic,
+        "--waybill_alerts_topic": options.waybill_alerts_topic,
     }
     for flag, value in topics.items():
         if value is not None and not _TOPIC.match(value):

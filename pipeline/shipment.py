@@ -14,15 +14,22 @@ Deadlines (:meth:`Shipment.next_due` is the earliest; the stage sets one event-t
   One OPEN ``STUCK`` alert per silence; a newer scan closes it and starts a new watch.
 * retire: last event + ``retain_after_delivery`` once every parcel is delivered, else last
   event + ``expire_after``. A final view (``is_final``) is emitted, and the shipment shrinks
-  to a tombstone (number, last version, when and why it closed).
+  to a tombstone (number, generation and last version, when and why it closed).
 * clear: retired + ``remember_closed_for``: the tombstone is dropped. Until then a late event
-  for the shipment is recognised (and dead-lettered by the stage); after it, it would open a
-  new shipment at version 1, so choose ``remember_closed_for`` longer than any lateness.
+  for the shipment is recognised (and dead-lettered by the stage); after it, it opens a new
+  shipment: a new ``generation`` whose versions start again at 1 (see :attr:`Shipment.generation`).
+
+Versions: a view's ``(generation, version)`` is larger than that of every earlier view of the
+same waybill number. Example: W's state opens at wall-clock time g1 and emits views
+(g1, 1) ... (g1, 4), the last one final; its tombstone is dropped a week later (event time);
+a late scan then opens a new state at wall-clock time g2 > g1, whose views are (g2, 1), (g2, 2):
+newer than (g1, 4) although their version is lower.
 """
 from __future__ import annotations
 
 import bisect
 import dataclasses
+import time
 import uuid
 from datetime import datetime, timedelta, timezone
 from typing import Any, Optional
@@ -39,6 +46,10 @@ CHANGE = "change"
 OPENED = "opened"
 RETIRED = "retired"
 CLEARED = "cleared"
+
+# The kinds of WaybillAlert.
+REAL_NAME_MISSING = "REAL_NAME_MISSING"
+STUCK = "STUCK"
 
 _STATUS_OF_SCAN = {
     "PICKUP": "PICKED_UP",
@@ -130,6 +141,12 @@ class Shipment:
     waybill_no: str
     first_event_at: datetime
     last_event_at: datetime
+    # When this state was opened: wall-clock microseconds since the epoch. A state opened again
+    # after the tombstone was dropped is opened later in real time (the drop and the late event
+    # come after everything of the old state), so its generation is larger, and its views,
+    # versions 1, 2, ... again, still compare newer by (generation, version). 0 in states
+    # pickled before the field existed, older than any real generation.
+    generation: int = 0
     version: int = 0
     tracks: dict[str, Track] = dataclasses.field(default_factory=dict)
     outlet_id: str = ""
@@ -147,7 +164,8 @@ class Shipment:
 
     @classmethod
     def open(cls, waybill_no: str, at: datetime) -> Shipment:
-        return cls(waybill_no=waybill_no, first_event_at=at, last_event_at=at)
+        """A new state for ``waybill_no``, first event at ``at``, of a new generation (now)."""
+        return cls(waybill_no=waybill_no, first_event_at=at, last_event_at=at, generation=time.time_ns() // 1000)
 
     # --- events -------------------------------------------------------------------------
 
@@ -289,6 +307,7 @@ class Shipment:
         return VIEW, {
             "waybill_no": self.waybill_no,
             "version": self.version,
+            "generation": self.generation,
             "master": master.record(),
             "pieces": [t.record() for n, t in sorted(self.tracks.items()) if n != self.waybill_no],
             "outlet_id": self.outlet_id,
@@ -319,7 +338,7 @@ class Shipment:
                 f"{self.registered_at.isoformat()}, deadline {deadline.isoformat()} ({self.real_name_status})"
             )
         return ALERT, self._alert(
-            f"REAL_NAME_MISSING/{self.waybill_no}", "REAL_NAME_MISSING", status,
+            f"{REAL_NAME_MISSING}/{self.waybill_no}", REAL_NAME_MISSING, status,
             identification(self.waybill_no, None), self.pickup, at, deadline, message,
             pickup_time=pickup_time, closed_by_time=self.registered_at if status == "CLOSED" else None,
         )
@@ -335,7 +354,7 @@ class Shipment:
                 f"at {closed_by['event_time'].isoformat()}"
             )
         return ALERT, self._alert(
-            f"STUCK/{track.waybill_no}/{last['event_time'].isoformat()}", "STUCK", status,
+            f"{STUCK}/{track.waybill_no}/{last['event_time'].isoformat()}", STUCK, status,
             identification(track.waybill_no, track.parent_waybill_no), last, at, deadline, message,
             last_scan=last, closed_by_time=closed_by["event_time"] if closed_by else None,
         )
@@ -368,6 +387,16 @@ class Shipment:
     def opened(self) -> Output:
         """The ``opened`` state change of a new shipment."""
         return self._change(OPENED, self.first_event_at)
+
+
+def alert_event_id(alert: Record) -> str:
+    """The id of one ``WaybillAlert`` record, unique and the same on every run: an alert's OPEN
+    and CLOSED records share their ``alert_id``, so the status is part of it.
+
+    >>> alert_event_id({"alert_id": "5f0c...", "status": "CLOSED"})
+    '5f0c...:CLOSED'
+    """
+    return f"{alert['alert_id']}:{alert['status']}"
 
 
 def _now() -> datetime:

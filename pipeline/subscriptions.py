@@ -46,6 +46,7 @@ from pipeline.dead_letter import METRICS_NAMESPACE
 from pipeline.delivery_records import DeliveryRequest
 from pipeline.identify import identification
 from pipeline.json_records import to_json
+from pipeline.shipment import REAL_NAME_MISSING, STUCK, alert_event_id
 
 _LOGGER = logging.getLogger(__name__)
 
@@ -70,8 +71,6 @@ EVENT_TYPES = {
 }
 SCAN_TYPES = ("PICKUP", "DEPART", "ARRIVE", "DISPATCH", "DELIVERED", "EXCEPTION")
 EXCEPTION = "EXCEPTION"
-STUCK = "STUCK"
-REAL_NAME_MISSING = "REAL_NAME_MISSING"
 NOTABLE_KINDS = (EXCEPTION, STUCK, REAL_NAME_MISSING)
 
 _ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
@@ -144,11 +143,12 @@ def from_identified(identified: tuple[str, dict[str, Any]], merchant_id: Optiona
 
 
 def from_alert(alert: dict[str, Any]) -> SubscribableEvent:
-    """A ``WaybillAlert``; its event id is ``f"{alert_id}:{status}"`` (OPEN and CLOSED share
-    the alert id); region is that of the stuck parcel's last scan (None for real-name alerts)."""
+    """A ``WaybillAlert``; its event id is :func:`~pipeline.shipment.alert_event_id`,
+    ``f"{alert_id}:{status}"`` (OPEN and CLOSED share the alert id); region is that of the
+    stuck parcel's last scan (None for real-name alerts)."""
     last_scan = alert.get("last_scan")
     return SubscribableEvent(
-        kind=WAYBILL_ALERT, event_id=f"{alert['alert_id']}:{alert['status']}",
+        kind=WAYBILL_ALERT, event_id=alert_event_id(alert),
         subject=alert["identification"]["waybill_no"], event_time=alert["event_time"],
         record=to_json(_WAYBILL_ALERT_SCHEMA, alert), merchant_id=alert["merchant_id"],
         outlet_id=alert["outlet_id"], region=last_scan["scan"]["region"] if last_scan else None,

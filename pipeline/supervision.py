@@ -1,4 +1,5 @@
-"""The supervision push: every valid courier event, with its identification, to the regulator."""
+"""The supervision push: every valid courier event, with its identification, to the regulator;
+and the real-name compliance alerts (``REAL_NAME_MISSING``, OPEN and the CLOSED follow-up)."""
 from __future__ import annotations
 
 from datetime import datetime, timezone
@@ -8,6 +9,7 @@ import apache_beam as beam
 from apache_beam.metrics import Metrics
 
 from pipeline.dead_letter import METRICS_NAMESPACE
+from pipeline.shipment import REAL_NAME_MISSING
 
 
 class ToSupervisionRecordFn(beam.DoFn):
@@ -39,3 +41,29 @@ class PushSupervision(beam.PTransform):
         if self.sink is not None:
             records | "Write" >> self.sink
         return records
+
+
+def is_compliance_alert(alert: dict[str, Any]) -> bool:
+    """Whether a ``WaybillAlert`` is for the supervision push: a real-name compliance alert,
+    OPEN or CLOSED (STUCK alerts are not: they go to the alerts output and to subscribers)."""
+    return alert["kind"] == REAL_NAME_MISSING
+
+
+class PushComplianceAlerts(beam.PTransform):
+    """WaybillAlerts -> the real-name compliance alerts among them, written through ``sink``.
+
+    Args:
+        sink: a PTransform that writes WaybillAlerts (files or the supervision topic, where the
+            ``schema`` attribute ``com.waybill.WaybillAlert`` tells them from SupervisionRecords);
+            None when the caller hands them to the delivery layer with the supervision records.
+    """
+
+    def __init__(self, sink: Optional[beam.PTransform]) -> None:
+        super().__init__()
+        self.sink = sink
+
+    def expand(self, alerts: beam.PCollection) -> beam.PCollection:
+        compliance = alerts | "SelectRealNameAlerts" >> beam.Filter(is_compliance_alert)
+        if self.sink is not None:
+            compliance | "Write" >> self.sink
+        return compliance

@@ -42,9 +42,12 @@ def test_pubsub_io_are_dataflow_native_transforms(job: DryRunJob) -> None:
         "ReadOrderEvents/Read/Read",
     ]
     assert _names_by_urn(job, dataflow_graph.PUBSUB_WRITE_URN) == [
+        "PushComplianceAlerts/Write/Publish/ParDo(_PubSubWriteDoFn)",  # real-name alerts to --supervision_topic
         "PushSupervision/Write/Publish/ParDo(_PubSubWriteDoFn)",
         "WriteDailyStats/Publish/ParDo(_PubSubWriteDoFn)",
         "WriteDeadLetters/Publish/ParDo(_PubSubWriteDoFn)",
+        "WriteWaybillAlerts/Publish/ParDo(_PubSubWriteDoFn)",
+        "WriteWaybillViews/Publish/ParDo(_PubSubWriteDoFn)",
     ]
 
 

@@ -138,11 +138,23 @@ def test_units_subscribers_and_supervision_over_a_signed_webhook_are_delivered_a
 
     assert result.balanced
     assert all(d.balanced for d in result.deliveries.values()), result.deliveries
-    # Supervision: every pushed record once, signed, webhook-id = the event's id.
     verifier = Webhook(secret)
-    ids = [verifier.verify(body, headers)["event_id"] for body, headers in received]
-    assert len(ids) == len(set(ids)) == result.pushed == result.deliveries["regulator"].delivered
-    assert {headers["Webhook-Id"] for _, headers in received} == set(ids)
+    signed = [(verifier.verify(body, headers), headers["Webhook-Id"]) for body, headers in received]
+    records = [(body, hook_id) for body, hook_id in signed if "alert_id" not in body]
+    alerts = [(body, hook_id) for body, hook_id in signed if "alert_id" in body]
+    # Supervision: every pushed record once, signed, webhook-id = the event's id.
+    ids = [body["event_id"] for body, _ in records]
+    assert len(ids) == len(set(ids)) == result.pushed
+    assert all(hook_id == body["event_id"] for body, hook_id in records)
+    # Real-name alerts, OPEN and CLOSED, go the same way: each once, webhook-id = alert_id:status;
+    # STUCK alerts do not (they stay in alerts/ and go to subscribers).
+    real_name = [a for a in read_output(tmp_path / "out" / "alerts") if a["kind"] == "REAL_NAME_MISSING"]
+    assert real_name  # this synthetic day has OPEN ones (CLOSED: see the lifecycle_alerts test below)
+    assert sorted(hook_id for _, hook_id in alerts) == sorted(f"{a['alert_id']}:{a['status']}" for a in real_name)
+    assert all(hook_id == f"{body['alert_id']}:{body['status']}" and body["kind"] == "REAL_NAME_MISSING"
+               for body, hook_id in alerts)
+    assert result.deliveries["regulator"].delivered == result.pushed + len(real_name)
+    assert read_output(tmp_path / "out" / "supervision_compliance") == []  # delivered, not written to files
     # Units: every order to erp (all codes route there), fan-out to wms for most; files agree.
     assert result.deliveries["erp"].delivered == result.orders == len(read_output(tmp_path / "out" / "units" / "erp"))
     assert 0 < result.deliveries["wms"].delivered < result.orders
@@ -150,4 +162,54 @@ def test_units_subscribers_and_supervision_over_a_signed_webhook_are_delivered_a
     digests = read_output(tmp_path / "out" / "subscribers" / "merchant-m002-digest")
     assert [(d["specversion"], d["type"], d["subject"]) for d in digests] == [("1.0", "com.waybill.account_digest", "M-002")]
     receipts = read_output(tmp_path / "out" / "receipts")
-    assert sum(len(r["delivered_ids"]) for r in receipts if r["target_id"] == "regulator") == result.pushed
+    assert sum(len(r["delivered_ids"]) for r in receipts if r["target_id"] == "regulator") == len(records) + len(alerts)
+
+
+def _folder_targets_and_subscriptions(tmp_path: Path) -> list[str]:
+    """Two alert subscribers with folder targets, one filtering on a merchant, one on an outlet;
+    the options that configure them."""
+    targets = json.loads(DEFAULT_TARGETS.read_text()) + [
+        {"target_id": "sub-merchant", "folder": "subscribers/merchant-m007"},
+        {"target_id": "sub-outlet", "folder": "subscribers/outlet-out003"},
+    ]
+    subscriptions = [
+        {"subscriber_id": "merchant-m007", "target": "sub-merchant",
+         "filter": {"event_kinds": ["WAYBILL_ALERT"], "merchants": ["M-007"]}},
+        {"subscriber_id": "outlet-out003", "target": "sub-outlet",
+         "filter": {"event_kinds": ["WAYBILL_ALERT"], "outlets": ["OUT-003"]}},
+    ]
+    (tmp_path / "targets.json").write_text(json.dumps(targets))
+    (tmp_path / "subscriptions.json").write_text(json.dumps(subscriptions))
+    return [f"--delivery_targets={tmp_path / 'targets.json'}", f"--subscriptions={tmp_path / 'subscriptions.json'}"]
+
+
+def test_stuck_alerts_reach_merchant_and_outlet_subscribers_and_real_name_alerts_the_supervision_files(
+    tmp_path: Path,
+) -> None:
+    # tests/fixtures/lifecycle_alerts.jsonl, three waybills (batch: every timer fires at the end):
+    #   WB...101  merchant M-007, outlet OUT-003, registered, last scan DEPART 10:00: STUCK a day later
+    #   WB...102  merchant M-008, outlet OUT-004, picked up 09:30, registered 10:30 (deadline 10:00):
+    #             REAL_NAME_MISSING OPEN and CLOSED; delivered, never stuck
+    #   WB...103  no ORDER_INFO (no merchant), outlet OUT-003, registered, PICKUP 11:10: STUCK
+    result = run([
+        "--runner=DirectRunner", "--source=file", f"--input={FIXTURES / 'lifecycle_alerts.jsonl'}",
+        f"--output_dir={tmp_path / 'out'}", *_folder_targets_and_subscriptions(tmp_path),
+    ])
+
+    assert result.balanced and result.pushed == 10
+    assert all(d.balanced for d in result.deliveries.values()), result.deliveries
+
+    def delivered(folder: str) -> list[tuple[str, str, str, str, str | None]]:
+        return sorted((e["type"], e["subject"], e["data"]["kind"], e["data"]["status"], e["data"]["merchant_id"])
+                      for e in read_output(tmp_path / "out" / "subscribers" / folder))
+
+    # The merchant filter matches the alert of the waybill whose ORDER_INFO named M-007; the
+    # outlet filter matches it too, and the alert of the waybill that has no merchant.
+    stuck_101 = ("com.waybill.waybill_alert", "WB20261121101", "STUCK", "OPEN", "M-007")
+    assert delivered("merchant-m007") == [stuck_101]
+    assert delivered("outlet-out003") == [stuck_101, ("com.waybill.waybill_alert", "WB20261121103", "STUCK", "OPEN", None)]
+    # The supervision push's files get the real-name alerts, OPEN and CLOSED, and only those.
+    compliance = sorted((a["identification"]["waybill_no"], a["kind"], a["status"])
+                        for a in read_output(tmp_path / "out" / "supervision_compliance"))
+    assert compliance == [("WB20261121102", "REAL_NAME_MISSING", "CLOSED"), ("WB20261121102", "REAL_NAME_MISSING", "OPEN")]
+    assert sorted(a["kind"] for a in read_output(tmp_path / "out" / "alerts")) == ["REAL_NAME_MISSING"] * 2 + ["STUCK"] * 2

@@ -20,7 +20,8 @@ from apache_beam.testing.util import assert_that, equal_to
 from apache_beam.transforms.window import TimestampedValue
 from apache_beam.utils.timestamp import Timestamp
 
-from pipeline import schemas, synthetic
+from pipeline import graph, schemas, synthetic
+from pipeline import options as job_options
 from pipeline.dedup import DeduplicateEvents
 from pipeline.identify import IdentifyWaybills, identify
 from pipeline.lifecycle import (
@@ -36,6 +37,7 @@ from pipeline.lifecycle import (
     read_live_states,
 )
 from pipeline.messages import Encoding
+from pipeline.options import WaybillOptions
 from pipeline.shipment import Settings, Shipment
 from pipeline.validate import EventTag, ValidateEvents
 
@@ -235,26 +237,34 @@ def test_a_stuck_parcel_alerts_once_and_a_new_scan_closes_the_alert() -> None:
         ))
         .advance_watermark_to(watermark(at(10, 59, day=1)))  # 23 h 59 min of silence: not stuck yet
         .advance_watermark_to(watermark(at(11, day=1)))  # 24 h after the DEPART: one STUCK alert
-        .advance_watermark_to(watermark(at(10, day=2)))  # another day of silence: no second alert
-        .add_elements(stamped(scan_event("WB4", "ARRIVE", at(10, day=2))))  # moves again: CLOSED
-        .add_elements(stamped(scan_event("WB4", "DELIVERED", at(12, day=2))))  # delivered: no new watch
+        # Two more stuck periods of silence (past 11:00 on days 2 and 3): a code that alerted
+        # again every stuck_after would have raised two more OPEN alerts by now.
+        .advance_watermark_to(watermark(at(12, day=3)))
+        .add_elements(stamped(scan_event("WB4", "ARRIVE", at(12, day=3))))  # moves again: CLOSED
+        .add_elements(stamped(scan_event("WB4", "DELIVERED", at(14, day=3))))  # delivered: no new watch
         .advance_watermark_to(watermark(at(0, day=10)))  # final view, tombstone dropped
     )
     with streaming_pipeline() as p:
-        out = p | events | TrackWaybillLifecycles(**SETTINGS)
+        # Undelivered state kept 7 days (not 3), so the silence above does not expire it.
+        out = p | events | TrackWaybillLifecycles(**{**SETTINGS, "expire_after": 7 * DAY})
         alerts = out[ALERTS] | "CheckAlertContract" >> encodes_as(WAYBILL_ALERT)
         assert_that(
             alerts | beam.Map(alert_summary),
             equal_to([
                 ("STUCK", "OPEN", "WB4", at(11, day=1), at(11, day=1), None),
-                ("STUCK", "CLOSED", "WB4", at(10, day=2), at(11, day=1), at(10, day=2)),
+                ("STUCK", "CLOSED", "WB4", at(12, day=3), at(11, day=1), at(12, day=3)),
             ]),
             label="OneStuckAlertAndItsFollowUp",
         )
         assert_that(
             out[ALERTS] | "AlertTimestamps" >> beam.Map(lambda a, ts=beam.DoFn.TimestampParam: (a["status"], ts)),
-            equal_to([("OPEN", watermark(at(11, day=1))), ("CLOSED", watermark(at(10, day=2)))]),
+            equal_to([("OPEN", watermark(at(11, day=1))), ("CLOSED", watermark(at(12, day=3)))]),
             label="StampedWithTheDeadlineAndTheScan",
+        )
+        assert_that(
+            out[VIEWS] | beam.Filter(lambda v: v["is_final"]) | beam.Map(lambda v: (v["as_of"], v["final_reason"])),
+            equal_to([(at(16, day=3), "DELIVERED")]),  # 2 h after the DELIVERED: it was still live when it moved
+            label="DeliveredNotExpired",
         )
         assert_that(
             alerts | beam.Map(lambda a: (a["merchant_id"], a["outlet_id"], a["last_scan"]["scan"]["scan_type"])),
@@ -328,7 +338,7 @@ def test_state_is_cleared_after_delivery_and_nothing_is_emitted_after_it() -> No
         assert_that(out[DEAD_LETTER], equal_to([]), label="NoDeadLetters")
 
 
-def test_a_late_event_for_a_closed_waybill_is_dead_lettered_and_after_the_tombstone_reopens() -> None:
+def test_a_late_event_for_a_closed_waybill_is_dead_lettered_and_after_the_tombstone_reopens_newer() -> None:
     events = (
         test_stream.TestStream()
         .advance_watermark_to(watermark(at(9)))
@@ -357,7 +367,7 @@ def test_a_late_event_for_a_closed_waybill_is_dead_lettered_and_after_the_tombst
             # After the tombstone: a new state, expired 3 days after its only event, then dropped.
             ("opened", "WB7", at(11, 30)), ("retired", "WB7", at(11, 30, day=3)), ("cleared", "WB7", at(11, 30, day=4)),
         ]), label="StateChanges")
-        # The re-opened state's views start again at version 1 (see remember_closed_for).
+        # The re-opened state is a new generation: its versions start again at 1 ...
         assert_that(
             out[VIEWS] | beam.Filter(lambda v: "ARRIVE" in scan_types(v["master"])) | beam.Map(view_summary),
             equal_to([(1, at(11, 30), "IN_TRANSIT", ("ARRIVE",), "PENDING", False, None),
@@ -365,6 +375,21 @@ def test_a_late_event_for_a_closed_waybill_is_dead_lettered_and_after_the_tombst
                       (3, at(11, 30, day=3), "IN_TRANSIT", ("ARRIVE",), "PENDING", True, "EXPIRED")]),
             label="ReopenedViews",
         )
+
+        # ... and every one of its views compares newer, by (generation, version), than every
+        # view of the first state, its final v5 included.
+        def reopened_views_compare_newer(views: list[dict[str, Any]]) -> None:
+            def order(reopened: bool) -> list[tuple[int, int]]:
+                return sorted((v["generation"], v["version"]) for v in views
+                              if ("ARRIVE" in scan_types(v["master"])) == reopened)
+
+            first, second = order(reopened=False), order(reopened=True)
+            _assert([version for _, version in first] == [1, 2, 3, 4, 5], f"first state {first}")
+            _assert(len({generation for generation, _ in first}) == len({generation for generation, _ in second}) == 1,
+                    f"one generation per state: {first} {second}")
+            _assert(max(first) < min(second), f"first state {first}, reopened {second}")
+
+        assert_that(out[VIEWS], reopened_views_compare_newer, label="ReopenedViewsCompareNewer")
 
 
 # --- the state machine without a runner -------------------------------------------------
@@ -391,6 +416,35 @@ def test_shipment_deadlines_in_order_with_the_docstring_example() -> None:
 def test_settings_reject_non_positive_durations() -> None:
     with pytest.raises(ValueError, match="stuck_after must be a positive duration"):
         TrackWaybillLifecycles(stuck_after=0)
+
+
+@pytest.mark.parametrize("flag", ["retain_after_delivery_hours", "expire_after_hours", "remember_closed_for_hours"])
+@pytest.mark.parametrize("value", ["0", "-1.5"])
+def test_retention_options_must_be_positive(flag: str, value: str) -> None:
+    with pytest.raises(ValueError, match=f"--{flag} must be positive, got {float(value)}"):
+        job_options.validate(WaybillOptions([f"--{flag}={value}"]))
+
+
+def test_the_job_hands_the_lifecycle_options_to_the_stage(tmp_path: Any) -> None:
+    argv = ["--events=0", f"--output_dir={tmp_path}", "--registration_deadline_minutes=20", "--stuck_after_hours=12",
+            "--retain_after_delivery_hours=6", "--expire_after_hours=48", "--remember_closed_for_hours=72.5"]
+    options = WaybillOptions(argv)
+    job_options.validate(options)
+    p = beam.Pipeline(options=PipelineOptions(argv))
+    graph.build(p, options)
+    stage = next(t.transform for t in p.transforms_stack[0].parts if t.full_label == "TrackWaybillLifecycles")
+
+    assert stage.settings == Settings(
+        registration_delay=timedelta(minutes=20), stuck_after=timedelta(hours=12),
+        retain_after_delivery=timedelta(hours=6), expire_after=timedelta(hours=48),
+        remember_closed_for=timedelta(hours=72.5),
+    )
+    # The defaults are the stage's own.
+    default = WaybillOptions([f"--output_dir={tmp_path}"])
+    p = beam.Pipeline(options=PipelineOptions([]))
+    graph.build(p, default)
+    stage = next(t.transform for t in p.transforms_stack[0].parts if t.full_label == "TrackWaybillLifecycles")
+    assert stage.settings == Settings()
 
 
 # --- several synthetic days in batch, on the FnApiRunner ----------------------------------

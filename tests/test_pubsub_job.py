@@ -57,6 +57,9 @@ TOPIC = "projects/my-project/topics/t"
          r"--supervision_topic must be projects/<project>/topics/<name>, got 'projects/my-project/subscriptions/s'"),
         (["--dead_letter_topic=projects/p/topics/t"], r"--dead_letter_topic must be projects/<project>/topics/<name>"),
         (["--dead_letter_topic=dead"], r"--dead_letter_topic must be projects/<project>/topics/<name>, got 'dead'"),
+        (["--waybills_topic=views"], r"--waybills_topic must be projects/<project>/topics/<name>, got 'views'"),
+        (["--waybill_alerts_topic=projects/p/subscriptions/alerts"],
+         r"--waybill_alerts_topic must be projects/<project>/topics/<name>, got 'projects/p/subscriptions/alerts'"),
     ],
 )
 def test_bad_pubsub_options_name_the_value_and_the_fix(argv: list[str], error: str) -> None:
@@ -65,18 +68,35 @@ def test_bad_pubsub_options_name_the_value_and_the_fix(argv: list[str], error: s
 
 
 def test_topics_replace_files_and_step_labels_stay(tmp_path: Path) -> None:
-    def labels(argv: list[str]) -> set[str]:
+    def top_level(argv: list[str]) -> dict[str, beam.PTransform]:
         p = beam.Pipeline(options=PipelineOptions(argv))
         graph.build(p, WaybillOptions(argv))
-        return {t.full_label for t in p.transforms_stack[0].parts}
+        return {t.full_label: t.transform for t in p.transforms_stack[0].parts}
+
+    def labels(argv: list[str]) -> set[str]:
+        return set(top_level(argv))
+
+    def sink_of(transform: beam.PTransform) -> tuple[str, str, str]:
+        return type(transform).__name__, getattr(transform, "topic", ""), transform.schema_name
 
     files = [f"--output_dir={tmp_path}", "--streaming"]
     pubsub = [*files, "--source=pubsub", f"--courier_subscription={SUB}", f"--order_subscription={SUB}x",
-              f"--supervision_topic={TOPIC}", f"--dead_letter_topic={TOPIC}x"]
+              f"--supervision_topic={TOPIC}", f"--dead_letter_topic={TOPIC}x", f"--waybills_topic={TOPIC}v",
+              f"--waybill_alerts_topic={TOPIC}a"]
 
     assert labels(pubsub) - labels(files) == {"ReadCourierEvents", "ReadOrderEvents", "AllPubsubMessages"}
     assert labels(files) - labels(pubsub) == {"ReadSynthetic"}
     assert graph.file_outputs(WaybillOptions(pubsub)) == {"orders": graph.ORDERS_DIR}
+    deployed, local = top_level(pubsub), top_level(files)
+    assert [sink_of(deployed[label]) for label in ("WriteWaybillViews", "WriteWaybillAlerts")] == [
+        ("WritePubSub", f"{TOPIC}v", "com.waybill.WaybillView"), ("WritePubSub", f"{TOPIC}a", "com.waybill.WaybillAlert"),
+    ]
+    # Real-name alerts go where the supervision push goes: its topic (schema attribute WaybillAlert), or files.
+    assert sink_of(deployed["PushComplianceAlerts"].sink) == ("WritePubSub", TOPIC, "com.waybill.WaybillAlert")
+    assert [sink_of(local[label]) for label in ("WriteWaybillViews", "WriteWaybillAlerts")] == [
+        ("WriteJsonLines", "", "com.waybill.WaybillView"), ("WriteJsonLines", "", "com.waybill.WaybillAlert"),
+    ]
+    assert sink_of(local["PushComplianceAlerts"].sink) == ("WriteJsonLines", "", "com.waybill.WaybillAlert")
 
 
 def test_records_become_avro_messages_with_event_id_and_schema() -> None:
@@ -292,8 +312,10 @@ def test_job_pushes_each_valid_event_once_and_dead_letters_the_rest_via_pubsub(
     finally:
         result.cancel()
 
-    assert sorted(m.attributes["event_id"] for m in pushed + late) == sorted(courier_ids)
-    assert all(schemas.decode(schemas.SUPERVISION_RECORD, m.data)["event_id"] == m.attributes["event_id"] for m in pushed)
+    # The supervision topic also carries real-name alerts (schema WaybillAlert) once their deadline passes.
+    records = [m for m in pushed + late if m.attributes["schema"] == schemas.SUPERVISION_RECORD]
+    assert sorted(m.attributes["event_id"] for m in records) == sorted(courier_ids)
+    assert all(schemas.decode(schemas.SUPERVISION_RECORD, m.data)["event_id"] == m.attributes["event_id"] for m in records)
     records = [schemas.decode(schemas.DEAD_LETTER, m.data) for m in dead_letters]
     assert {r["event_id"]: r["error_kind"] for r in records} == malformed
     assert all(r["source"] == f"pubsub:{courier.subscription}" for r in records)

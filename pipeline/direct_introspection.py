@@ -33,7 +33,7 @@ from __future__ import annotations
 
 import logging
 import threading
-from typing import Any, Callable, Hashable, Optional
+from typing import Any, Callable, Hashable, Optional, cast
 
 from apache_beam.runners.runner import PipelineRunner
 from apache_beam.transforms import core, userstate
@@ -56,7 +56,7 @@ def specs_key(dofn: Any) -> Optional[Hashable]:
     True
     """
     if not isinstance(dofn, core.CallableWrapperDoFn):
-        return type(dofn)
+        return cast(Hashable, type(dofn))
     fn = dofn._process_argspec_fn()
     code = getattr(fn, "__code__", None)
     defaults = (getattr(fn, "__defaults__", None) or ()) + tuple((getattr(fn, "__kwdefaults__", None) or {}).values())
@@ -106,7 +106,7 @@ def memoize_dofn_introspection(runner: str | PipelineRunner | None) -> bool:
     # direct_userstate) look the name up at call time; transform_evaluator imported it by name.
     specs = _memoized(userstate.get_dofn_specs, specs_key)
     userstate.get_dofn_specs = specs  # type: ignore[assignment]
-    transform_evaluator.get_dofn_specs = specs  # type: ignore[attr-defined]
+    transform_evaluator.get_dofn_specs = specs  # type: ignore[attr-defined,assignment]
     cached_args = _memoized(core.get_function_args_defaults, _bound_function)
 
     def args_defaults(f: Any) -> tuple[list[str], list[Any]]:

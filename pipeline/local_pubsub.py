@@ -210,7 +210,8 @@ class LocalRun:
         return accounting.read_accounting(self.result)
 
     def accounted(self, counters: accounting.Accounting, published: int) -> bool:
-        """Every published message is in, the counters balance and every output has landed."""
+        """Every published message is in, the counters balance, every output has landed and every
+        delivery request was delivered or dead-lettered."""
         order_files = Path(self.options.output_dir, graph.ORDERS_DIR)
         return (
             counters.inputs == published
@@ -218,6 +219,7 @@ class LocalRun:
             and self.drain.supervision == counters.pushed
             and self.drain.dead_letters == counters.all_dead_letters
             and accounting.count_lines(order_files) == counters.orders
+            and all(target.balanced for target in counters.deliveries.values())
         )
 
     def wait_accounted(self, traffic: Traffic) -> bool:

@@ -11,7 +11,7 @@ import threading
 from pathlib import Path
 
 import apache_beam as beam
-from apache_beam.options.pipeline_options import StandardOptions, TestOptions
+from apache_beam.options.pipeline_options import StandardOptions, TestOptions, WorkerOptions
 from apache_beam.runners.runner import PipelineResult
 
 from pipeline import accounting, graph, stats_report
@@ -20,7 +20,7 @@ from pipeline.direct_introspection import memoize_dofn_introspection
 from pipeline.direct_pubsub import count_every_bundle, speed_up_direct_pubsub
 from pipeline.json_records import read_folder
 from pipeline.lifecycle import WAYBILL_STATE_CHANGE, live_by_day, read_live_states
-from pipeline.local_runner import resolve_runner, runs_in_process
+from pipeline.local_runner import resolve_runner, runs_in_process, size_state_cache_as_configured
 from pipeline.options import WaybillOptions
 from pipeline.sinks import is_local_path
 
@@ -91,13 +91,15 @@ def launch(options: WaybillOptions) -> PipelineResult:
     The one place that resolves the runner: ``DirectRunner`` is pinned (see
     :mod:`pipeline.local_runner`) and, on the DirectRunner only, the Pub/Sub read is sped up
     and its counters fixed (:mod:`pipeline.direct_pubsub`) and its DoFn introspection cached
-    (:mod:`pipeline.direct_introspection`); both are inert on any other runner.
+    (:mod:`pipeline.direct_introspection`), both inert on any other runner; the FnApiRunner
+    gets the state cache the options ask for, as Dataflow workers do (:mod:`pipeline.local_runner`).
     """
     standard = options.view_as(StandardOptions)
     standard.runner = resolve_runner(standard.runner, standard.streaming)
     speed_up_direct_pubsub(standard.runner)
     count_every_bundle(standard.runner)
     memoize_dofn_introspection(standard.runner)
+    size_state_cache_as_configured(standard.runner, options.view_as(WorkerOptions).max_cache_memory_usage_mb)
     _LOGGER.info("running on %s (%s)", standard.runner, "streaming" if standard.streaming else "batch")
     pipeline = beam.Pipeline(options=options)
     graph.build(pipeline, options)

@@ -1,4 +1,4 @@
-"""Cheaper bundles on Beam's DirectRunner: DoFn introspection done once per DoFn, not per bundle.
+"""Cheaper bundles on Beam's local runners: DoFn introspection done once per DoFn, not per bundle.
 
 Beam 2.77's streaming ``BundleBasedDirectRunner`` starts every bundle of a ``ParDo``
 (``_ParDoEvaluator.start_bundle`` in ``apache_beam/runners/direct/transform_evaluator.py``) by
@@ -25,8 +25,10 @@ Example: ``DeduplicateFn`` over 5,000 event ids ran 5,000 one-key bundles, each 
 six methods' signatures three times; with the cache, the first bundle inspects and the other
 4,999 look up two dictionaries.
 
-Like :mod:`pipeline.direct_pubsub`, it changes nothing unless the runner is a DirectRunner
-(:func:`pipeline.local_runner.is_direct_runner`); ``pipeline.main.launch`` calls it. Dataflow
+The batch half of the DirectRunner, the in-process FnApiRunner, asks the same questions each
+time it sets up a stage's operations (about 1,200 times for this graph over 2,000 messages:
+3.5 s of a 20 s profiled run). The cache changes nothing unless the job runs in this process
+(:func:`pipeline.local_runner.runs_in_process`); ``pipeline.main.launch`` calls it. Dataflow
 workers run none of this code.
 """
 from __future__ import annotations
@@ -38,7 +40,7 @@ from typing import Any, Callable, Hashable, Optional, cast
 from apache_beam.runners.runner import PipelineRunner
 from apache_beam.transforms import core, userstate
 
-from pipeline.local_runner import is_direct_runner
+from pipeline.local_runner import runs_in_process
 
 _LOGGER = logging.getLogger(__name__)
 _APPLIED_MARK = "_waybill_memoized"
@@ -91,12 +93,12 @@ def _bound_function(f: Any) -> Optional[Hashable]:
 
 
 def memoize_dofn_introspection(runner: str | PipelineRunner | None) -> bool:
-    """On a DirectRunner, caches Beam's DoFn introspection for this process; see the module.
+    """On a runner in this process, caches Beam's DoFn introspection; see the module.
 
     Idempotent; returns whether the cache is (now) in place. Returns False and changes
     nothing on other runners.
     """
-    if not is_direct_runner(runner):
+    if not runs_in_process(runner):
         return False
     if getattr(userstate.get_dofn_specs, _APPLIED_MARK, False):
         return True
@@ -114,5 +116,5 @@ def memoize_dofn_introspection(runner: str | PipelineRunner | None) -> bool:
         return list(args), list(defaults)  # callers get their own lists, as from the stock function
 
     core.get_function_args_defaults = args_defaults  # type: ignore[assignment]
-    _LOGGER.info("DirectRunner: DoFn introspection cached per DoFn")
+    _LOGGER.info("%s: DoFn introspection cached per DoFn", runner)
     return True

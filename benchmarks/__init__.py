@@ -1,0 +1,1 @@
+"""Performance harness of waybill-pipeline: ``python -m benchmarks.run [--quick] [--out results.json]``."""

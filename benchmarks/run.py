@@ -1,0 +1,246 @@
+"""The performance harness: every figure of issue #7 in one run, a table and a JSON file.
+
+``python -m benchmarks.run`` measures, on this machine in this run, each figure ``--repeats``
+times (default 3) and reports medians:
+
+- ``floor``: the per-event work as one plain-Python loop (:mod:`benchmarks.floor`);
+- ``naive beam``: the same work written as Beam's examples write it (:mod:`benchmarks.naive_beam`);
+- each stage of waybill-pipeline alone, and ``whole graph``, on the FnApiRunner in batch mode
+  over pre-generated Avro messages (:mod:`benchmarks.stages`);
+- the streaming job on the DirectRunner with the Pub/Sub emulator (:mod:`benchmarks.streaming`,
+  one child process per run): a backlog end to end, then publish -> push delay at a fixed rate;
+- peak memory of the streaming graph for 1 and for 5 simulated days (:mod:`benchmarks.memory`,
+  one child process per run: peak RSS is per process).
+
+The batch rows give µs of CPU per input message (this process, every thread), events/s of wall
+time and the ratio of CPU per event to the floor's. The default sizes end within about 15
+minutes on a 2-core machine (769 s measured); ``--quick`` is a smoke run of a few minutes.
+
+Example::
+
+    python -m benchmarks.run --out benchmarks/results.json
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable, Optional
+
+import apache_beam as beam
+from apache_beam.options.pipeline_options import WorkerOptions
+
+from benchmarks.floor import run_floor
+from benchmarks.stages import STAGES, Inputs, Measurement, measure_graph, measure_naive, measure_stage
+from benchmarks.workload import build_workload, first_day, traffic
+from pipeline.calendar_days import DEFAULT_TIME_ZONE
+from pipeline.emulator import EmulatorUnavailable, find_jar, find_java
+from pipeline.direct_introspection import memoize_dofn_introspection
+from pipeline.local_runner import size_state_cache_as_configured
+
+
+@dataclass(frozen=True)
+class Sizes:
+    """How much traffic each part of the run gets."""
+
+    batch_events: int
+    streaming_events: int
+    latency_events: int
+    memory_events_per_day: int
+
+
+FULL = Sizes(batch_events=5_000, streaming_events=10_000, latency_events=2_500, memory_events_per_day=1_000)
+QUICK = Sizes(batch_events=1_000, streaming_events=1_000, latency_events=250, memory_events_per_day=200)
+LATENCY_RATE = 500.0
+MEMORY_DAYS = (1, 5)
+
+
+def _median(values: list[float]) -> float:
+    return statistics.median(values)
+
+
+def _progress(text: str) -> None:
+    print(f"[{time.strftime('%H:%M:%S')}] {text}", file=sys.stderr, flush=True)
+
+
+def _repeat(label: str, repeats: int, once: Callable[[], Measurement]) -> list[Measurement]:
+    runs = []
+    for attempt in range(1, repeats + 1):
+        runs.append(once())
+        _progress(f"{label}: run {attempt}/{repeats}: {runs[-1].cpu_s:.2f} s CPU, {runs[-1].wall_s:.2f} s wall")
+    return runs
+
+
+def _floor_once(messages: list[Any]) -> Measurement:
+    cpu, wall = time.process_time(), time.perf_counter()
+    result = run_floor(messages, DEFAULT_TIME_ZONE)
+    return Measurement(time.process_time() - cpu, time.perf_counter() - wall, result.facts())
+
+
+def _batch_row(name: str, runs: list[Measurement], events: int) -> dict[str, Any]:
+    cpu_s, wall_s = _median([r.cpu_s for r in runs]), _median([r.wall_s for r in runs])
+    return {
+        "name": name, "runs": len(runs), "events": events,
+        "cpu_us_per_event": cpu_s / events * 1e6, "events_per_s": events / wall_s,
+        "cpu_s": [r.cpu_s for r in runs], "wall_s": [r.wall_s for r in runs], "facts": runs[-1].facts,
+    }
+
+
+def measure_batch(sizes: Sizes, repeats: int) -> list[dict[str, Any]]:
+    """The floor, the naive peer, each stage and the whole graph; each row's events = messages.
+
+    Every Beam row runs as the job itself does on the FnApiRunner (``pipeline.main.launch``):
+    with the SDK state cache Dataflow's workers have by default (none; see
+    :func:`pipeline.local_runner.size_state_cache_as_configured`) and DoFn introspection cached
+    (:mod:`pipeline.direct_introspection`). ``whole graph, fixed cost`` is the whole graph over
+    no message at all (building the graph, starting the runner, writing empty outputs): the
+    ``whole graph, per event`` row subtracts it, and is what a long-running job pays per event.
+    """
+    size_state_cache_as_configured("FnApiRunner", WorkerOptions().max_cache_memory_usage_mb)
+    memoize_dofn_introspection("FnApiRunner")
+    messages = traffic(1, sizes.batch_events, first_day(1))
+    workload = build_workload([m.message for m in messages])
+    events = len(workload.messages)
+    rows = [_batch_row("floor", _repeat("floor", repeats, lambda: _floor_once(workload.messages)), events)]
+    with tempfile.TemporaryDirectory(prefix="bench-inputs-") as folder:
+        inputs = Inputs(workload, Path(folder))
+        rows.append(_batch_row("naive beam", _repeat(
+            "naive beam", repeats, lambda: measure_naive(inputs, DEFAULT_TIME_ZONE)), events))
+        for stage in STAGES:
+            rows.append(_batch_row(f"stage: {stage.name}", _repeat(
+                stage.name, repeats, lambda stage=stage: measure_stage(stage, inputs)), events))
+        whole = _batch_row("whole graph", _repeat("whole graph", repeats, lambda: measure_graph(inputs)), events)
+        (Path(folder) / "empty").mkdir()
+        empty = Inputs(build_workload([]), Path(folder) / "empty")
+        fixed = _batch_row("whole graph, fixed cost (spread over the messages)", _repeat(
+            "whole graph, no input", repeats, lambda: measure_graph(empty)), events)
+    per_event = {**whole, "name": "whole graph, per event",
+                 "cpu_us_per_event": whole["cpu_us_per_event"] - fixed["cpu_us_per_event"],
+                 "events_per_s": events / (_median(whole["wall_s"]) - _median(fixed["wall_s"]))}
+    rows += [whole, fixed, per_event]
+    floor_cpu = rows[0]["cpu_us_per_event"]
+    for row in rows:
+        row["ratio_to_floor"] = row["cpu_us_per_event"] / floor_cpu
+    return rows
+
+
+def _child(module: str, args: list[str]) -> dict[str, Any]:
+    """Runs ``python -m module args`` and returns the JSON object it prints last."""
+    done = subprocess.run(
+        [sys.executable, "-m", module, *args], capture_output=True, text=True, check=False, timeout=900,
+    )
+    lines = [line for line in done.stdout.splitlines() if line.startswith("{")]
+    if done.returncode != 0 or not lines:
+        raise RuntimeError(f"{module} {' '.join(args)} failed ({done.returncode}):\n{done.stderr[-3000:]}")
+    figures: dict[str, Any] = json.loads(lines[-1])
+    return figures
+
+
+def measure_streaming(sizes: Sizes, repeats: int) -> Optional[dict[str, Any]]:
+    """Medians of the streaming runs, or None (with a message) when the emulator is missing."""
+    try:
+        find_jar(), find_java()
+    except EmulatorUnavailable as missing:
+        _progress(f"streaming: skipped: {missing}")
+        return None
+    runs = []
+    args = ["--events", str(sizes.streaming_events), "--latency_rate", str(LATENCY_RATE),
+            "--latency_events", str(sizes.latency_events)]
+    for attempt in range(1, repeats + 1):
+        runs.append(_child("benchmarks.streaming", args))
+        _progress(f"streaming: run {attempt}/{repeats}: {runs[-1]['events_per_s']:,.0f} events/s, "
+                  f"p99 {runs[-1]['delay_p99_s']} s")
+    keys = ("events_per_s", "cpu_us_per_event", "delay_p50_s", "delay_p99_s", "delay_max_s")
+    return {
+        "runs": runs, "backlog_events": sizes.streaming_events, "latency_rate": LATENCY_RATE,
+        **{key: _median([r[key] for r in runs if r[key] is not None]) for key in keys},
+        "all_accounted": all(r["backlog_accounted"] and r["latency_accounted"] and r["balanced"] for r in runs),
+    }
+
+
+def measure_memory(sizes: Sizes, repeats: int) -> dict[str, Any]:
+    """Median peak RSS for each of ``MEMORY_DAYS``, and the ratio of the last to the first."""
+    by_days: dict[str, Any] = {}
+    for days in MEMORY_DAYS:
+        runs = []
+        for attempt in range(1, repeats + 1):
+            runs.append(_child("benchmarks.memory", ["--days", str(days), "--events_per_day", str(sizes.memory_events_per_day)]))
+            _progress(f"memory, {days} day(s): run {attempt}/{repeats}: peak {runs[-1]['peak_rss_mb']:,.0f} MiB")
+        by_days[str(days)] = {"runs": runs, "peak_rss_mb": _median([r["peak_rss_mb"] for r in runs])}
+    first, last = (by_days[str(d)]["peak_rss_mb"] for d in (MEMORY_DAYS[0], MEMORY_DAYS[-1]))
+    return {"events_per_day": sizes.memory_events_per_day, "by_days": by_days, "ratio_last_to_first": last / first}
+
+
+def machine() -> dict[str, Any]:
+    """What the figures were measured on."""
+    return {
+        "cpus": os.cpu_count(), "processor": platform.processor() or platform.machine(),
+        "python": platform.python_version(), "beam": beam.__version__, "platform": platform.platform(),
+    }
+
+
+def table(results: dict[str, Any]) -> str:
+    """The report as Markdown tables."""
+    m = results["machine"]
+    lines = [
+        f"Machine: {m['cpus']} CPUs, {m['processor']}, Python {m['python']}, Beam {m['beam']}; "
+        f"medians of {results['repeats']} runs.",
+        "",
+        f"| batch, FnApiRunner, {results['batch'][0]['events']:,} messages | µs CPU/event | events/s | × floor |",
+        "|---|---:|---:|---:|",
+    ]
+    lines += [
+        f"| {row['name']} | {row['cpu_us_per_event']:,.0f} | {row['events_per_s']:,.0f} | {row['ratio_to_floor']:.1f} |"
+        for row in results["batch"]
+    ]
+    streaming = results["streaming"]
+    lines += ["", "| streaming, DirectRunner + emulator | value |", "|---|---:|"]
+    if streaming is None:
+        lines.append("| (skipped: no Pub/Sub emulator) | |")
+    else:
+        lines += [
+            f"| {streaming['backlog_events']:,} backlog, end to end | {streaming['events_per_s']:,.0f} events/s |",
+            f"| publish -> push at {streaming['latency_rate']:,.0f}/s, p50 | {streaming['delay_p50_s']:.2f} s |",
+            f"| publish -> push at {streaming['latency_rate']:,.0f}/s, p99 | {streaming['delay_p99_s']:.2f} s |",
+        ]
+    memory = results["memory"]
+    lines += ["", f"| streaming graph, {memory['events_per_day']:,} messages/day | peak RSS |", "|---|---:|"]
+    lines += [f"| {days} day(s) | {entry['peak_rss_mb']:,.0f} MiB |" for days, entry in memory["by_days"].items()]
+    lines.append(f"| {MEMORY_DAYS[-1]} days / {MEMORY_DAYS[0]} day | {memory['ratio_last_to_first']:.2f}× |")
+    return "\n".join(lines)
+
+
+def main(argv: Optional[list[str]] = None) -> None:
+    parser = argparse.ArgumentParser(prog="python -m benchmarks.run", description=__doc__.split("\n\n")[0])
+    parser.add_argument("--quick", action="store_true", help="small sizes, a smoke run. Default: off (full sizes).")
+    parser.add_argument("--repeats", type=int, default=3, help="runs of each figure; medians are reported. Default: 3.")
+    parser.add_argument("--out", default="benchmarks/results.json", help="where the JSON results go. "
+                        "Default: benchmarks/results.json.")
+    args = parser.parse_args(argv)
+    if args.repeats < 1:
+        parser.error(f"--repeats must be 1 or more, got {args.repeats}")
+    sizes = QUICK if args.quick else FULL
+    started = time.monotonic()
+    results = {
+        "machine": machine(), "repeats": args.repeats, "sizes": sizes.__dict__,
+        "batch": measure_batch(sizes, args.repeats),
+        "streaming": measure_streaming(sizes, args.repeats),
+        "memory": measure_memory(sizes, args.repeats),
+    }
+    results["seconds"] = time.monotonic() - started
+    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+    Path(args.out).write_text(json.dumps(results, indent=2, default=str) + "\n")
+    print(table(results))
+    print(f"\n{results['seconds']:.0f} s in all; results in {args.out}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,181 @@
+"""Batch measurements on the FnApiRunner: each stage alone, the naive peer, the whole graph.
+
+Each measurement runs one pipeline in this process on the FnApiRunner (in memory, one
+worker: the code path of a Dataflow worker's SDK harness) and records the CPU time of this
+process (``time.process_time``, every thread) and the wall time of ``p.run()`` to its end.
+A stage reads exactly what it receives in the graph, precomputed without Beam
+(:mod:`benchmarks.workload`), through :class:`~benchmarks.workload.ReadElements`; the
+``source`` row is that read alone. The whole graph is :func:`pipeline.graph.build` with
+its synthetic source replaced by the pre-generated messages.
+"""
+from __future__ import annotations
+
+import dataclasses
+import gc
+import json
+import tempfile
+import time
+from pathlib import Path
+from typing import Any, Callable
+from unittest import mock
+
+import apache_beam as beam
+from apache_beam.options.pipeline_options import PipelineOptions
+from apache_beam.runners.runner import PipelineResult
+
+from benchmarks import naive_beam
+from benchmarks.floor import daily_totals
+from benchmarks.workload import ReadElements, Workload, save
+from pipeline import accounting, graph, schemas
+from pipeline.catalog import DEFAULT_CATALOG
+from pipeline.dedup import DeduplicateEvents
+from pipeline.identify import IdentifyWaybills
+from pipeline.inventory import SuggestReplenishments
+from pipeline.lifecycle import TrackWaybillLifecycles, read_live_states
+from pipeline.main import launch
+from pipeline.options import WaybillOptions
+from pipeline.routing import DEFAULT_ROUTING, RouteOrders, load_routing_table
+from pipeline.sinks import WriteJsonLines
+from pipeline.stats import ComputeDailyStats
+from pipeline.supervision import PushSupervision
+from pipeline.validate import ValidateEvents
+
+RUNNER_OPTIONS = ["--runner=FnApiRunner", "--direct_num_workers=1", "--direct_running_mode=in_memory"]
+_DEDUP_HORIZON_S = 24 * 3600
+
+
+@dataclasses.dataclass(frozen=True)
+class Measurement:
+    """One run: CPU seconds of this process, wall seconds, and what the run counted."""
+
+    cpu_s: float
+    wall_s: float
+    facts: dict[str, Any]
+
+
+@dataclasses.dataclass(frozen=True)
+class StageBench:
+    """A stage alone: what it reads, and how to apply it. ``build(inputs, scratch_dir)``
+    gets ``{name: PCollection}`` of the inputs it names."""
+
+    name: str
+    inputs: tuple[str, ...]
+    build: Callable[[dict[str, beam.PCollection], Path], Any]
+    note: str = ""
+
+
+def _only(inputs: dict[str, beam.PCollection]) -> beam.PCollection:
+    return next(iter(inputs.values()))
+
+
+STAGES: tuple[StageBench, ...] = (
+    StageBench("source", ("messages",), lambda i, d: _only(i), "reading the pre-generated messages, nothing else"),
+    StageBench("validate", ("messages",), lambda i, d: _only(i) | "ValidateEvents" >> ValidateEvents()),
+    StageBench("dedup", ("valid",), lambda i, d: _only(i) | "Deduplicate" >> DeduplicateEvents(_DEDUP_HORIZON_S, "bench")),
+    StageBench("identify", ("courier",), lambda i, d: _only(i) | "IdentifyWaybills" >> IdentifyWaybills()),
+    StageBench(
+        "supervision", ("identified",),
+        lambda i, d: _only(i) | "PushSupervision" >> PushSupervision(
+            WriteJsonLines(str(d / "supervision"), schemas.SUPERVISION_RECORD, streaming=False)),
+        "with its JSON Lines file sink",
+    ),
+    StageBench("stats", ("courier", "orders"), lambda i, d: {"courier": i["courier"], "order": i["orders"]}
+               | "ComputeDailyStats" >> ComputeDailyStats(streaming=False)),
+    StageBench("lifecycle", ("identified",), lambda i, d: _only(i) | "TrackWaybillLifecycles" >> TrackWaybillLifecycles()),
+    StageBench("routing", ("orders",), lambda i, d: _only(i) | "RouteOrders"
+               >> RouteOrders(load_routing_table(str(DEFAULT_ROUTING)), str(DEFAULT_CATALOG)),
+               "orders to units with catalog enrichment, without delivery"),
+    StageBench("stock", ("orders",), lambda i, d: _only(i) | "SuggestReplenishments"
+               >> SuggestReplenishments(str(DEFAULT_CATALOG), streaming=False)),
+)
+
+
+class Inputs:
+    """The workload's element lists pickled once into ``folder``, one file each."""
+
+    def __init__(self, workload: Workload, folder: Path) -> None:
+        self.workload = workload
+        self.paths = {
+            name: save(getattr(workload, name), folder / f"{name}.pickle")
+            for name in ("messages", "valid", "courier", "orders", "identified")
+        }
+        self.sizes = {name: len(getattr(workload, name)) for name in self.paths}
+
+    def read(self, p: beam.Pipeline, name: str) -> beam.PCollection:
+        return p | f"Read{name.capitalize()}" >> ReadElements(self.paths[name], timestamped=name != "messages")
+
+
+def _timed(run: Callable[[], PipelineResult], facts: Callable[[PipelineResult], dict[str, Any]]) -> Measurement:
+    gc.collect()
+    cpu, wall = time.process_time(), time.perf_counter()
+    result = run()
+    result.wait_until_finish()
+    cpu, wall = time.process_time() - cpu, time.perf_counter() - wall
+    return Measurement(cpu, wall, facts(result))
+
+
+def measure_stage(stage: StageBench, inputs: Inputs) -> Measurement:
+    """Runs ``stage`` alone over its precomputed input."""
+    with tempfile.TemporaryDirectory(prefix=f"bench-{stage.name}-") as scratch:
+        p = beam.Pipeline(options=PipelineOptions(RUNNER_OPTIONS))
+        stage.build({name: inputs.read(p, name) for name in stage.inputs}, Path(scratch))
+        return _timed(p.run, lambda result: {name: inputs.sizes[name] for name in stage.inputs})
+
+
+def measure_naive(inputs: Inputs, time_zone: str) -> Measurement:
+    """The naive Beam peer over the messages."""
+    p = beam.Pipeline(options=PipelineOptions(RUNNER_OPTIONS))
+    inputs.read(p, "messages") | "CountNaively" >> naive_beam.CountNaively(time_zone)
+    return _timed(p.run, naive_beam.facts)
+
+
+def graph_options(output_dir: Path, extra: list[str] | None = None) -> WaybillOptions:
+    """The job's options for a run over pre-generated messages."""
+    return WaybillOptions([f"--output_dir={output_dir}", "--source=synthetic", *(extra or [])])
+
+
+class messages_source:
+    """While active, :func:`pipeline.graph.build` reads ``transform()`` instead of generating
+    its synthetic traffic (the graph has no parameter for a prepared source)."""
+
+    def __init__(self, transform: Callable[[], beam.PTransform]) -> None:
+        self._patch = mock.patch.object(graph, "ReadSynthetic", lambda profile: transform())
+
+    def __enter__(self) -> None:
+        self._patch.start()
+
+    def __exit__(self, *exc_info: object) -> None:
+        self._patch.stop()
+
+
+def final_daily_totals(output_dir: Path) -> dict[str, int]:
+    """The graph's final daily figures (``is_final`` records), ``total`` dimension."""
+    daily = {}
+    for path in sorted((output_dir / graph.STATS_DIR).glob("*.jsonl")):
+        for line in path.read_text().splitlines():
+            record = json.loads(line)
+            if record["is_final"]:
+                daily[(record["day"], record["metric"], record["dimension"], record["key"])] = record["value"]
+    return daily_totals(daily)
+
+
+def graph_facts(result: PipelineResult, output_dir: Path) -> dict[str, Any]:
+    """The graph's accounting, lifecycle counters and final daily totals."""
+    counted = accounting.read_accounting(result)
+    live = read_live_states(result)
+    return {
+        "inputs": counted.inputs, "pushed": counted.pushed, "orders": counted.orders,
+        "dead_lettered": counted.dead_lettered, "duplicates": counted.duplicates,
+        "balanced": counted.balanced, "dead_lettered_later": counted.dead_lettered_later,
+        "waybill_states": dataclasses.asdict(live),
+        "daily_totals": final_daily_totals(output_dir),
+    }
+
+
+def measure_graph(inputs: Inputs) -> Measurement:
+    """The whole job graph (batch, FnApiRunner) over the pre-generated messages."""
+    with tempfile.TemporaryDirectory(prefix="bench-graph-") as scratch:
+        output_dir = Path(scratch)
+        options = graph_options(output_dir, RUNNER_OPTIONS)
+        with messages_source(lambda: ReadElements(inputs.paths["messages"])):
+            return _timed(lambda: launch(options), lambda result: graph_facts(result, output_dir))

@@ -1,0 +1,44 @@
+"""The benchmark harness measures the same work in every row (no timings are checked here)."""
+from __future__ import annotations
+
+import tempfile
+from pathlib import Path
+
+from benchmarks.floor import run_floor
+from benchmarks.run import QUICK, table
+from benchmarks.stages import Inputs, measure_graph, measure_naive
+from benchmarks.workload import build_workload, first_day, traffic
+from pipeline.calendar_days import DEFAULT_TIME_ZONE
+
+COUNTS = ("inputs", "pushed", "orders", "dead_lettered", "duplicates")
+
+
+def test_the_floor_the_naive_peer_and_the_whole_graph_count_the_same_messages_alike() -> None:
+    messages = traffic(1, 400, first_day(1))
+    workload = build_workload([m.message for m in messages])
+    floor = run_floor(workload.messages, DEFAULT_TIME_ZONE).facts()
+    with tempfile.TemporaryDirectory() as folder:
+        inputs = Inputs(workload, Path(folder))
+        naive = measure_naive(inputs, DEFAULT_TIME_ZONE).facts
+        whole = measure_graph(inputs).facts
+    assert floor["inputs"] == 400 and floor["pushed"] > 0 and floor["duplicates"] > 0
+    assert {k: naive[k] for k in COUNTS} == {k: floor[k] for k in COUNTS}
+    assert {k: whole[k] for k in COUNTS} == {k: floor[k] for k in COUNTS}
+    assert naive["routed"] == floor["routed"]
+    assert naive["daily_totals"] == floor["daily_totals"] == whole["daily_totals"]
+    assert whole["balanced"]
+
+
+def test_the_table_shows_each_row_against_the_floor() -> None:
+    row = {"events": 1000, "cpu_us_per_event": 50.0, "events_per_s": 20_000.0, "ratio_to_floor": 1.0}
+    results = {
+        "machine": {"cpus": 2, "processor": "x86_64", "python": "3.11", "beam": "2.77.0"}, "repeats": 3,
+        "batch": [{**row, "name": "floor"}, {**row, "name": "whole graph", "cpu_us_per_event": 500.0, "ratio_to_floor": 10.0}],
+        "streaming": None,
+        "memory": {"events_per_day": QUICK.memory_events_per_day, "ratio_last_to_first": 1.05,
+                   "by_days": {"1": {"peak_rss_mb": 200.0}, "5": {"peak_rss_mb": 210.0}}},
+    }
+    text = table(results)
+    assert "| whole graph | 500 | 20,000 | 10.0 |" in text
+    assert "(skipped: no Pub/Sub emulator)" in text
+    assert "| 5 days / 1 day | 1.05× |" in text

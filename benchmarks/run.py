@@ -63,10 +63,6 @@ LATENCY_RATE = 500.0
 MEMORY_DAYS = (1, 5)
 
 
-def _median(values: list[float]) -> float:
-    return statistics.median(values)
-
-
 def _progress(text: str) -> None:
     print(f"[{time.strftime('%H:%M:%S')}] {text}", file=sys.stderr, flush=True)
 
@@ -86,7 +82,7 @@ def _floor_once(messages: list[Any]) -> Measurement:
 
 
 def _batch_row(name: str, runs: list[Measurement], events: int) -> dict[str, Any]:
-    cpu_s, wall_s = _median([r.cpu_s for r in runs]), _median([r.wall_s for r in runs])
+    cpu_s, wall_s = statistics.median([r.cpu_s for r in runs]), statistics.median([r.wall_s for r in runs])
     return {
         "name": name, "runs": len(runs), "events": events,
         "cpu_us_per_event": cpu_s / events * 1e6, "events_per_s": events / wall_s,
@@ -124,7 +120,7 @@ def measure_batch(sizes: Sizes, repeats: int) -> list[dict[str, Any]]:
             "whole graph, no input", repeats, lambda: measure_graph(empty)), events)
     per_event = {**whole, "name": "whole graph, per event",
                  "cpu_us_per_event": whole["cpu_us_per_event"] - fixed["cpu_us_per_event"],
-                 "events_per_s": events / (_median(whole["wall_s"]) - _median(fixed["wall_s"]))}
+                 "events_per_s": events / (statistics.median(whole["wall_s"]) - statistics.median(fixed["wall_s"]))}
     rows += [whole, fixed, per_event]
     floor_cpu = rows[0]["cpu_us_per_event"]
     for row in rows:
@@ -161,7 +157,7 @@ def measure_streaming(sizes: Sizes, repeats: int) -> Optional[dict[str, Any]]:
     keys = ("events_per_s", "cpu_us_per_event", "delay_p50_s", "delay_p99_s", "delay_max_s")
     return {
         "runs": runs, "backlog_events": sizes.streaming_events, "latency_rate": LATENCY_RATE,
-        **{key: _median([r[key] for r in runs if r[key] is not None]) for key in keys},
+        **{key: statistics.median([r[key] for r in runs if r[key] is not None]) for key in keys},
         "all_accounted": all(r["backlog_accounted"] and r["latency_accounted"] and r["balanced"] for r in runs),
     }
 
@@ -174,7 +170,7 @@ def measure_memory(sizes: Sizes, repeats: int) -> dict[str, Any]:
         for attempt in range(1, repeats + 1):
             runs.append(_child("benchmarks.memory", ["--days", str(days), "--events_per_day", str(sizes.memory_events_per_day)]))
             _progress(f"memory, {days} day(s): run {attempt}/{repeats}: peak {runs[-1]['peak_rss_mb']:,.0f} MiB")
-        by_days[str(days)] = {"runs": runs, "peak_rss_mb": _median([r["peak_rss_mb"] for r in runs])}
+        by_days[str(days)] = {"runs": runs, "peak_rss_mb": statistics.median([r["peak_rss_mb"] for r in runs])}
     first, last = (by_days[str(d)]["peak_rss_mb"] for d in (MEMORY_DAYS[0], MEMORY_DAYS[-1]))
     return {"events_per_day": sizes.memory_events_per_day, "by_days": by_days, "ratio_last_to_first": last / first}
 

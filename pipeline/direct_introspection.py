@@ -88,8 +88,10 @@ def _memoized(compute: Callable[[Any], Any], key_of: Callable[[Any], Optional[Ha
 
 
 def _bound_function(f: Any) -> Optional[Hashable]:
-    func = getattr(f, "__func__", None)
-    return (func, "bound") if func is not None and getattr(f, "__self__", None) is not None else None
+    """The function of a bound method (its signature, ``self`` left out, is the same for every
+    instance); None for anything else."""
+    func: Optional[Hashable] = getattr(f, "__func__", None)
+    return func if getattr(f, "__self__", None) is not None else None
 
 
 def memoize_dofn_introspection(runner: str | PipelineRunner | None) -> bool:

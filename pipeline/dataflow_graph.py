@@ -93,6 +93,7 @@ LOCAL_ONLY_MODULES = (
     "apache_beam.runners.direct",
     "apache_beam.testing",
     "pipeline.direct_pubsub",
+    "pipeline.direct_introspection",
     "pipeline.local_runner",
     "pipeline.local_pubsub",
     "pipeline.emulator",

@@ -73,6 +73,12 @@ def _sink(options: WaybillOptions, topic: str | None, folder: str, schema_name: 
     return WriteJsonLines(f"{options.output_dir.rstrip('/')}/{folder}", schema_name, streaming, options.flush_seconds)
 
 
+def _supervision_sink(options: WaybillOptions, folder: str, schema_name: str) -> beam.PTransform | None:
+    """Where the supervision push and its real-name alerts go: --supervision_topic, else files in
+    ``folder``; None with --supervision_target, whose requests :func:`_deliver` makes."""
+    return None if options.supervision_target else _sink(options, options.supervision_topic, folder, schema_name)
+
+
 def build(p: beam.Pipeline, options: WaybillOptions) -> dict[str, beam.PCollection]:
     """Adds the whole job to ``p``; returns its PCollections by name, for tests."""
     horizon = int(options.dedup_horizon_hours * 3600)
@@ -92,8 +98,7 @@ def build(p: beam.Pipeline, options: WaybillOptions) -> dict[str, beam.PCollecti
     orders = validated[EventTag.ORDER.value] | "DeduplicateOrderEvents" >> DeduplicateEvents(horizon, "order")
     identified = courier["unique"] | "IdentifyWaybills" >> IdentifyWaybills()
     supervision = identified | "PushSupervision" >> PushSupervision(
-        None if options.supervision_target
-        else _sink(options, options.supervision_topic, SUPERVISION_DIR, schemas.SUPERVISION_RECORD)
+        _supervision_sink(options, SUPERVISION_DIR, schemas.SUPERVISION_RECORD)
     )
     orders["unique"] | "WriteOrders" >> _sink(options, None, ORDERS_DIR, schemas.ORDER_EVENT)
     streaming = options.view_as(StandardOptions).streaming
@@ -122,10 +127,8 @@ def build(p: beam.Pipeline, options: WaybillOptions) -> dict[str, beam.PCollecti
     lifecycle[STATE_CHANGES] | "WriteWaybillStateChanges" >> _sink(
         options, None, WAYBILL_STATES_DIR, WAYBILL_STATE_CHANGE
     )
-    # Real-name alerts go where the supervision push goes (with --supervision_target: in _deliver).
     compliance = lifecycle[ALERTS] | "PushComplianceAlerts" >> PushComplianceAlerts(
-        None if options.supervision_target
-        else _sink(options, options.supervision_topic, SUPERVISION_COMPLIANCE_DIR, WAYBILL_ALERT)
+        _supervision_sink(options, SUPERVISION_COMPLIANCE_DIR, WAYBILL_ALERT)
     )
     deliveries = _deliver(options, orders["unique"], supervision, compliance, lifecycle)
     deliveries["receipts"] | "WriteDeliveryReceipts" >> _sink(options, None, RECEIPTS_DIR, schemas.DELIVERY_RECEIPT)

@@ -94,6 +94,7 @@ LOCAL_ONLY_MODULES = (
     "apache_beam.testing",
     "pipeline.direct_pubsub",
     "pipeline.direct_introspection",
+    "pipeline.direct_timers",
     "pipeline.local_runner",
     "pipeline.local_pubsub",
     "pipeline.emulator",

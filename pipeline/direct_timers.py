@@ -1,0 +1,139 @@
+"""Timers of Beam's streaming DirectRunner found through an index, not by scanning every key.
+
+Beam 2.77's ``BundleBasedDirectRunner`` looks for timers to fire in a monitor task that runs
+between bundles (``_ExecutorServiceParallelExecutor._MonitorTask``, twice per pass when it
+checks for shutdown). Each look walks every key that ever had state, in every stateful step
+(``_TransformWatermarks.extract_transform_timers`` in
+``apache_beam/runners/direct/watermark_manager.py``), and asks each key's state for its
+expired timers. The keys never go away, so the walk grows with the run: this job keys
+de-duplication by event id, so after 20,000 events each look took ~100 ms with the GIL held
+and the looks took 7.7 s of a 75 s ``python -m pipeline.local_pubsub --events 20000`` run;
+an hour of local traffic would make each look take seconds.
+
+:func:`index_direct_runner_timers` keeps, per step, the keys whose state holds a timer, with
+their earliest event-time timer (a key with a processing-time timer is always looked at, as
+Beam does). The index is updated where the runner commits a bundle's keyed state
+(``EvaluationContext.handle_result``: every state and timer change of a bundle is committed
+there), and a look asks only the keys whose earliest timer is due. It returns the timers the
+stock walk returns.
+
+Example: 20,000 de-duplication keys each hold an expiry timer 48 h ahead and 30 waybills a
+registration deadline that has passed. The stock look asks 20,030 states; the indexed look
+compares 20,030 timestamps and asks 30 states.
+
+Changes nothing unless the job runs in this process (:func:`pipeline.local_runner.runs_in_process`);
+``pipeline.main.launch`` calls it. Dataflow runs none of this code.
+"""
+from __future__ import annotations
+
+import logging
+import threading
+from typing import Any, Optional
+
+from apache_beam.runners.runner import PipelineRunner
+from apache_beam.transforms.timeutil import TimeDomain
+from apache_beam.utils.timestamp import MIN_TIMESTAMP, Timestamp
+
+from pipeline.local_runner import runs_in_process
+
+_LOGGER = logging.getLogger(__name__)
+_APPLIED_MARK = "_waybill_timer_index"
+_ALWAYS = MIN_TIMESTAMP.micros  # the entry of a key with a processing-time timer: due at any watermark
+
+
+def earliest_due(state: Any) -> tuple[bool, int]:
+    """``(has timers, µs of its earliest event-time timer)`` of one key's state; a key with a
+    processing-time timer is due at any watermark (``_ALWAYS``, the smallest timestamp).
+
+    >>> from apache_beam.transforms.trigger import InMemoryUnmergedState
+    >>> state = InMemoryUnmergedState()
+    >>> earliest_due(state)[0]
+    False
+    >>> state.set_timer("w", "expiry", TimeDomain.WATERMARK, Timestamp(30))
+    >>> state.set_timer("w", "close", TimeDomain.WATERMARK, Timestamp(10))
+    >>> earliest_due(state)
+    (True, 10000000)
+    >>> state.set_timer("w", "flush", TimeDomain.REAL_TIME, Timestamp(20))
+    >>> earliest_due(state) == (True, _ALWAYS)
+    True
+    """
+    due = [
+        timestamp.micros if time_domain == TimeDomain.WATERMARK else _ALWAYS
+        for timers in state.timers.values()
+        for (_, time_domain, _), timestamp in timers.items()
+    ]
+    return bool(due), min(due, default=_ALWAYS)
+
+
+class TimerIndex:
+    """Keys of one step that hold timers -> µs of their earliest event-time timer (or ``_ALWAYS``)."""
+
+    def __init__(self) -> None:
+        self._due: dict[Any, int] = {}
+        self._lock = threading.Lock()
+
+    def update(self, key: Any, state: Any) -> None:
+        found, earliest = earliest_due(state)
+        with self._lock:
+            if found:
+                self._due[key] = earliest
+            else:
+                self._due.pop(key, None)
+
+    def keys_due(self, watermark: Timestamp) -> list[Any]:
+        """Keys that may hold an expired timer at ``watermark``."""
+        with self._lock:
+            micros = watermark.micros
+            return [key for key, earliest in self._due.items() if earliest <= micros]
+
+
+def _index_of(transform_watermarks: Any) -> TimerIndex:
+    index: Optional[TimerIndex] = transform_watermarks.__dict__.get(_APPLIED_MARK)
+    if index is None:
+        index = transform_watermarks.__dict__.setdefault(_APPLIED_MARK, TimerIndex())
+    return index
+
+
+def index_direct_runner_timers(runner: str | PipelineRunner | None) -> bool:
+    """On a runner in this process, makes the DirectRunner look up due timers in an index; see
+    the module. Idempotent; returns whether the index is (now) in place, False and nothing
+    changed on other runners."""
+    if not runs_in_process(runner):
+        return False
+    from apache_beam.runners.direct import evaluation_context, watermark_manager
+    from apache_beam.runners.direct.watermark_manager import TimerFiring, _TransformWatermarks
+
+    context_class = evaluation_context.EvaluationContext
+    if getattr(context_class.handle_result, _APPLIED_MARK, False):
+        return True
+    stock_handle_result = context_class.handle_result
+
+    def handle_result(self: Any, completed_bundle: Any, completed_timers: Any, result: Any) -> Any:
+        committed = stock_handle_result(self, completed_bundle, completed_timers, result)
+        index = _index_of(self._watermark_manager.get_watermarks(result.transform))
+        for key, state in result.partial_keyed_state.items():
+            index.update(key, state)
+        return committed
+
+    def extract_transform_timers(self: _TransformWatermarks) -> tuple[list[TimerFiring], bool]:
+        # The stock method, walking only the keys the index names.
+        with self._lock:
+            fired_timers = []
+            has_realtime_timer = False
+            for encoded_key in _index_of(self).keys_due(self._input_watermark):
+                timers, had_realtime_timer = self._keyed_states[encoded_key].get_timers(
+                    watermark=self._input_watermark, processing_time=self._clock.time()
+                )
+                has_realtime_timer = has_realtime_timer or had_realtime_timer
+                for window, (name, time_domain, timestamp, dynamic_timer_tag) in timers:
+                    fired_timers.append(
+                        TimerFiring(encoded_key, window, name, time_domain, timestamp, dynamic_timer_tag=dynamic_timer_tag)
+                    )
+            self._fired_timers.update(fired_timers)
+            return fired_timers, has_realtime_timer
+
+    setattr(handle_result, _APPLIED_MARK, True)
+    context_class.handle_result = handle_result  # type: ignore[method-assign]
+    watermark_manager._TransformWatermarks.extract_transform_timers = extract_transform_timers  # type: ignore[method-assign]
+    _LOGGER.info("%s: timers looked up through an index", runner)
+    return True

@@ -1,0 +1,116 @@
+"""The DirectRunner's timer index: the timers the stock walk finds, asking only the due keys."""
+from __future__ import annotations
+
+import subprocess
+import sys
+from typing import Any, Iterator
+
+import apache_beam as beam
+from apache_beam.coders import VarIntCoder
+from apache_beam.options.pipeline_options import PipelineOptions, StandardOptions
+from apache_beam.runners.direct.clock import TestClock
+from apache_beam.runners.direct.evaluation_context import DirectUnmergedState
+from apache_beam.runners.direct.watermark_manager import _TransformWatermarks
+from apache_beam.testing.test_stream import TestStream
+from apache_beam.testing.util import assert_that, equal_to
+from apache_beam.transforms.timeutil import TimeDomain
+from apache_beam.transforms.userstate import ReadModifyWriteStateSpec, TimerSpec, on_timer
+from apache_beam.transforms.window import GlobalWindow, TimestampedValue
+from apache_beam.utils.timestamp import Timestamp
+
+from pipeline.direct_timers import index_direct_runner_timers
+
+
+class CountingState(DirectUnmergedState):
+    """A key's state that counts how often the runner asks it for expired timers."""
+
+    asked = 0
+
+    def get_timers(self, *args: Any, **kwargs: Any) -> Any:
+        CountingState.asked += 1
+        return super().get_timers(*args, **kwargs)
+
+
+def test_other_runners_are_left_alone() -> None:
+    check = (
+        "from apache_beam.runners.direct.watermark_manager import _TransformWatermarks as T\n"
+        "from pipeline.direct_timers import index_direct_runner_timers\n"
+        "before = T.extract_transform_timers\n"
+        "assert index_direct_runner_timers('DataflowRunner') is False\n"
+        "assert T.extract_transform_timers is before\n"
+    )
+    subprocess.run([sys.executable, "-c", check], check=True)
+
+
+def test_a_look_fires_the_due_timers_and_asks_only_their_keys() -> None:
+    assert index_direct_runner_timers("DirectRunner")
+    assert index_direct_runner_timers("BundleBasedDirectRunner")  # idempotent
+    from pipeline.direct_timers import _index_of
+
+    keyed_states: dict[Any, Any] = {}
+    watermarks = _TransformWatermarks(TestClock(), keyed_states, "step")
+    index = _index_of(watermarks)
+    window = GlobalWindow()
+    for key in range(1_000):  # expiry timers far ahead, as de-duplication sets them
+        keyed_states[key] = state = CountingState()
+        state.set_timer(window, "expiry", TimeDomain.WATERMARK, Timestamp(10_000 + key))
+        index.update(key, state)
+    keyed_states["due"] = due = CountingState()
+    due.set_timer(window, "close", TimeDomain.WATERMARK, Timestamp(50))
+    index.update("due", due)
+    keyed_states["flush"] = flush = CountingState()
+    flush.set_timer(window, "flush", TimeDomain.REAL_TIME, Timestamp(10**12))
+    index.update("flush", flush)
+    watermarks._input_watermark = Timestamp(100)
+
+    CountingState.asked = 0
+    fired, has_realtime_timer = watermarks.extract_transform_timers()
+
+    assert [(f.encoded_key, f.name, f.timestamp) for f in fired] == [("due", "close", Timestamp(50))]
+    assert has_realtime_timer  # the processing-time timer is reported although not due
+    assert CountingState.asked == 2  # "due" and "flush", not the 1,000 others
+    due.clear_timer(window, "close", TimeDomain.WATERMARK)
+    index.update("due", due)
+    assert index.keys_due(Timestamp(100)) == ["flush"]
+
+
+STARTED = ReadModifyWriteStateSpec("started", VarIntCoder())
+DEADLINE = TimerSpec("deadline", TimeDomain.WATERMARK)
+
+
+class DeadlineFn(beam.DoFn):
+    """Emits ``(key, 'deadline')`` when the watermark passes the first event of a key + 10 s."""
+
+    def process(
+        self,
+        element: tuple[str, int],
+        timestamp: Any = beam.DoFn.TimestampParam,
+        started: Any = beam.DoFn.StateParam(STARTED),
+        deadline: Any = beam.DoFn.TimerParam(DEADLINE),
+    ) -> Iterator[tuple[str, str]]:
+        if started.read() is None:
+            started.write(1)
+            deadline.set(timestamp + 10)
+        yield element[0], "event"
+
+    @on_timer(DEADLINE)
+    def on_deadline(self, key: Any = beam.DoFn.KeyParam) -> Iterator[tuple[str, str]]:
+        yield key, "deadline"
+
+
+def test_timers_of_many_keys_fire_on_the_streaming_direct_runner() -> None:
+    assert index_direct_runner_timers("DirectRunner")
+    keys = [f"k{i}" for i in range(50)]
+    stream = (
+        TestStream()
+        .add_elements([TimestampedValue((key, 1), 100 + i) for i, key in enumerate(keys[:25])])
+        .advance_watermark_to(120)  # k0..k10 are due (first event + 10 s <= 120)
+        .add_elements([TimestampedValue((key, 1), 200 + i) for i, key in enumerate(keys[25:])])
+        .advance_watermark_to(300)  # every key is due
+        .advance_watermark_to_infinity()  # (timers due only at infinity never fire: stock Beam)
+    )
+    options = PipelineOptions(runner="DirectRunner")
+    options.view_as(StandardOptions).streaming = True
+    with beam.Pipeline(options=options) as p:
+        outputs = p | stream | beam.ParDo(DeadlineFn())
+        assert_that(outputs, equal_to([(k, "event") for k in keys] + [(k, "deadline") for k in keys]))

@@ -59,7 +59,7 @@ from pipeline.dead_letter import METRICS_NAMESPACE, ErrorKind, Stage, dead_lette
 from pipeline.delivery_records import DeliveryOutput, DeliveryRequest, batch_id
 from pipeline.delivery_state import ChunkOutcome, Unit, run_state
 from pipeline.delivery_targets import DeliveryTarget, TargetKind, targets_by_id
-from pipeline.folder_delivery import WritePayloadLines, folder_output_tag, folder_targets
+from pipeline.folder_delivery import FOLDER_LINES, WritePayloadLines, folder_targets
 from pipeline.pubsub_delivery import ClientFactory, TopicPublisher
 from pipeline.retry_policy import Verdict
 from pipeline.webhooks import AttemptResult, WebhookClient, signed_headers
@@ -120,8 +120,7 @@ class DeliverBatchFn(beam.DoFn):
                 elif target.kind is TargetKind.FOLDER:
                     chunk, requests = requests, []
                     lines, outcome = _folder_lines(chunk)
-                    tag = folder_output_tag(target_id)
-                    yield from (beam.pvalue.TaggedOutput(tag, line) for line in lines)
+                    yield from (beam.pvalue.TaggedOutput(FOLDER_LINES, (target.folder, line)) for line in lines)
                 else:
                     size = self._state.batch_size(target_id)
                     chunk, requests = requests[:size], requests[size:]
@@ -326,8 +325,7 @@ class DeliverMessages(beam.PTransform):
     global window, and the BundleBasedDirectRunner then dropped that batch's receipts as late
     at the next GroupByKey (measured on Beam 2.77.0; see tests/test_delivery.py).
 
-    Folder targets are written by one ``WriteFolder_<target_id>`` step each, to
-    ``<output_dir>/<folder>/``.
+    Folder targets are written by one ``WriteFolders`` step, each to ``<output_dir>/<folder>/``.
 
     Args:
         targets: the configured targets (a list, or ``{target_id: target}``).
@@ -371,14 +369,12 @@ class DeliverMessages(beam.PTransform):
             max_batch_size=largest,
             max_batch_duration_secs=self.max_batch_duration_secs if self.streaming else None,
         )
-        folder_tags = [folder_output_tag(t.target_id) for t in self.folder_targets]
         results = batches | "DeliverBatches" >> beam.ParDo(
             DeliverBatchFn(self.targets, self.run_token, self.seed)
-        ).with_outputs(DeliveryOutput.DEAD_LETTER.value, *folder_tags, main=DeliveryOutput.RECEIPTS.value)
-        for target, tag in zip(self.folder_targets, folder_tags):
-            directory = f"{str(self.output_dir).rstrip('/')}/{target.folder}"
-            results[tag] | f"WriteFolder_{target.target_id}" >> WritePayloadLines(
-                directory, self.streaming, self.flush_seconds
+        ).with_outputs(DeliveryOutput.DEAD_LETTER.value, FOLDER_LINES, main=DeliveryOutput.RECEIPTS.value)
+        if self.folder_targets:
+            results[FOLDER_LINES] | "WriteFolders" >> WritePayloadLines(
+                str(self.output_dir), self.streaming, self.flush_seconds
             )
         return {
             DeliveryOutput.RECEIPTS.value: results[DeliveryOutput.RECEIPTS.value],

@@ -81,11 +81,18 @@ class CalendarDays(NonMergingWindowFn):
     A local midnight that does not exist (a zone that springs forward at 00:00) starts
     the day at the first instant of that date; one that happens twice starts it at the
     first occurrence.
+
+    The last few days looked up are remembered (a day is asked for several times per event:
+    by the lateness gate and by both windowings of the statistics, ~10 µs each time from
+    the time zone), so a lookup of a recent day is a comparison of two integers.
     """
+
+    _REMEMBERED_DAYS = 8
 
     def __init__(self, time_zone: str = DEFAULT_TIME_ZONE) -> None:
         self.time_zone = time_zone
         self._zone = business_zone(time_zone)
+        self._recent_days: list[tuple[int, int, IntervalWindow]] = []  # (midnight µs, next µs, window), newest first
 
     def assign(self, context: WindowFn.AssignContext) -> list[IntervalWindow]:
         return [self.day_of(context.timestamp)]
@@ -95,8 +102,19 @@ class CalendarDays(NonMergingWindowFn):
 
     def day_of(self, timestamp: Timestamp) -> IntervalWindow:
         """The calendar-day window holding ``timestamp``."""
-        day = to_datetime(timestamp).astimezone(self._zone).date()
-        return IntervalWindow(self._midnight(day), self._midnight(day + timedelta(days=1)))
+        micros = timestamp.micros
+        for start, end, window in self._recent_days:
+            if start <= micros < end:
+                return window
+        date_ = to_datetime(timestamp).astimezone(self._zone).date()
+        start, end = self._midnight(date_), self._midnight(date_ + timedelta(days=1))
+        window = self._window(start, end)
+        self._recent_days = [(start.micros, end.micros, window), *self._recent_days[: self._REMEMBERED_DAYS - 1]]
+        return window
+
+    def _window(self, midnight: Timestamp, next_midnight: Timestamp) -> IntervalWindow:
+        """The window of the local day from ``midnight`` to ``next_midnight``."""
+        return IntervalWindow(midnight, next_midnight)
 
     def local_date(self, window: IntervalWindow) -> str:
         """``YYYY-MM-DD``: the local date of a window made by this window fn."""
@@ -110,11 +128,14 @@ class CalendarDays(NonMergingWindowFn):
     def display_data(self) -> dict[str, Any]:
         return {"time_zone": self.time_zone}
 
+    def _identity(self) -> tuple[Any, ...]:
+        return (type(self), self.time_zone)
+
     def __eq__(self, other: object) -> bool:
-        return type(self) is type(other) and self.__dict__ == other.__dict__
+        return isinstance(other, CalendarDays) and self._identity() == other._identity()
 
     def __hash__(self) -> int:
-        return hash((type(self), self.time_zone))
+        return hash(self._identity())
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}({self.time_zone!r})"
@@ -136,12 +157,11 @@ class DaysUntilClosed(CalendarDays):
         super().__init__(time_zone)
         self.closes_after = Duration.of(closes_after)
 
-    def day_of(self, timestamp: Timestamp) -> IntervalWindow:
-        day = super().day_of(timestamp)
-        return IntervalWindow(day.start, day.end + self.closes_after)
+    def _window(self, midnight: Timestamp, next_midnight: Timestamp) -> IntervalWindow:
+        return IntervalWindow(midnight, next_midnight + self.closes_after)
 
-    def __hash__(self) -> int:
-        return hash((type(self), self.time_zone, self.closes_after))
+    def _identity(self) -> tuple[Any, ...]:
+        return (type(self), self.time_zone, self.closes_after)
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}({self.time_zone!r}, closes_after={self.closes_after!r})"

@@ -139,3 +139,13 @@ def test_local_date_matches_zoneinfo_for_every_hour_of_a_dst_week() -> None:
         day = days.day_of(Timestamp.from_utc_datetime(instant))
         assert days.local_date(day) == instant.astimezone(ZoneInfo("Europe/Berlin")).date().isoformat()
         assert day.start <= Timestamp.from_utc_datetime(instant) < day.end
+
+
+@pytest.mark.parametrize("make", [lambda: CalendarDays("Europe/Berlin"), lambda: DaysUntilClosed("Europe/Berlin", Duration(seconds=7200))])
+def test_remembered_days_answer_as_a_fresh_lookup_across_a_daylight_saving_change(make: object) -> None:
+    remembering = make()  # type: ignore[operator]
+    start = utc("2026-03-20T00:00:00Z").micros
+    # every 7 h back and forth over 20 days around the spring change: more days than it remembers
+    instants = [Timestamp(micros=start + (i * 7 * HOUR if i % 2 else (140 - i) * 7 * HOUR)) for i in range(140)]
+    assert [remembering.day_of(t) for t in instants] == [make().day_of(t) for t in instants]  # type: ignore[operator]
+    assert remembering == make() and hash(remembering) == hash(make())  # type: ignore[operator]

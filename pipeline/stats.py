@@ -144,7 +144,7 @@ def shard_of(event_id: str, shards: int) -> int:
 
 
 class _ShardAndAnnounceDays(beam.DoFn):
-    """``(stream, event)`` -> ``(shard, (stream, event))``; the first time it sees a day, tells every shard about it.
+    """Events of ``stream`` -> ``(shard, (stream, event))``; the first time it sees a day, tells every shard about it.
 
     An announcement is ``(shard, None)`` with the event's timestamp: it makes every shard of
     the gate open that day (and set its closing timer) although the day's events may all
@@ -154,17 +154,18 @@ class _ShardAndAnnounceDays(beam.DoFn):
 
     _REMEMBERED_DAYS = 64
 
-    def __init__(self, days: CalendarDays, shards: int) -> None:
+    def __init__(self, days: CalendarDays, shards: int, stream: str) -> None:
         super().__init__()
         self._days = days
         self._shards = shards
+        self._stream = stream
         self._announced: set[Timestamp] = set()
 
     def setup(self) -> None:
         self._announced = set()
 
     def process(
-        self, element: tuple[str, Event], timestamp: Timestamp = beam.DoFn.TimestampParam  # type: ignore[assignment]
+        self, event: Event, timestamp: Timestamp = beam.DoFn.TimestampParam  # type: ignore[assignment]
     ) -> Iterator[tuple[int, Optional[tuple[str, Event]]]]:
         day_start = self._days.day_of(timestamp).start
         if day_start not in self._announced:
@@ -173,14 +174,15 @@ class _ShardAndAnnounceDays(beam.DoFn):
             self._announced.add(day_start)
             for shard in range(self._shards):
                 yield shard, None
-        yield shard_of(element[1]["event_id"], self._shards), element
+        yield shard_of(event["event_id"], self._shards), (self._stream, event)
 
 
 class _CloseDays(beam.DoFn):
-    """Lets an event through while its day is open; dead-letters it once the day closed.
+    """Measures an event while its day is open; dead-letters it once the day closed.
 
     Input: ``(shard, (stream, event))`` (or ``(shard, None)``: a day announcement) in the
-    global window; output: ``(stream, event)``, main output or ``too_late``. State per shard: ``closed_through``
+    global window; output: the event's :func:`contributions` (main output, measured here and
+    not in a step of its own: one step less per event), or ``(stream, event)`` on ``too_late``. State per shard: ``closed_through``
     (every day whose close time is at or before it is closed) and the close times of the
     open days seen, with one event-time timer at the earliest of them.
 
@@ -205,7 +207,7 @@ class _CloseDays(beam.DoFn):
         timestamp: Timestamp = beam.DoFn.TimestampParam,  # type: ignore[assignment]
         days: Any = beam.DoFn.StateParam(DAYS),
         close: Any = beam.DoFn.TimerParam(CLOSE),
-    ) -> Iterator[Union[tuple[str, Event], beam.pvalue.TaggedOutput]]:
+    ) -> Iterator[Union[tuple[StatKey, int], beam.pvalue.TaggedOutput]]:
         _, event = element
         closes_at = (self._days.day_of(timestamp).end + self._lateness).micros
         closed_through, open_days = days.read() or (MIN_TIMESTAMP.micros, [])
@@ -219,7 +221,7 @@ class _CloseDays(beam.DoFn):
             days.write((closed_through, open_days))
             close.set(Timestamp(micros=open_days[0]))
         if event is not None:
-            yield event
+            yield from contributions(*event)
 
     @on_timer(CLOSE)
     def on_close(
@@ -360,24 +362,24 @@ class ComputeDailyStats(beam.PTransform):
             raise ValueError(
                 f"ComputeDailyStats takes {{'courier': ..., 'order': ...}}, got keys {sorted(events)}"
             )
-        tagged = [
-            events[stream] | f"Tag{stream.capitalize()}Events" >> beam.Map(_tagged, stream)
+        sharded = [
+            events[stream]
+            | f"Shard{stream.capitalize()}Events"
+            >> beam.ParDo(_ShardAndAnnounceDays(self._days, self._shards, stream)).with_output_types(
+                beam.typehints.KV[int, Any]
+            )
             for stream in (COURIER, ORDER)
         ]
         gated = (
-            tagged
+            sharded
             | "FlattenEvents" >> beam.Flatten()
-            | "ShardEvents"
-            >> beam.ParDo(_ShardAndAnnounceDays(self._days, self._shards)).with_output_types(
-                beam.typehints.KV[int, Any]
-            )
             | "CloseDays"
-            >> beam.ParDo(_CloseDays(self._days, self._allowed_lateness)).with_outputs(_TOO_LATE, main="admitted")
+            >> beam.ParDo(_CloseDays(self._days, self._allowed_lateness)).with_outputs(_TOO_LATE, main="measured")
         )
         dead_letters = gated[_TOO_LATE] | "DeadLetterTooLateEvents" >> beam.ParDo(
             _DeadLetterTooLate(self._days, self._allowed_lateness)
         )
-        measured = gated["admitted"] | "MeasureEvents" >> beam.FlatMapTuple(contributions)
+        measured = gated["measured"]
         running = (
             measured
             | "WindowIntoCalendarDays"
@@ -411,6 +413,3 @@ class ComputeDailyStats(beam.PTransform):
             DEAD_LETTER: dead_letters,
         }
 
-
-def _tagged(event: Event, stream: str) -> tuple[str, Event]:
-    return stream, event

@@ -103,8 +103,8 @@ class CalendarDays(NonMergingWindowFn):
     def day_of(self, timestamp: Timestamp) -> IntervalWindow:
         """The calendar-day window holding ``timestamp``."""
         micros = timestamp.micros
-        for start, end, window in self._recent_days:
-            if start <= micros < end:
+        for start_micros, end_micros, window in self._recent_days:
+            if start_micros <= micros < end_micros:
                 return window
         date_ = to_datetime(timestamp).astimezone(self._zone).date()
         start, end = self._midnight(date_), self._midnight(date_ + timedelta(days=1))

@@ -94,7 +94,7 @@ LOCAL_ONLY_MODULES = (
     "apache_beam.testing",
     "pipeline.direct_pubsub",
     "pipeline.direct_introspection",
-    "pipeline.direct_timers",
+    "pipeline.direct_keyed_state",
     "pipeline.local_runner",
     "pipeline.local_pubsub",
     "pipeline.emulator",

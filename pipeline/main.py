@@ -17,7 +17,7 @@ from apache_beam.runners.runner import PipelineResult
 from pipeline import accounting, graph, stats_report
 from pipeline import options as job_options
 from pipeline.direct_introspection import memoize_dofn_introspection
-from pipeline.direct_timers import index_direct_runner_timers
+from pipeline.direct_keyed_state import speed_up_direct_keyed_state
 from pipeline.direct_pubsub import count_every_bundle, speed_up_direct_pubsub
 from pipeline.json_records import read_folder
 from pipeline.lifecycle import WAYBILL_STATE_CHANGE, live_by_day, read_live_states
@@ -92,16 +92,17 @@ def launch(options: WaybillOptions) -> PipelineResult:
     The one place that resolves the runner: ``DirectRunner`` is pinned (see
     :mod:`pipeline.local_runner`) and, on the DirectRunner only, the Pub/Sub read is sped up
     and its counters fixed (:mod:`pipeline.direct_pubsub`), its DoFn introspection cached
-    (:mod:`pipeline.direct_introspection`) and its due timers looked up through an index
-    (:mod:`pipeline.direct_timers`), all inert on any other runner; the FnApiRunner
-    gets the state cache the options ask for, as Dataflow workers do (:mod:`pipeline.local_runner`).
+    (:mod:`pipeline.direct_introspection`), its due timers found through an index and its keyed
+    state copied shallowly (:mod:`pipeline.direct_keyed_state`), all inert on any other runner;
+    the FnApiRunner gets the state cache the options ask for, as Dataflow workers do
+    (:mod:`pipeline.local_runner`).
     """
     standard = options.view_as(StandardOptions)
     standard.runner = resolve_runner(standard.runner, standard.streaming)
     speed_up_direct_pubsub(standard.runner)
     count_every_bundle(standard.runner)
     memoize_dofn_introspection(standard.runner)
-    index_direct_runner_timers(standard.runner)
+    speed_up_direct_keyed_state(standard.runner)
     size_state_cache_as_configured(standard.runner, options.view_as(WorkerOptions).max_cache_memory_usage_mb)
     _LOGGER.info("running on %s (%s)", standard.runner, "streaming" if standard.streaming else "batch")
     pipeline = beam.Pipeline(options=options)

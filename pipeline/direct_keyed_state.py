@@ -1,37 +1,47 @@
-"""Timers of Beam's streaming DirectRunner found through an index, not by scanning every key.
+"""Keyed state on Beam's streaming DirectRunner: due timers found through an index, copies made shallow.
 
-Beam 2.77's ``BundleBasedDirectRunner`` looks for timers to fire in a monitor task that runs
-between bundles (``_ExecutorServiceParallelExecutor._MonitorTask``, twice per pass when it
-checks for shutdown). Each look walks every key that ever had state, in every stateful step
-(``_TransformWatermarks.extract_transform_timers`` in
-``apache_beam/runners/direct/watermark_manager.py``), and asks each key's state for its
-expired timers. The keys never go away, so the walk grows with the run: this job keys
-de-duplication by event id, so after 20,000 events each look took ~100 ms with the GIL held
-and the looks took 7.7 s of a 75 s ``python -m pipeline.local_pubsub --events 20000`` run;
-an hour of local traffic would make each look take seconds.
+Two costs of Beam 2.77's ``BundleBasedDirectRunner`` grow with this job's keys (event ids for
+de-duplication, waybills, shards, SKUs, accounts, trigger state of every GroupByKey):
 
-:func:`index_direct_runner_timers` keeps, per step, the keys whose state holds a timer, with
-their earliest event-time timer (a key with a processing-time timer is always looked at, as
-Beam does). The index is updated where the runner commits a bundle's keyed state
-(``EvaluationContext.handle_result``: every state and timer change of a bundle is committed
-there), and a look asks only the keys whose earliest timer is due. It returns the timers the
-stock walk returns.
+* **Looking for due timers.** A monitor task runs between bundles
+  (``_ExecutorServiceParallelExecutor._MonitorTask``, twice per pass when it checks for
+  shutdown) and walks every key that ever had state, in every stateful step
+  (``_TransformWatermarks.extract_transform_timers`` in
+  ``apache_beam/runners/direct/watermark_manager.py``), asking each key's state for its expired
+  timers. Keys never go away, so the walk grows with the run: after 20,000 events each look
+  took ~100 ms with the GIL held, 7.7 s of a 75 s ``python -m pipeline.local_pubsub --events
+  20000`` run; an hour of local traffic would make each look take seconds. The index keeps,
+  per step, the keys whose state holds a timer with their earliest event-time timer (a key
+  with a processing-time timer is looked at every time, as Beam does); it is updated where
+  the runner commits a bundle's keyed state (``EvaluationContext.handle_result``: every state
+  and timer change of a bundle is committed there), and a look asks only the keys whose
+  earliest timer is due. It returns the timers the stock walk returns.
 
-Example: 20,000 de-duplication keys each hold an expiry timer 48 h ahead and 30 waybills a
-registration deadline that has passed. The stock look asks 20,030 states; the indexed look
-compares 20,030 timestamps and asks 30 states.
+  Example: 20,000 de-duplication keys each hold an expiry timer 48 h ahead and 30 waybills a
+  registration deadline that has passed. The stock look asks 20,030 states; the indexed look
+  compares 20,030 integers and asks 30 states.
 
-Changes nothing unless the job runs in this process (:func:`pipeline.local_runner.runs_in_process`);
-``pipeline.main.launch`` calls it. Dataflow runs none of this code.
+* **Copying a key's state** the first time a bundle touches it (``DirectStepContext.get_keyed_state``
+  copies it so that a failed bundle leaves no partial writes). ``InMemoryUnmergedState.copy``
+  deep-copies the timers (``copy.deepcopy`` of dicts of ``Timestamp`` objects): 40 µs for a
+  key with one timer, several times per event. Windows, timer names and ``Timestamp`` values
+  are immutable, so copying the two dict levels gives an equal, independent copy: 7 µs.
+
+:func:`speed_up_direct_keyed_state` changes nothing unless the job runs in this process
+(:func:`pipeline.local_runner.runs_in_process`); ``pipeline.main.launch`` calls it. Dataflow
+runs none of this code.
 """
 from __future__ import annotations
 
+import collections
+import copy
 import logging
 import threading
 from typing import Any, Optional
 
 from apache_beam.runners.runner import PipelineRunner
 from apache_beam.transforms.timeutil import TimeDomain
+from apache_beam.transforms.trigger import InMemoryUnmergedState
 from apache_beam.utils.timestamp import MIN_TIMESTAMP, Timestamp
 
 from pipeline.local_runner import runs_in_process
@@ -45,7 +55,6 @@ def earliest_due(state: Any) -> tuple[bool, int]:
     """``(has timers, µs of its earliest event-time timer)`` of one key's state; a key with a
     processing-time timer is due at any watermark (``_ALWAYS``, the smallest timestamp).
 
-    >>> from apache_beam.transforms.trigger import InMemoryUnmergedState
     >>> state = InMemoryUnmergedState()
     >>> earliest_due(state)[0]
     False
@@ -94,10 +103,29 @@ def _index_of(transform_watermarks: Any) -> TimerIndex:
     return index
 
 
-def index_direct_runner_timers(runner: str | PipelineRunner | None) -> bool:
-    """On a runner in this process, makes the DirectRunner look up due timers in an index; see
-    the module. Idempotent; returns whether the index is (now) in place, False and nothing
-    changed on other runners."""
+def shallow_copy(state: InMemoryUnmergedState) -> InMemoryUnmergedState:
+    """What ``state.copy()`` returns, without deep-copying the immutable timer values.
+
+    >>> state = InMemoryUnmergedState()
+    >>> state.set_timer("w", "expiry", TimeDomain.WATERMARK, Timestamp(30))
+    >>> copied = shallow_copy(state)
+    >>> copied.clear_timer("w", "expiry", TimeDomain.WATERMARK)
+    >>> earliest_due(state), earliest_due(copied)[0]
+    ((True, 30000000), False)
+    """
+    copied = InMemoryUnmergedState(defensive_copy=state.defensive_copy)
+    copied.timers = collections.defaultdict(dict, {window: dict(timers) for window, timers in state.timers.items()})
+    copied.global_state = copy.deepcopy(state.global_state) if state.global_state else {}
+    for window, tags in state.state.items():
+        for tag, values in tags.items():
+            copied.state[window][tag] = copy.copy(values)
+    return copied
+
+
+def speed_up_direct_keyed_state(runner: str | PipelineRunner | None) -> bool:
+    """On a runner in this process, makes the DirectRunner look up due timers in an index and
+    copy keyed state shallowly; see the module. Idempotent; returns whether both are (now) in
+    place, False and nothing changed on other runners."""
     if not runs_in_process(runner):
         return False
     from apache_beam.runners.direct import evaluation_context, watermark_manager
@@ -106,6 +134,7 @@ def index_direct_runner_timers(runner: str | PipelineRunner | None) -> bool:
     context_class = evaluation_context.EvaluationContext
     if getattr(context_class.handle_result, _APPLIED_MARK, False):
         return True
+    InMemoryUnmergedState.copy = shallow_copy  # type: ignore[method-assign]
     stock_handle_result = context_class.handle_result
 
     def handle_result(self: Any, completed_bundle: Any, completed_timers: Any, result: Any) -> Any:
@@ -135,5 +164,5 @@ def index_direct_runner_timers(runner: str | PipelineRunner | None) -> bool:
     setattr(handle_result, _APPLIED_MARK, True)
     context_class.handle_result = handle_result  # type: ignore[method-assign]
     watermark_manager._TransformWatermarks.extract_transform_timers = extract_transform_timers  # type: ignore[method-assign]
-    _LOGGER.info("%s: timers looked up through an index", runner)
+    _LOGGER.info("%s: timers looked up through an index, keyed state copied shallowly", runner)
     return True

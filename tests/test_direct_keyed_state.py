@@ -1,6 +1,7 @@
-"""The DirectRunner's timer index: the timers the stock walk finds, asking only the due keys."""
+"""The DirectRunner's keyed state: the timers the stock walk finds, asking only the due keys; equal, independent copies."""
 from __future__ import annotations
 
+import copy
 import subprocess
 import sys
 from typing import Any, Iterator
@@ -14,11 +15,13 @@ from apache_beam.runners.direct.watermark_manager import _TransformWatermarks
 from apache_beam.testing.test_stream import TestStream
 from apache_beam.testing.util import assert_that, equal_to
 from apache_beam.transforms.timeutil import TimeDomain
+from apache_beam.transforms.trigger import _ReadModifyWriteStateTag as ReadModifyWriteStateTag
+from apache_beam.transforms.trigger import _ListStateTag as BagStateTag
 from apache_beam.transforms.userstate import ReadModifyWriteStateSpec, TimerSpec, on_timer
 from apache_beam.transforms.window import GlobalWindow, TimestampedValue
 from apache_beam.utils.timestamp import Timestamp
 
-from pipeline.direct_timers import index_direct_runner_timers
+from pipeline.direct_keyed_state import shallow_copy, speed_up_direct_keyed_state
 
 
 class CountingState(DirectUnmergedState):
@@ -34,18 +37,19 @@ class CountingState(DirectUnmergedState):
 def test_other_runners_are_left_alone() -> None:
     check = (
         "from apache_beam.runners.direct.watermark_manager import _TransformWatermarks as T\n"
-        "from pipeline.direct_timers import index_direct_runner_timers\n"
-        "before = T.extract_transform_timers\n"
-        "assert index_direct_runner_timers('DataflowRunner') is False\n"
-        "assert T.extract_transform_timers is before\n"
+        "from apache_beam.transforms.trigger import InMemoryUnmergedState as S\n"
+        "from pipeline.direct_keyed_state import speed_up_direct_keyed_state\n"
+        "before = (T.extract_transform_timers, S.copy)\n"
+        "assert speed_up_direct_keyed_state('DataflowRunner') is False\n"
+        "assert (T.extract_transform_timers, S.copy) == before\n"
     )
     subprocess.run([sys.executable, "-c", check], check=True)
 
 
 def test_a_look_fires_the_due_timers_and_asks_only_their_keys() -> None:
-    assert index_direct_runner_timers("DirectRunner")
-    assert index_direct_runner_timers("BundleBasedDirectRunner")  # idempotent
-    from pipeline.direct_timers import _index_of
+    assert speed_up_direct_keyed_state("DirectRunner")
+    assert speed_up_direct_keyed_state("BundleBasedDirectRunner")  # idempotent
+    from pipeline.direct_keyed_state import _index_of
 
     keyed_states: dict[Any, Any] = {}
     watermarks = _TransformWatermarks(TestClock(), keyed_states, "step")
@@ -74,6 +78,22 @@ def test_a_look_fires_the_due_timers_and_asks_only_their_keys() -> None:
     assert index.keys_due(Timestamp(100)) == ["flush"]
 
 
+def test_a_shallow_copy_equals_the_stock_copy_and_is_independent_of_the_original() -> None:
+    state = DirectUnmergedState()
+    window = GlobalWindow()
+    state.set_timer(window, "user/expiry", TimeDomain.WATERMARK, Timestamp(100))
+    state.set_timer(window, "flush", TimeDomain.REAL_TIME, Timestamp(5))
+    state.add_state(window, BagStateTag("bag"), b"first")
+    state.set_global_state(ReadModifyWriteStateTag("hold"), [Timestamp(1)])
+    before = copy.deepcopy((state.timers, state.state, state.global_state))  # what the stock copy() holds
+    shallow = shallow_copy(state)
+    assert (shallow.timers, shallow.state, shallow.global_state) == before
+    shallow.clear_timer(window, "user/expiry", TimeDomain.WATERMARK)
+    shallow.add_state(window, BagStateTag("bag"), b"second")
+    shallow.global_state["hold"].append(Timestamp(2))
+    assert (state.timers, state.state, state.global_state) == before
+
+
 STARTED = ReadModifyWriteStateSpec("started", VarIntCoder())
 DEADLINE = TimerSpec("deadline", TimeDomain.WATERMARK)
 
@@ -99,7 +119,7 @@ class DeadlineFn(beam.DoFn):
 
 
 def test_timers_of_many_keys_fire_on_the_streaming_direct_runner() -> None:
-    assert index_direct_runner_timers("DirectRunner")
+    assert speed_up_direct_keyed_state("DirectRunner")
     keys = [f"k{i}" for i in range(50)]
     stream = (
         TestStream()

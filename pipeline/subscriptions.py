@@ -349,10 +349,14 @@ def cloud_event_request(
     return DeliveryRequest(subscription.target, ce_id, message.body, dict(message.headers))
 
 
-def event_request(subscription: Subscription, event: SubscribableEvent, source: str = SOURCE) -> DeliveryRequest:
-    """The message of one subscribable event for one subscriber."""
+def event_request(
+    subscription: Subscription, event: SubscribableEvent, source: str = SOURCE, data: Optional[dict[str, Any]] = None
+) -> DeliveryRequest:
+    """The message of one subscribable event for one subscriber; ``data`` is ``event.record``,
+    when the caller has already made it."""
     return cloud_event_request(
-        subscription, event.event_id, EVENT_TYPES[event.kind], event.subject, event.event_time, event.record, source
+        subscription, event.event_id, EVENT_TYPES[event.kind], event.subject, event.event_time,
+        event.record if data is None else data, source,
     )
 
 
@@ -368,10 +372,11 @@ class MatchSubscriptionsFn(beam.DoFn):
         }
 
     def process(self, event: SubscribableEvent) -> Iterator[DeliveryRequest]:
-        for subscription in self._subscriptions:
-            if subscription.filter.matches(event):
-                self._matched[subscription.subscriber_id].inc()
-                yield event_request(subscription, event, self._source)
+        matched = [s for s in self._subscriptions if s.filter.matches(event)]
+        data = event.record if matched else None  # made once, however many subscribers match
+        for subscription in matched:
+            self._matched[subscription.subscriber_id].inc()
+            yield event_request(subscription, event, self._source, data)
 
 
 class MatchSubscriptions(beam.PTransform):

@@ -33,6 +33,7 @@ import logging
 import threading
 import time
 from dataclasses import dataclass, field
+from datetime import datetime, timezone
 from typing import Any
 
 from apache_beam.runners.runner import PipelineRunner
@@ -56,8 +57,8 @@ IDLE_PULL_TIMEOUT_S = 1.5
 _UNREAD_STOP_S = 60.0
 # Consecutive failed pulls (the emulator went away) after which a prefetcher stops.
 _MAX_FAILED_PULLS = 5
-# Messages the Pub/Sub write publishes before it waits for their acknowledgements (Beam: 100,
-# so a 5,000-message round waited for 50 round trips one after the other).
+# Messages the Pub/Sub write buffers, then sends in one Publish request (Beam: 100 buffered, then
+# one publish call each through the batching client; Pub/Sub takes at most 1,000 per request).
 WRITE_BUFFER_MESSAGES = 1000
 _APPLIED_MARK = "_waybill_fast_pull"
 
@@ -70,11 +71,11 @@ def speed_up_direct_pubsub(runner: str | PipelineRunner | None) -> bool:
     pipeline (watermarks, windows, timers) for up to ~30 s per round. After this call each
     round takes up to ``MAX_MESSAGES_PER_READ`` messages pulled ahead by a :class:`Prefetcher`
     and an empty round returns after ``IDLE_PULL_TIMEOUT_S``. The write (``_PubSubWriteDoFn``,
-    which Dataflow replaces by its own sink) waits for acknowledgements once per
-    ``WRITE_BUFFER_MESSAGES`` instead of once per 100.
+    which Dataflow replaces by its own sink) sends each ``WRITE_BUFFER_MESSAGES`` buffered
+    messages as one Publish request (:func:`publish_buffer`) instead of one client call each.
 
     Scope: patches ``_PubSubReadEvaluator._get_subscriber_client`` and
-    ``_PubSubWriteDoFn.BUFFER_SIZE_ELEMENTS`` in this process, so every
+    ``_PubSubWriteDoFn.BUFFER_SIZE_ELEMENTS`` and ``_flush`` in this process, so every
     later DirectRunner pipeline here gets the fast pull. Call it before ``p.run()`` (the
     client is fetched on each read round). Idempotent.
 
@@ -110,8 +111,9 @@ def speed_up_direct_pubsub(runner: str | PipelineRunner | None) -> bool:
     from apache_beam.io.gcp.pubsub import _PubSubWriteDoFn  # the DirectRunner's Pub/Sub write
 
     _PubSubWriteDoFn.BUFFER_SIZE_ELEMENTS = WRITE_BUFFER_MESSAGES
+    _PubSubWriteDoFn._flush = publish_buffer  # type: ignore[method-assign]
     _LOGGER.info("DirectRunner Pub/Sub: up to %d messages per read round, %.1f s idle pull, "
-                 "writes wait once per %d messages", MAX_MESSAGES_PER_READ, IDLE_PULL_TIMEOUT_S, WRITE_BUFFER_MESSAGES)
+                 "writes of %d messages per request", MAX_MESSAGES_PER_READ, IDLE_PULL_TIMEOUT_S, WRITE_BUFFER_MESSAGES)
     return True
 
 
@@ -153,6 +155,59 @@ def count_every_bundle(runner: str | PipelineRunner | None) -> bool:
     TransformExecutor.call = call  # type: ignore[method-assign]
     _LOGGER.info("DirectRunner: user counters count every bundle")
     return True
+
+
+def publish_buffer(write: Any) -> None:
+    """``_PubSubWriteDoFn._flush`` as one Publish request per ``WRITE_BUFFER_MESSAGES`` buffered messages.
+
+    The buffer holds serialized PubsubMessages (Beam's ``ToProtobufX`` step made them); they go
+    into the request as they are, through the Publish method of the write's own client (which
+    knows the emulator). Beam's ``_flush`` parses each one back into a ``PubsubMessage`` and
+    hands it to the batching client, whose futures and threads cost ~125 µs per message on the
+    runner's one thread; this costs ~2 µs. Raises like the stock one when a request fails.
+    """
+    from google.pubsub_v1 import PublisherClient as PublisherApi
+    from google.pubsub_v1.types import PublishRequest
+
+    buffered, write._buffer = write._buffer, []
+    for start in range(0, len(buffered), WRITE_BUFFER_MESSAGES):
+        request = PublishRequest.pb()(topic=write._topic)
+        for serialized in buffered[start:start + WRITE_BUFFER_MESSAGES]:
+            request.messages.add().MergeFromString(serialized)
+        PublisherApi.publish(write._pub_client, request=PublishRequest.wrap(request), timeout=write.FLUSH_TIMEOUT_SECS)
+
+
+@dataclass(frozen=True)
+class PlainMessage:
+    """A pulled message as plain values: what Beam's ``PubsubMessage._from_message`` reads.
+
+    Read once from the raw protobuf; through the client's proto-plus wrappers the evaluator's
+    reads cost ~35 µs per message, on the runner's one thread (~3 µs this way).
+    """
+
+    data: bytes
+    attributes: dict[str, str]
+    message_id: str
+    publish_time: datetime
+    ordering_key: str
+
+
+@dataclass(frozen=True)
+class PlainReceivedMessage:
+    ack_id: str
+    message: PlainMessage
+
+
+def plain_received_messages(response: Any) -> list[PlainReceivedMessage]:
+    """The received messages of a (proto-plus) ``PullResponse``, as plain values."""
+    return [
+        PlainReceivedMessage(received.ack_id, PlainMessage(
+            message.data, dict(message.attributes), message.message_id,
+            message.publish_time.ToDatetime(tzinfo=timezone.utc), message.ordering_key,
+        ))
+        for received in type(response).pb(response).received_messages
+        for message in (received.message,)
+    ]
 
 
 @dataclass
@@ -232,7 +287,7 @@ class Prefetcher:
             )
         except DeadlineExceeded:
             return []  # nothing arrived within the wait
-        return list(response.received_messages)
+        return plain_received_messages(response)
 
 
 _PREFETCHERS: dict[tuple[int, str], Prefetcher] = {}

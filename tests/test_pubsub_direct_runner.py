@@ -25,6 +25,8 @@ from apache_beam.runners.direct.direct_runner import BundleBasedDirectRunner
 from apache_beam.runners.direct.transform_evaluator import _PubSubReadEvaluator
 from apache_beam.transforms.window import FixedWindows
 from google.api_core.exceptions import DeadlineExceeded
+from google.pubsub_v1.types import PubsubMessage as PubsubMessageProto
+from google.pubsub_v1.types import PullResponse, ReceivedMessage
 
 from pipeline import direct_pubsub
 from pipeline.direct_pubsub import FastPullSubscriber, speed_up_direct_pubsub
@@ -52,6 +54,7 @@ TopicFactory = Callable[[str], TopicAndSubscription]
 _UTC = timezone.utc
 
 STOCK_WRITE_BUFFER = _PubSubWriteDoFn.BUFFER_SIZE_ELEMENTS  # read before any test patches it
+STOCK_WRITE_FLUSH = _PubSubWriteDoFn.__dict__["_flush"]
 
 
 @pytest.fixture
@@ -60,6 +63,7 @@ def stock_read_evaluator(monkeypatch: pytest.MonkeyPatch) -> Any:
     stock = _PubSubReadEvaluator.__dict__["_get_subscriber_client"]
     monkeypatch.setattr(_PubSubReadEvaluator, "_get_subscriber_client", stock)
     monkeypatch.setattr(_PubSubWriteDoFn, "BUFFER_SIZE_ELEMENTS", STOCK_WRITE_BUFFER)
+    monkeypatch.setattr(_PubSubWriteDoFn, "_flush", STOCK_WRITE_FLUSH)
     return stock
 
 
@@ -139,6 +143,7 @@ def test_speed_up_is_inert_on_other_runners(runner: str, stock_read_evaluator: A
     assert speed_up_direct_pubsub(runner) is False
     assert _PubSubReadEvaluator.__dict__["_get_subscriber_client"] is stock_read_evaluator
     assert _PubSubWriteDoFn.BUFFER_SIZE_ELEMENTS == STOCK_WRITE_BUFFER
+    assert _PubSubWriteDoFn.__dict__["_flush"] is STOCK_WRITE_FLUSH
 
 
 @pytest.mark.parametrize(
@@ -149,6 +154,7 @@ def test_speed_up_applies_once_on_direct_runners(runner: Any, stock_read_evaluat
     patched = _PubSubReadEvaluator.__dict__["_get_subscriber_client"]
     assert patched is not stock_read_evaluator
     assert _PubSubWriteDoFn.BUFFER_SIZE_ELEMENTS == direct_pubsub.WRITE_BUFFER_MESSAGES
+    assert _PubSubWriteDoFn.__dict__["_flush"] is direct_pubsub.publish_buffer
 
     assert speed_up_direct_pubsub(runner) is True  # idempotent: not wrapped twice
     assert _PubSubReadEvaluator.__dict__["_get_subscriber_client"] is patched
@@ -169,20 +175,66 @@ class _FakeSubscriber:
             raise self.errors.pop(0)
         taken = self.backlog[: min(100, kwargs["max_messages"])]
         del self.backlog[: len(taken)]
-        return direct_pubsub.PulledMessages(received_messages=taken)
+        return PullResponse(received_messages=[_received(number) for number in taken])
 
     def acknowledge(self, subscription: str, ack_ids: list[str]) -> str:
         return f"acked {len(ack_ids)}"
 
 
-def _take_all(subscriber: FastPullSubscriber, subscription: str, expected: int) -> list[list[Any]]:
-    """Read rounds until ``expected`` messages came (at most 200 rounds)."""
-    rounds: list[list[Any]] = []
+def _received(number: int) -> ReceivedMessage:
+    """Message ``number`` as the client returns it: its ack_id is the number."""
+    published = datetime(2026, 11, 21, 1, 30, 0, number, _UTC)
+    message = PubsubMessageProto(data=b"%d" % number, attributes={"n": str(number)}, message_id=str(number), publish_time=published)
+    return ReceivedMessage(ack_id=str(number), message=message)
+
+
+def _take_all(subscriber: FastPullSubscriber, subscription: str, expected: int) -> list[list[int]]:
+    """Read rounds (each the numbers of the messages it took) until ``expected`` messages came (at most 200 rounds)."""
+    rounds: list[list[int]] = []
     for _ in range(200):
         if sum(map(len, rounds)) >= expected:
             break
-        rounds.append(subscriber.pull(subscription=subscription, max_messages=10, timeout=30).received_messages)
+        taken = subscriber.pull(subscription=subscription, max_messages=10, timeout=30).received_messages
+        rounds.append([int(m.ack_id) for m in taken])
     return rounds
+
+
+def test_pulled_messages_reach_the_evaluator_as_plain_values_it_reads_as_stock() -> None:
+    pulled = direct_pubsub.plain_received_messages(PullResponse(received_messages=[_received(7)]))
+
+    [plain] = pulled
+    assert plain.ack_id == "7"
+    read = PubsubMessage._from_message(plain.message)  # what the read evaluator does with it
+    assert read == PubsubMessage(b"7", {"n": "7"}, message_id="7", publish_time=datetime(2026, 11, 21, 1, 30, 0, 7, _UTC))
+    assert read.publish_time.tzinfo is not None
+
+
+class _FakePublisher:
+    """Records the Publish requests made through it."""
+
+    def __init__(self) -> None:
+        self.requests: list[Any] = []
+
+    def publish(self, request: Any, timeout: float) -> None:
+        self.requests.append(request)
+
+
+def test_the_write_sends_its_buffer_as_publish_requests_of_at_most_the_limit(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(direct_pubsub, "WRITE_BUFFER_MESSAGES", 3)
+    messages = [PubsubMessage(b"%d" % n, {"event_id": f"e{n}"}) for n in range(7)]
+    write = _PubSubWriteDoFn(beam.io.WriteToPubSub(f"projects/{PROJECT}/topics/out", with_attributes=True))
+    write._pub_client, write._topic = _FakePublisher(), f"projects/{PROJECT}/topics/out"
+    write._buffer = [message._to_proto_str() for message in messages]
+    monkeypatch.setattr("google.pubsub_v1.PublisherClient.publish", _FakePublisher.publish)
+
+    direct_pubsub.publish_buffer(write)
+
+    requests = write._pub_client.requests
+    assert [len(r.messages) for r in requests] == [3, 3, 1]
+    assert {r.topic for r in requests} == {f"projects/{PROJECT}/topics/out"}
+    sent = [PubsubMessage(m.data, dict(m.attributes)) for r in requests for m in r.messages]
+    assert sent == messages
+    assert write._buffer == []
 
 
 def test_prefetch_drains_a_backlog_in_order_in_rounds_of_at_most_the_limit() -> None:
@@ -190,7 +242,7 @@ def test_prefetch_drains_a_backlog_in_order_in_rounds_of_at_most_the_limit() -> 
 
     rounds = _take_all(FastPullSubscriber(fake), "drain", 2 * direct_pubsub.MAX_MESSAGES_PER_READ + 500)
 
-    assert [m for r in rounds for m in r] == list(range(2 * direct_pubsub.MAX_MESSAGES_PER_READ + 500))
+    assert [n for r in rounds for n in r] == list(range(2 * direct_pubsub.MAX_MESSAGES_PER_READ + 500))
     assert max(map(len, rounds)) <= direct_pubsub.MAX_MESSAGES_PER_READ
     # Every pull the thread made waited at most the idle wait, and asked for no more than it can hold.
     assert {call["timeout"] for call in fake.calls} == {direct_pubsub.IDLE_PULL_TIMEOUT_S}

@@ -95,6 +95,7 @@ LOCAL_ONLY_MODULES = (
     "pipeline.direct_pubsub",
     "pipeline.direct_introspection",
     "pipeline.direct_keyed_state",
+    "pipeline.direct_gc",
     "pipeline.local_runner",
     "pipeline.local_pubsub",
     "pipeline.emulator",

@@ -96,6 +96,7 @@ LOCAL_ONLY_MODULES = (
     "pipeline.direct_introspection",
     "pipeline.direct_keyed_state",
     "pipeline.direct_gc",
+    "pipeline.direct_dofn_reuse",
     "pipeline.local_runner",
     "pipeline.local_pubsub",
     "pipeline.emulator",

@@ -1,0 +1,72 @@
+"""The streaming DirectRunner with one set-up DoFn instance per step: setup once, every bundle served."""
+from __future__ import annotations
+
+import subprocess
+import sys
+from typing import Any, Iterator
+
+import apache_beam as beam
+import pytest
+from apache_beam.options.pipeline_options import PipelineOptions, StandardOptions
+from apache_beam.runners.direct import transform_evaluator
+from apache_beam.testing.test_stream import TestStream
+from apache_beam.testing.util import assert_that, equal_to
+
+from pipeline.direct_dofn_reuse import reuse_dofns_across_bundles
+
+CALLS: list[tuple[str, int]] = []  # (method, id of the DoFn instance), in this process
+
+
+class RecordingFn(beam.DoFn):
+    def setup(self) -> None:
+        CALLS.append(("setup", id(self)))
+
+    def start_bundle(self) -> None:
+        CALLS.append(("start_bundle", id(self)))
+
+    def process(self, element: int) -> Iterator[int]:
+        yield element * 10
+
+    def teardown(self) -> None:
+        CALLS.append(("teardown", id(self)))
+
+
+@pytest.fixture
+def reused(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+    """The reuse in effect for one test; Beam's own evaluator afterwards."""
+    monkeypatch.setattr(transform_evaluator, "pickler", transform_evaluator.pickler)
+    monkeypatch.setattr(transform_evaluator, "DoFnRunner", transform_evaluator.DoFnRunner)
+    assert reuse_dofns_across_bundles("BundleBasedDirectRunner")
+    assert reuse_dofns_across_bundles("DirectRunner")  # idempotent
+    CALLS.clear()
+    yield
+
+
+def test_other_runners_are_left_alone() -> None:
+    check = (
+        "from apache_beam.runners.direct import transform_evaluator as t\n"
+        "from pipeline.direct_dofn_reuse import reuse_dofns_across_bundles\n"
+        "before = (t.pickler, t.DoFnRunner)\n"
+        "assert reuse_dofns_across_bundles('DataflowRunner') is False\n"
+        "assert reuse_dofns_across_bundles('FnApiRunner') is False\n"
+        "assert (t.pickler, t.DoFnRunner) == before\n"
+    )
+    subprocess.run([sys.executable, "-c", check], check=True)
+
+
+def test_each_step_sets_up_one_copy_once_for_all_its_bundles(reused: None) -> None:
+    options = PipelineOptions([])
+    options.view_as(StandardOptions).streaming = True
+    stream = TestStream()
+    for round_ in range(4):  # four arrivals: the step runs at least four bundles
+        stream = stream.add_elements([round_ * 2, round_ * 2 + 1]).advance_watermark_to(round_ + 1)
+    p = beam.Pipeline(runner="BundleBasedDirectRunner", options=options)
+    out = p | stream.advance_watermark_to_infinity() | beam.ParDo(RecordingFn())
+    assert_that(out, equal_to([n * 10 for n in range(8)]))
+    p.run().wait_until_finish()
+
+    bundles = [instance for method, instance in CALLS if method == "start_bundle"]
+    setups = [instance for method, instance in CALLS if method == "setup"]
+    assert len(bundles) >= 4
+    assert len(setups) == 1 and set(bundles) == set(setups)  # one copy, set up once, in every bundle
+    assert ("teardown", setups[0]) not in CALLS

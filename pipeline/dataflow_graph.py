@@ -97,6 +97,7 @@ LOCAL_ONLY_MODULES = (
     "pipeline.direct_keyed_state",
     "pipeline.direct_gc",
     "pipeline.direct_dofn_reuse",
+    "pipeline.direct_bundle_scans",
     "pipeline.local_runner",
     "pipeline.local_pubsub",
     "pipeline.emulator",

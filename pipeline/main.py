@@ -16,6 +16,7 @@ from apache_beam.runners.runner import PipelineResult
 
 from pipeline import accounting, graph, stats_report
 from pipeline import options as job_options
+from pipeline.direct_bundle_scans import scan_bundles_once
 from pipeline.direct_dofn_reuse import reuse_dofns_across_bundles
 from pipeline.direct_gc import collect_garbage_less_often
 from pipeline.direct_introspection import memoize_dofn_introspection
@@ -95,8 +96,9 @@ def launch(options: WaybillOptions) -> PipelineResult:
     :mod:`pipeline.local_runner`) and, on the DirectRunner only, the Pub/Sub read is sped up
     and its counters fixed (:mod:`pipeline.direct_pubsub`), its DoFn introspection cached
     (:mod:`pipeline.direct_introspection`), its due timers found through an index and its keyed
-    state copied shallowly (:mod:`pipeline.direct_keyed_state`), one DoFn instance per step set up
-    once (:mod:`pipeline.direct_dofn_reuse`) and garbage collected less often
+    state copied shallowly (:mod:`pipeline.direct_keyed_state`), each bundle's elements scanned once
+    (:mod:`pipeline.direct_bundle_scans`), one DoFn instance per step set up once
+    (:mod:`pipeline.direct_dofn_reuse`) and garbage collected less often
     (:mod:`pipeline.direct_gc`), all inert on any other runner;
     the FnApiRunner gets the state cache the options ask for, as Dataflow workers do
     (:mod:`pipeline.local_runner`).
@@ -107,6 +109,7 @@ def launch(options: WaybillOptions) -> PipelineResult:
     count_every_bundle(standard.runner)
     memoize_dofn_introspection(standard.runner)
     speed_up_direct_keyed_state(standard.runner)
+    scan_bundles_once(standard.runner)
     reuse_dofns_across_bundles(standard.runner)
     collect_garbage_less_often(standard.runner)
     size_state_cache_as_configured(standard.runner, options.view_as(WorkerOptions).max_cache_memory_usage_mb)

@@ -20,7 +20,7 @@ and the runner runs every step on one worker thread (``_ExecutorServiceParallelE
 it uses (Beam's own code still parses the timestamps and acknowledges): a background thread
 per subscription (:class:`Prefetcher`) pulls ahead while the pipeline works, keeping up to
 ``MAX_MESSAGES_PER_READ`` messages; a read round takes what is there at once, or waits at most
-``IDLE_PULL_TIMEOUT_S`` for the first message. The worker thread never waits on the emulator
+``EMPTY_ROUND_WAIT_S`` for the first message. The worker thread never waits on the emulator
 while there is work, and never for long when there is none. Nothing changes on other runners:
 the evaluator exists only in the DirectRunner, and the function does nothing unless it is
 told the runner is a DirectRunner (:func:`pipeline.local_runner.is_direct_runner`, the
@@ -48,10 +48,14 @@ _LOGGER = logging.getLogger(__name__)
 # ~740 msg/s, 5,000 at ~1,350 msg/s. A held message is not acknowledged yet: the local
 # subscriptions have a 60 s ack deadline, and a round takes a few seconds.
 MAX_MESSAGES_PER_READ = 5000
-# How long a round waits for a first message when none is held; also the gRPC deadline of
-# each background pull (the emulator answers an empty pull after (deadline - 1) s, real
-# Pub/Sub with an empty response or DEADLINE_EXCEEDED: both mean "none").
+# The gRPC deadline of each background pull (the emulator answers an empty pull after
+# (deadline - 1) s, real Pub/Sub with an empty response or DEADLINE_EXCEEDED: both mean "none").
 IDLE_PULL_TIMEOUT_S = 1.5
+# How long a read round waits for a first message when none is held. Short: the runner's one
+# thread waits with it, and meanwhile nothing else moves (no timer fires, no watermark
+# advances, the other subscription is not read). With the two subscriptions at 1.5 s each, the
+# last deliveries of a 20,000-message backlog (alerts from timers, several steps apart) took 3 s.
+EMPTY_ROUND_WAIT_S = 0.2
 # A prefetcher whose subscription no round has read for this long stops (its job was
 # cancelled or finished); the next round, if any, starts a new one.
 _UNREAD_STOP_S = 60.0
@@ -70,7 +74,7 @@ def speed_up_direct_pubsub(runner: str | PipelineRunner | None) -> bool:
     thread; a backlog drains at a few hundred msg/s and an idle subscription freezes the whole
     pipeline (watermarks, windows, timers) for up to ~30 s per round. After this call each
     round takes up to ``MAX_MESSAGES_PER_READ`` messages pulled ahead by a :class:`Prefetcher`
-    and an empty round returns after ``IDLE_PULL_TIMEOUT_S``. The write (``_PubSubWriteDoFn``,
+    and an empty round returns after ``EMPTY_ROUND_WAIT_S``. The write (``_PubSubWriteDoFn``,
     which Dataflow replaces by its own sink) sends each ``WRITE_BUFFER_MESSAGES`` buffered
     messages as one Publish request (:func:`publish_buffer`) instead of one client call each.
 
@@ -112,8 +116,8 @@ def speed_up_direct_pubsub(runner: str | PipelineRunner | None) -> bool:
 
     _PubSubWriteDoFn.BUFFER_SIZE_ELEMENTS = WRITE_BUFFER_MESSAGES
     _PubSubWriteDoFn._flush = publish_buffer  # type: ignore[method-assign]
-    _LOGGER.info("DirectRunner Pub/Sub: up to %d messages per read round, %.1f s idle pull, "
-                 "writes of %d messages per request", MAX_MESSAGES_PER_READ, IDLE_PULL_TIMEOUT_S, WRITE_BUFFER_MESSAGES)
+    _LOGGER.info("DirectRunner Pub/Sub: up to %d messages per read round, %.1f s wait on an empty one, "
+                 "writes of %d messages per request", MAX_MESSAGES_PER_READ, EMPTY_ROUND_WAIT_S, WRITE_BUFFER_MESSAGES)
     return True
 
 
@@ -244,11 +248,11 @@ class Prefetcher:
         return self._thread.is_alive()
 
     def take(self) -> list[Any]:
-        """Up to ``MAX_MESSAGES_PER_READ`` held messages; waits up to ``IDLE_PULL_TIMEOUT_S`` for one."""
+        """Up to ``MAX_MESSAGES_PER_READ`` held messages; waits up to ``EMPTY_ROUND_WAIT_S`` for one."""
         with self._changed:
             self._last_take = time.monotonic()
             if not self._held:
-                self._changed.wait_for(lambda: bool(self._held) or not self.running, IDLE_PULL_TIMEOUT_S)
+                self._changed.wait_for(lambda: bool(self._held) or not self.running, EMPTY_ROUND_WAIT_S)
             taken, self._held = self._held[:MAX_MESSAGES_PER_READ], self._held[MAX_MESSAGES_PER_READ:]
             self._changed.notify_all()
             return taken

@@ -42,6 +42,7 @@ from apache_beam.runners.runner import PipelineResult, PipelineState
 
 from pipeline import accounting, graph, publish, schemas
 from pipeline import options as job_options
+from pipeline.direct_pubsub import plain_received_messages
 from pipeline.emulator import EmulatorError, EmulatorUnavailable, PubsubEmulator
 from pipeline.main import clear_outputs, configure_logging, launch
 from pipeline.options import WaybillOptions
@@ -146,7 +147,7 @@ class OutputDrain:
                 warnings.simplefilter("ignore", DeprecationWarning)
                 response = self.subscriber.pull(subscription=subscription, max_messages=1000,
                                                 return_immediately=True, timeout=10)
-            received = list(response.received_messages)
+            received = plain_received_messages(response)  # read once: proto-plus reads cost ~35 µs each
             if received:
                 self.subscriber.acknowledge(subscription=subscription, ack_ids=[m.ack_id for m in received])
         except GoogleAPICallError as error:  # the emulator is stopping, or a transient error

@@ -270,7 +270,7 @@ def test_prefetch_returns_nothing_when_idle_and_survives_a_failed_pull() -> None
     assert sum(map(len, rounds)) == 250
     started = time.monotonic()
     assert subscriber.pull(subscription="idle").received_messages == []
-    assert time.monotonic() - started < 2 * direct_pubsub.IDLE_PULL_TIMEOUT_S
+    assert time.monotonic() - started < 2 * direct_pubsub.EMPTY_ROUND_WAIT_S
     assert subscriber.acknowledge(subscription="idle", ack_ids=["a", "b"]) == "acked 2"
 
 

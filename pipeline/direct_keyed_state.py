@@ -35,6 +35,8 @@ from __future__ import annotations
 
 import collections
 import copy
+import heapq
+import itertools
 import logging
 import threading
 from typing import Any, Optional
@@ -75,25 +77,45 @@ def earliest_due(state: Any) -> tuple[bool, int]:
 
 
 class TimerIndex:
-    """Keys of one step that hold timers -> µs of their earliest event-time timer (or ``_ALWAYS``)."""
+    """Keys of one step that hold timers -> µs of their earliest event-time timer (or ``_ALWAYS``).
+
+    The times are also kept in a heap, so a look touches only the due keys, not all of them
+    (a list comprehension over 30,000 de-duplication keys was 3.4% of the runner thread's
+    samples). An entry of the heap is stale once its key got a newer time; stale entries are
+    skipped, and the heap is rebuilt when they outnumber the live ones.
+    """
 
     def __init__(self) -> None:
-        self._due: dict[Any, int] = {}
+        self._due: dict[Any, tuple[int, int]] = {}  # key -> (earliest, number of the update that set it)
+        self._heap: list[tuple[int, int, Any]] = []  # (earliest, update number, key)
+        self._updates = itertools.count()
         self._lock = threading.Lock()
 
     def update(self, key: Any, state: Any) -> None:
         found, earliest = earliest_due(state)
         with self._lock:
-            if found:
-                self._due[key] = earliest
-            else:
+            if not found:
                 self._due.pop(key, None)
+            elif self._due.get(key, (None,))[0] != earliest:
+                entry = (earliest, next(self._updates), key)
+                self._due[key] = entry[:2]
+                heapq.heappush(self._heap, entry)
+                if len(self._heap) > 2 * len(self._due) + 64:
+                    self._heap = [(due, number, k) for k, (due, number) in self._due.items()]
+                    heapq.heapify(self._heap)
 
     def keys_due(self, watermark: Timestamp) -> list[Any]:
         """Keys that may hold an expired timer at ``watermark``."""
         with self._lock:
             micros = watermark.micros
-            return [key for key, earliest in self._due.items() if earliest <= micros]
+            due: list[tuple[int, int, Any]] = []
+            while self._heap and self._heap[0][0] <= micros:
+                entry = heapq.heappop(self._heap)
+                if self._due.get(entry[2]) == entry[:2]:
+                    due.append(entry)
+            for entry in due:  # still due until the key's next update says otherwise
+                heapq.heappush(self._heap, entry)
+            return [key for _, _, key in due]
 
 
 def _index_of(transform_watermarks: Any) -> TimerIndex:

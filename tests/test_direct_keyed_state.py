@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import copy
+import random
 import subprocess
 import sys
 from typing import Any, Iterator
@@ -15,13 +16,14 @@ from apache_beam.runners.direct.watermark_manager import _TransformWatermarks
 from apache_beam.testing.test_stream import TestStream
 from apache_beam.testing.util import assert_that, equal_to
 from apache_beam.transforms.timeutil import TimeDomain
+from apache_beam.transforms.trigger import InMemoryUnmergedState
 from apache_beam.transforms.trigger import _ReadModifyWriteStateTag as ReadModifyWriteStateTag
 from apache_beam.transforms.trigger import _ListStateTag as BagStateTag
 from apache_beam.transforms.userstate import ReadModifyWriteStateSpec, TimerSpec, on_timer
 from apache_beam.transforms.window import GlobalWindow, TimestampedValue
 from apache_beam.utils.timestamp import Timestamp
 
-from pipeline.direct_keyed_state import shallow_copy, speed_up_direct_keyed_state
+from pipeline.direct_keyed_state import earliest_due, shallow_copy, speed_up_direct_keyed_state
 
 
 class CountingState(DirectUnmergedState):
@@ -134,3 +136,24 @@ def test_timers_of_many_keys_fire_on_the_streaming_direct_runner() -> None:
     with beam.Pipeline(options=options) as p:
         outputs = p | stream | beam.ParDo(DeadlineFn())
         assert_that(outputs, equal_to([(k, "event") for k in keys] + [(k, "deadline") for k in keys]))
+
+
+def test_the_index_finds_the_keys_a_walk_of_every_key_finds() -> None:
+    from pipeline.direct_keyed_state import TimerIndex
+
+    rng = random.Random(7)
+    index, states = TimerIndex(), {key: InMemoryUnmergedState() for key in range(200)}
+    window = GlobalWindow()
+    for _ in range(3_000):  # timers set, moved, cleared and fired, in any order
+        key = rng.randrange(200)
+        state = states[key]
+        if rng.random() < 0.3:
+            state.clear_timer(window, "t", TimeDomain.WATERMARK)
+        else:
+            domain = TimeDomain.REAL_TIME if rng.random() < 0.05 else TimeDomain.WATERMARK
+            state.set_timer(window, "t", domain, Timestamp(micros=rng.randrange(10_000)))
+        index.update(key, state)
+        watermark = Timestamp(micros=rng.randrange(10_000))
+        walked = {k for k, s in states.items() if earliest_due(s)[0] and earliest_due(s)[1] <= watermark.micros}
+        found = index.keys_due(watermark)
+        assert sorted(found) == sorted(walked)

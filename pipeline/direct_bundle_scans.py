@@ -85,7 +85,8 @@ def _executor_init(self: TransformExecutor, registry: Any, context: Any, input_b
     if applied_ptransform.side_inputs:  # the latest window maps the bundle onto its side inputs
         _STOCK_EXECUTOR_INIT(self, registry, context, input_bundle, fired_timers, applied_ptransform, *rest)
         return
-    _STOCK_EXECUTOR_INIT(self, registry, context, _NoElements(), fired_timers, applied_ptransform, *rest)
+    no_elements: Any = _NoElements()
+    _STOCK_EXECUTOR_INIT(self, registry, context, no_elements, fired_timers, applied_ptransform, *rest)
     self._input_bundle = input_bundle
 
 
@@ -99,6 +100,6 @@ def scan_bundles_once(runner: str | PipelineRunner | None) -> bool:
         return False
     if _TransformWatermarks.refresh is not refresh:
         _TransformWatermarks.refresh = refresh  # type: ignore[method-assign]
-        TransformExecutor.__init__ = _executor_init  # type: ignore[method-assign]
+        TransformExecutor.__init__ = _executor_init  # type: ignore[method-assign,assignment]
         _LOGGER.info("DirectRunner: bundle elements scanned once per bundle")
     return True

@@ -74,6 +74,7 @@ def to_json(name: str, record: schemas.Record) -> dict[str, Any]:
     return _converter(name)(record)
 
 
+@functools.lru_cache(maxsize=65_536)  # a scan's time is formatted again in every later view of its shipment
 def format_timestamp(value: datetime) -> str:
     """``2026-11-21T01:30:00.000Z``: UTC, milliseconds."""
     return value.astimezone(timezone.utc).isoformat(timespec="milliseconds").replace("+00:00", "Z")

@@ -29,9 +29,10 @@ from typing import Any
 from pipeline import options as job_options
 from pipeline import publish
 from pipeline.emulator import PubsubEmulator
-from pipeline.local_pubsub import LocalRun, OutputDrain, Traffic, create_topics, job_argv
+from pipeline.local_pubsub import LocalRun, Traffic, create_topics, job_argv
 from pipeline.main import clear_outputs, launch
 from pipeline.options import WaybillOptions
+from pipeline.output_drain import OutputDrain
 from pipeline.synthetic import TrafficProfile
 
 IDLE_S = 5.0
@@ -59,8 +60,7 @@ def measure(events: int, latency_rate: float, latency_events: int, seed: int = 1
         routes, publisher = publish.Topics(topics.courier, topics.order), emulator.publisher()
         backlog = Traffic(TrafficProfile(events=events, seed=seed, day=day), routes, 0.0, publisher, stop)
         backlog.start().join(timeout=_PUBLISH_TIMEOUT_S)
-        drain = OutputDrain(emulator.subscriber(), topics.supervision_subscription, topics.dead_letter_subscription)
-        drain.paused.set()  # outputs wait on their subscriptions until every input is in
+        drain = OutputDrain(emulator.host, topics.supervision_subscription, topics.dead_letter_subscription)
         cpu, launched = time.process_time(), time.monotonic()
         run = LocalRun(launch(options), options, drain.start(), stall_timeout)
         try:

@@ -32,7 +32,6 @@ import statistics
 import sys
 import threading
 import time
-import warnings
 from dataclasses import dataclass, field
 from datetime import date
 from pathlib import Path
@@ -40,12 +39,12 @@ from typing import Any
 
 from apache_beam.runners.runner import PipelineResult, PipelineState
 
-from pipeline import accounting, graph, publish, schemas
+from pipeline import accounting, graph, publish
 from pipeline import options as job_options
-from pipeline.direct_pubsub import plain_received_messages
 from pipeline.emulator import EmulatorError, EmulatorUnavailable, PubsubEmulator
 from pipeline.main import clear_outputs, configure_logging, launch
 from pipeline.options import WaybillOptions
+from pipeline.output_drain import OutputDrain
 from pipeline.synthetic import TrafficProfile
 
 _LOGGER = logging.getLogger(__name__)
@@ -88,73 +87,6 @@ def create_topics(emulator: PubsubEmulator, project: str = PROJECT, suffix: str 
         paths[role] = topic
         paths[f"{role}_subscription"] = emulator.create_subscription(project, f"{name}{suffix}-sub", topic)
     return LocalTopics(**paths)
-
-
-@dataclass
-class OutputDrain:
-    """Pulls (and acknowledges) the output subscriptions in a thread, counting what arrives.
-
-    ``arrivals`` maps the event_id of each SupervisionRecord on the supervision topic to when it
-    first arrived (``time.monotonic()``), for the publish-to-push delay; the WaybillAlerts that
-    topic also carries (``schema`` attribute) are counted apart, as ``compliance_alerts``. While
-    ``paused`` is set the thread does not pull (the messages wait on their subscriptions): the
-    throughput measurement keeps this consumer from taking the job process's CPU (one GIL).
-    """
-
-    subscriber: Any
-    supervision_subscription: str
-    dead_letter_subscription: str
-    supervision: int = 0
-    compliance_alerts: int = 0
-    dead_letters: int = 0
-    arrivals: dict[str, float] = field(default_factory=dict)
-    paused: threading.Event = field(default_factory=threading.Event)
-    _stop: threading.Event = field(default_factory=threading.Event)
-    _thread: threading.Thread | None = None
-
-    def start(self) -> OutputDrain:
-        self._thread = threading.Thread(target=self._run, name="output-drain", daemon=True)
-        self._thread.start()
-        return self
-
-    def stop(self) -> None:
-        self._stop.set()
-        if self._thread is not None:
-            self._thread.join(timeout=10)
-
-    def _run(self) -> None:
-        while not self._stop.is_set():
-            if self.paused.is_set():
-                self._stop.wait(0.1)
-                continue
-            pushed = self._pull(self.supervision_subscription)
-            now = time.monotonic()
-            records = [m for m in pushed if m.attributes.get("schema") == schemas.SUPERVISION_RECORD]
-            for message in records:
-                self.arrivals.setdefault(message.attributes.get("event_id", ""), now)
-            self.supervision += len(records)
-            self.compliance_alerts += len(pushed) - len(records)
-            dead = self._pull(self.dead_letter_subscription)
-            self.dead_letters += len(dead)
-            if not pushed and not dead:
-                self._stop.wait(0.02)
-
-    def _pull(self, subscription: str) -> list[Any]:
-        from google.api_core.exceptions import GoogleAPICallError
-
-        try:
-            with warnings.catch_warnings():  # return_immediately: deprecated, honoured by the emulator
-                warnings.simplefilter("ignore", DeprecationWarning)
-                response = self.subscriber.pull(subscription=subscription, max_messages=1000,
-                                                return_immediately=True, timeout=10)
-            received = plain_received_messages(response)  # read once: proto-plus reads cost ~35 µs each
-            if received:
-                self.subscriber.acknowledge(subscription=subscription, ack_ids=[m.ack_id for m in received])
-        except GoogleAPICallError as error:  # the emulator is stopping, or a transient error
-            if not self._stop.is_set():
-                _LOGGER.warning("pulling %s failed: %s", subscription, error)
-            return []
-        return [m.message for m in received]
 
 
 @dataclass
@@ -236,8 +168,6 @@ class LocalRun:
             if traffic.done and self.accounted(counters, self.published + traffic.report.published):  # type: ignore[union-attr]
                 self.published += traffic.report.published  # type: ignore[union-attr]
                 return True
-            if self.drain.paused.is_set() and traffic.done and counters.inputs == published:
-                self.drain.paused.clear()  # every input is in: now count the outputs
             state = (published, counters, self.drain.supervision, self.drain.dead_letters)
             if state != last_state:
                 last_change, last_state = time.monotonic(), state
@@ -313,9 +243,7 @@ def run(argv: list[str] | None = None) -> int:
         traffic = Traffic(TrafficProfile(events=args.events, seed=args.seed, day=day), routes, args.rate, publisher, stop)
         if args.measure:  # a backlog: all of it is waiting in the subscriptions when the job starts
             traffic.start().join(timeout=_BACKLOG_PUBLISH_TIMEOUT_S)
-        drain = OutputDrain(emulator.subscriber(), topics.supervision_subscription, topics.dead_letter_subscription)
-        if args.measure:
-            drain.paused.set()
+        drain = OutputDrain(emulator.host, topics.supervision_subscription, topics.dead_letter_subscription)
         launched = time.monotonic()
         run_ = LocalRun(launch(options), options, drain.start(), args.stall_timeout)
         try:
@@ -344,7 +272,7 @@ def _publish_and_report(run_: LocalRun, args: argparse.Namespace, traffic: Traff
             assert report is not None
             lines.append(f"throughput: {report.published:,} messages waiting when the job started (published in "
                          f"{report.seconds:.1f} s), all accounted for {seconds:.1f} s after the job was launched "
-                         f"(outputs pulled once all inputs were in): {report.published / seconds:,.0f} msg/s end to end")
+                         f"(outputs pulled by a consumer in its own process): {report.published / seconds:,.0f} msg/s end to end")
             time.sleep(_IDLE_BEFORE_LATENCY_S)
             paced = TrafficProfile(events=args.latency_events, seed=args.seed + 1, day=traffic.profile.day)
             traffic = Traffic(paced, traffic.topics, args.latency_rate, traffic.publisher, traffic.stop)

@@ -98,6 +98,8 @@ LOCAL_ONLY_MODULES = (
     "pipeline.direct_gc",
     "pipeline.direct_dofn_reuse",
     "pipeline.direct_bundle_scans",
+    "pipeline.direct_state_values",
+    "pipeline.output_drain",
     "pipeline.local_runner",
     "pipeline.local_pubsub",
     "pipeline.emulator",

@@ -22,6 +22,7 @@ from pipeline.direct_gc import collect_garbage_less_often
 from pipeline.direct_introspection import memoize_dofn_introspection
 from pipeline.direct_keyed_state import speed_up_direct_keyed_state
 from pipeline.direct_pubsub import count_every_bundle, speed_up_direct_pubsub
+from pipeline.direct_state_values import keep_state_values_as_objects
 from pipeline.json_records import read_folder
 from pipeline.lifecycle import WAYBILL_STATE_CHANGE, live_by_day, read_live_states
 from pipeline.local_runner import resolve_runner, runs_in_process, size_state_cache_as_configured
@@ -109,6 +110,7 @@ def launch(options: WaybillOptions) -> PipelineResult:
     count_every_bundle(standard.runner)
     memoize_dofn_introspection(standard.runner)
     speed_up_direct_keyed_state(standard.runner)
+    keep_state_values_as_objects(standard.runner)
     scan_bundles_once(standard.runner)
     reuse_dofns_across_bundles(standard.runner)
     collect_garbage_less_often(standard.runner)

@@ -25,7 +25,6 @@ accounting and lifecycle counters.
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import itertools
 import json
 import os
@@ -35,7 +34,6 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-import apache_beam as beam
 from apache_beam.testing.test_stream import TestStream
 from apache_beam.transforms.window import TimestampedValue
 from apache_beam.utils.timestamp import Duration

@@ -24,7 +24,7 @@ from dataclasses import dataclass
 from typing import Any, NoReturn
 
 import pytest
-from apache_beam.runners.direct.executor import TransformExecutor
+from apache_beam.runners.direct import executor
 from apache_beam.runners.direct.transform_evaluator import _PubSubReadEvaluator
 
 from pipeline.emulator import EmulatorUnavailable, PubsubEmulator
@@ -36,13 +36,13 @@ REQUIRE_ENV = "WAYBILL_REQUIRE_EMULATOR"
 # Beam's own methods, read before any test could patch them.
 _STOCK_DIRECT_RUNNER = {
     (_PubSubReadEvaluator, "_get_subscriber_client"): _PubSubReadEvaluator.__dict__["_get_subscriber_client"],
-    (TransformExecutor, "call"): TransformExecutor.__dict__["call"],
+    (executor, "MetricsContainer"): executor.MetricsContainer,
 }
 
 
 @pytest.fixture(autouse=True)
 def stock_direct_runner() -> Iterator[None]:
-    """Restores Beam's DirectRunner methods after each test."""
+    """Restores Beam's DirectRunner methods (and the executor's metrics containers) after each test."""
     yield
     for (owner, name), stock in _STOCK_DIRECT_RUNNER.items():
         setattr(owner, name, stock)

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import subprocess
 import sys
-from typing import Any, Iterator
+from typing import Iterator
 
 import apache_beam as beam
 import pytest

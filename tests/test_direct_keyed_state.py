@@ -8,6 +8,7 @@ import sys
 from typing import Any, Iterator
 
 import apache_beam as beam
+import pytest
 from apache_beam.coders import VarIntCoder
 from apache_beam.options.pipeline_options import PipelineOptions, StandardOptions
 from apache_beam.runners.direct.clock import TestClock
@@ -16,13 +17,20 @@ from apache_beam.runners.direct.watermark_manager import _TransformWatermarks
 from apache_beam.testing.test_stream import TestStream
 from apache_beam.testing.util import assert_that, equal_to
 from apache_beam.transforms.timeutil import TimeDomain
-from apache_beam.transforms.trigger import InMemoryUnmergedState
+from apache_beam.transforms.trigger import (
+    AccumulationMode,
+    AfterCount,
+    AfterWatermark,
+    InMemoryUnmergedState,
+    _CombiningValueStateTag,
+)
 from apache_beam.transforms.trigger import _ReadModifyWriteStateTag as ReadModifyWriteStateTag
 from apache_beam.transforms.trigger import _ListStateTag as BagStateTag
 from apache_beam.transforms.userstate import ReadModifyWriteStateSpec, TimerSpec, on_timer
-from apache_beam.transforms.window import GlobalWindow, TimestampedValue
+from apache_beam.transforms.window import FixedWindows, GlobalWindow, TimestampedValue
 from apache_beam.utils.timestamp import Timestamp
 
+from pipeline import direct_keyed_state
 from pipeline.direct_keyed_state import earliest_due, shallow_copy, speed_up_direct_keyed_state
 
 
@@ -41,9 +49,10 @@ def test_other_runners_are_left_alone() -> None:
         "from apache_beam.runners.direct.watermark_manager import _TransformWatermarks as T\n"
         "from apache_beam.transforms.trigger import InMemoryUnmergedState as S\n"
         "from pipeline.direct_keyed_state import speed_up_direct_keyed_state\n"
-        "before = (T.extract_transform_timers, S.copy)\n"
+        "from apache_beam.transforms.trigger import _CombiningValueStateTag as C\n"
+        "before = (T.extract_transform_timers, S.copy, C.without_extraction)\n"
         "assert speed_up_direct_keyed_state('DataflowRunner') is False\n"
-        "assert (T.extract_transform_timers, S.copy) == before\n"
+        "assert (T.extract_transform_timers, S.copy, C.without_extraction) == before\n"
     )
     subprocess.run([sys.executable, "-c", check], check=True)
 
@@ -157,3 +166,63 @@ def test_the_index_finds_the_keys_a_walk_of_every_key_finds() -> None:
         walked = {k for k, s in states.items() if earliest_due(s)[0] and earliest_due(s)[1] <= watermark.micros}
         found = index.keys_due(watermark)
         assert sorted(found) == sorted(walked)
+
+
+PANES: list[tuple[str, int]] = []  # what _record_pane saw, in this process
+
+
+def _record_pane(pane: tuple[str, int]) -> None:
+    PANES.append(pane)
+
+
+def _triggered_panes() -> list[tuple[str, int]]:
+    """Sums of a GroupByKey with early and late panes, on the streaming DirectRunner."""
+    stream = (
+        TestStream()
+        .add_elements([TimestampedValue(("a", n), n) for n in range(1, 4)])
+        .add_elements([TimestampedValue(("a", 10), 5), TimestampedValue(("b", 7), 6)])
+        .advance_watermark_to(120)  # the window [0, 60) closes: on-time panes
+        .add_elements([TimestampedValue(("a", 100), 7)])  # late, within the lateness: a late pane
+        .advance_watermark_to_infinity()
+    )
+    options = PipelineOptions([])
+    options.view_as(StandardOptions).streaming = True
+    p = beam.Pipeline(runner="BundleBasedDirectRunner", options=options)
+    sums = (
+        p
+        | stream
+        | beam.WindowInto(
+            FixedWindows(60),
+            trigger=AfterWatermark(early=AfterCount(2), late=AfterCount(1)),
+            accumulation_mode=AccumulationMode.ACCUMULATING,
+            allowed_lateness=600,
+        )
+        | beam.GroupByKey()
+        | beam.MapTuple(lambda key, values: (key, sum(values)))
+    )
+    PANES.clear()
+    sums | beam.Map(_record_pane)  # the DirectRunner runs in this process
+    p.run().wait_until_finish()
+    return sorted(PANES)
+
+
+def test_trigger_state_tags_are_made_once_and_the_panes_stay_the_same(monkeypatch: pytest.MonkeyPatch) -> None:
+    made: list[str] = []
+    stock = direct_keyed_state._STOCK_WITHOUT_EXTRACTION
+
+    def counted(tag: Any) -> Any:
+        made.append(tag.tag)
+        return stock(tag)
+
+    monkeypatch.setattr(_CombiningValueStateTag, "without_extraction", counted)  # stock, counted
+    stock_panes = _triggered_panes()
+    stock_made = len(made)
+
+    made.clear()
+    monkeypatch.setattr(direct_keyed_state, "_STOCK_WITHOUT_EXTRACTION", counted)
+    monkeypatch.setattr(direct_keyed_state, "_NO_EXTRACTION", {})
+    assert speed_up_direct_keyed_state("BundleBasedDirectRunner")
+    monkeypatch.setattr(_CombiningValueStateTag, "without_extraction", direct_keyed_state.without_extraction_once)
+    assert _triggered_panes() == stock_panes
+    assert ("a", 116) in stock_panes  # the late pane, accumulating: 1 + 2 + 3 + 10 + 100
+    assert len(made) == len(set(made)) < stock_made  # one class per tag, not one per state access

@@ -18,8 +18,11 @@ from typing import Any
 import apache_beam as beam
 import pytest
 from apache_beam.io import PubsubMessage
+from apache_beam.metrics import Metrics
+from apache_beam.metrics.metric import MetricsFilter
 from apache_beam.options.pipeline_options import PipelineOptions
-from apache_beam.runners.direct.executor import TransformExecutor
+from apache_beam.runners.direct import executor
+from apache_beam.testing.test_stream import TestStream
 
 from pipeline import accounting, graph, local_pubsub, publish, schemas, synthetic
 from pipeline import options as job_options
@@ -176,11 +179,44 @@ def test_publish_keeps_the_rate() -> None:
 
 
 def test_count_every_bundle_is_inert_on_other_runners(stock_direct_runner: None) -> None:
-    stock = TransformExecutor.call
+    stock = executor.MetricsContainer
     assert count_every_bundle("DataflowRunner") is False
-    assert TransformExecutor.call is stock
+    assert executor.MetricsContainer is stock
     assert count_every_bundle("BundleBasedDirectRunner") is True
-    assert TransformExecutor.call is not stock
+    assert executor.MetricsContainer is not stock
+
+
+class _CountFn(beam.DoFn):
+    def __init__(self) -> None:
+        self._seen = Metrics.counter("test", "seen")
+
+    def process(self, element: int) -> Iterator[int]:
+        self._seen.inc()
+        yield element
+
+
+def _counted_in_streaming(rounds: int) -> int:
+    """What the counter of a ParDo says after ``rounds`` arrivals of 3 elements each (a bundle each)."""
+    stream = TestStream()
+    for round_ in range(rounds):
+        stream = stream.add_elements([round_ * 3, round_ * 3 + 1, round_ * 3 + 2]).advance_watermark_to(round_ + 1)
+    p = beam.Pipeline(runner="BundleBasedDirectRunner", options=PipelineOptions([], streaming=True))
+    _ = p | stream.advance_watermark_to_infinity() | beam.ParDo(_CountFn())
+    result = p.run()
+    result.wait_until_finish()
+    counters = result.metrics().query(MetricsFilter().with_name("seen"))["counters"]
+    return sum(c.committed for c in counters)
+
+
+def test_stock_direct_runner_counts_only_the_first_bundle(stock_direct_runner: None) -> None:
+    """Why count_every_bundle exists: if this starts failing, Beam counts every bundle now."""
+    assert _counted_in_streaming(4) == 3
+
+
+def test_count_every_bundle_counts_each_bundle_once(stock_direct_runner: None) -> None:
+    assert count_every_bundle("BundleBasedDirectRunner") is True
+    assert count_every_bundle("DirectRunner") is True  # idempotent
+    assert _counted_in_streaming(4) == 12
 
 
 # -- against the emulator --------------------------------------------------------------------

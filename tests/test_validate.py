@@ -13,7 +13,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from pipeline import schemas
-from pipeline.dead_letter import ErrorKind, InvalidInput
+from pipeline.dead_letter import InvalidInput
 from pipeline.messages import Encoding, RawMessage
 from pipeline.validate import EventTag, ValidateEvents, ValidateEventsFn, validate_message
 

@@ -238,7 +238,11 @@ def _compile_record(schema: dict[str, Any], named: dict[str, Any]) -> Converter:
     fields = [(f["name"], _compile(f["type"], named)) for f in schema["fields"]]
 
     def convert(record: dict[str, Any]) -> dict[str, Any]:
-        return {field: _apply(convert_field, record.get(field)) for field, convert_field in fields}
+        out = {}
+        for field, convert_field in fields:  # _apply, inlined: a call less per field of every output record
+            value = record.get(field)
+            out[field] = value if convert_field is None or value is None else convert_field(value)
+        return out
 
     return convert
 

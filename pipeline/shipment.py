@@ -106,18 +106,22 @@ class Track:
 
     @property
     def status(self) -> str:
-        if self.delivered_at is not None:
+        return self._status(self.delivered_at)
+
+    def _status(self, delivered_at: Optional[datetime]) -> str:
+        if delivered_at is not None:
             return "DELIVERED"
         return _STATUS_OF_SCAN[self.scans[-1]["scan"]["scan_type"]] if self.scans else "AWAITING_PICKUP"
 
     def record(self) -> Record:
         """The ``ParcelTrack`` record."""
+        delivered_at = self.delivered_at  # a walk over the scans: once
         return {
             "identification": identification(self.waybill_no, self.parent_waybill_no),
-            "status": self.status,
+            "status": self._status(delivered_at),
             "scans": list(self.scans),
             "last_scan_time": self.scans[-1]["event_time"] if self.scans else None,
-            "delivered_at": self.delivered_at,
+            "delivered_at": delivered_at,
             "stuck_since": self.stuck_on["event_time"] if self.stuck_on else None,
         }
 
@@ -241,10 +245,12 @@ class Shipment:
         dues = []
         if self.pickup is not None and self.real_name_status == "PENDING":
             dues.append((self.pickup["event_time"] + settings.registration_delay, 0, "real_name", ""))
+        all_delivered = bool(self.tracks)
         for number, track in self.tracks.items():
-            if track.scans and track.delivered_at is None and track.stuck_on is None:
+            delivered = track.delivered_at is not None  # a walk over the scans: once per track
+            all_delivered = all_delivered and delivered
+            if track.scans and not delivered and track.stuck_on is None:
                 dues.append((track.scans[-1]["event_time"] + settings.stuck_after, 1, "stuck", number))
-        all_delivered = bool(self.tracks) and all(t.delivered_at is not None for t in self.tracks.values())
         keep_for = settings.retain_after_delivery if all_delivered else settings.expire_after
         dues.append((self.last_event_at + keep_for, 2, "delivered" if all_delivered else "expired", ""))
         return sorted(dues)

@@ -49,7 +49,8 @@ from pipeline.synthetic import TrafficProfile
 
 _LOGGER = logging.getLogger(__name__)
 PROJECT = "waybill-local"
-_TICK_S = 1.0
+_TICK_S = 1.0  # progress line
+_CHECK_S = 0.2  # accounted yet? (what the measured end-to-end time is precise to)
 _IDLE_BEFORE_LATENCY_S = 5.0
 _BACKLOG_PUBLISH_TIMEOUT_S = 600.0
 
@@ -156,16 +157,19 @@ class LocalRun:
         )
 
     def wait_accounted(self, traffic: Traffic) -> bool:
-        """Prints progress until ``traffic`` is published and accounted for; False if nothing
-        moved for ``stall_timeout`` seconds first."""
-        last_change, last_state = time.monotonic(), None
+        """Prints progress (every ``_TICK_S``) until ``traffic`` is published and accounted for
+        (looked at every ``_CHECK_S``); False if nothing moved for ``stall_timeout`` seconds first."""
+        last_change, last_state, last_print = time.monotonic(), None, 0.0
         while True:
             counters = self.counters()
             published = self.published + traffic.sent
-            line = f"published {published:>7,} | {counters.progress_line()}"
-            print(f"\r{line}" if self.interactive else line, end="" if self.interactive else "\n",
-                  file=sys.stderr, flush=True)
-            if traffic.done and self.accounted(counters, self.published + traffic.report.published):  # type: ignore[union-attr]
+            done = traffic.done and self.accounted(counters, self.published + traffic.report.published)  # type: ignore[union-attr]
+            if done or time.monotonic() - last_print >= _TICK_S:
+                last_print = time.monotonic()
+                line = f"published {published:>7,} | {counters.progress_line()}"
+                print(f"\r{line}" if self.interactive else line, end="" if self.interactive else "\n",
+                      file=sys.stderr, flush=True)
+            if done:
                 self.published += traffic.report.published  # type: ignore[union-attr]
                 return True
             state = (published, counters, self.drain.supervision, self.drain.dead_letters)
@@ -174,7 +178,7 @@ class LocalRun:
             elif time.monotonic() - last_change > self.stall_timeout:
                 print(f"\nnothing moved for {self.stall_timeout:.0f} s: stopping", file=sys.stderr)
                 return False
-            time.sleep(_TICK_S)
+            time.sleep(_CHECK_S)
 
 
 def _percentile(values: list[float], q: int) -> float:

@@ -177,8 +177,9 @@ def without_extraction_once(tag: _CombiningValueStateTag) -> _CombiningValueStat
 
 def speed_up_direct_keyed_state(runner: str | PipelineRunner | None) -> bool:
     """On a runner in this process, makes the DirectRunner look up due timers in an index,
-    copy keyed state shallowly and make each trigger state tag once; see the module. Idempotent; returns whether both are (now) in
-    place, False and nothing changed on other runners."""
+    copy keyed state shallowly and make each trigger state tag once; see the module.
+    Idempotent; returns whether the three are (now) in place, False and nothing changed on
+    other runners."""
     if not runs_in_process(runner):
         return False
     from apache_beam.runners.direct import evaluation_context, watermark_manager

@@ -1,102 +1,262 @@
-"""The floor: the graph's per-event work as one plain-Python loop, no Beam.
+"""The floor: the whole graph's work as one plain-Python loop, without a runner.
 
-Per message: Avro decode and validation (:func:`pipeline.validate.validate_message`),
-de-duplication on event_id (a set), identification (:func:`pipeline.identify.identify`),
-routing of orders to business units by business_code (a dict lookup in the job's default
-routing table), and daily counting (:func:`pipeline.stats.contributions` per local calendar day).
-The same package functions as the graph, so the floor differs from it only by what Beam adds
-(and by the stages the floor leaves out: lifecycle, stock, output files).
+Every message goes through what the graph does to it, in the graph's own code: validation
+(dead letters included), de-duplication per stream (a set), identification, the supervision
+record, the lifecycle of its shipment, unit routing with catalog enrichment, stock
+movements, daily counting, subscriber matching, account digests and delivery to the folder
+targets; every output record is written as a JSON line under ``output_dir``, in the folders
+the graph writes (the daily figures also to the SQLite current view). The keyed DoFns run
+with their state in dicts (:mod:`benchmarks.plain_state`) and their timers fire at the end of
+the input, as in a batch run. So the floor differs from the batch graph only by what Beam
+adds: element handling, coders, state and timer machinery, shuffles, file writing.
 
 Example::
 
-    >>> result = run_floor([])
-    >>> result.inputs, result.daily
-    (0, {})
+    >>> import tempfile
+    >>> result = run_floor([], Path(tempfile.mkdtemp()))
+    >>> result.inputs, result.pushed
+    (0, 0)
 """
 from __future__ import annotations
 
 import collections
 import dataclasses
-from datetime import datetime, timezone
-from typing import Any, Iterable
-from zoneinfo import ZoneInfo
+import json
+import uuid
+from pathlib import Path
+from typing import IO, Any, Iterable
 
-from pipeline import stats
-from pipeline.calendar_days import DEFAULT_TIME_ZONE
-from pipeline.dead_letter import InvalidInput
+from apache_beam.transforms.window import IntervalWindow
+from apache_beam.utils.timestamp import Duration, Timestamp
+from apache_beam.utils.windowed_value import PaneInfo, PaneInfoTiming
+
+from benchmarks.keyed_work import account_digests, order_movements, shipment_outputs, sku_suggestions
+from benchmarks.plain_state import MAIN, tagged
+from benchmarks.written import written
+from pipeline import graph, schemas, stats
+from pipeline.calendar_days import DEFAULT_TIME_ZONE, CalendarDays, DaysUntilClosed
+from pipeline.catalog import DEFAULT_CATALOG
+from pipeline.current_view import SqliteCurrentView
+from pipeline.delivery import DeliverBatchFn
+from pipeline.delivery_config import DEFAULT_ROUTING, DEFAULT_SUBSCRIPTIONS, DEFAULT_TARGETS, DeliveryConfig
+from pipeline.delivery_records import DeliveryRequest
+from pipeline.digests import AccountDigestFn, SendAccountDigests
+from pipeline.folder_delivery import FOLDER_LINES
 from pipeline.identify import identify
+from pipeline.inventory import (
+    REPLENISHMENT_SUGGESTION, AttachCatalogItemFn, Movement, OrderMovementsFn, OrderStep, RunningStockFn,
+    SuggestReplenishments, order_step,
+)
+from pipeline.json_records import to_json
+from pipeline.lifecycle import (
+    ALERTS, DEAD_LETTER, EVENTS_WITH_MERCHANT, STATE_CHANGES, WAYBILL_ALERT, WAYBILL_STATE_CHANGE, WAYBILL_VIEW,
+    TrackShipmentsFn, TrackWaybillLifecycles, master_waybill_no,
+)
 from pipeline.messages import RawMessage
-from pipeline.routing import DEFAULT_ROUTING, load_routing_table
-from pipeline.validate import EventTag, validate_message
+from pipeline.routing import RouteOrderFn
+from pipeline.stats import FormatDailyStat
+from pipeline.subscriptions import (
+    MatchSubscriptionsFn, SubscribableEvent, from_alert, from_courier_event, from_order_event,
+)
+from pipeline.supervision import ToSupervisionRecordFn, is_compliance_alert
+from pipeline.validate import EventTag, ValidateEventsFn
 
-# Which business units receive the orders of each business code: the job's default table.
-UNITS_BY_BUSINESS_CODE = load_routing_table(str(DEFAULT_ROUTING))
-
-DailyKey = tuple[str, str, str, str]  # (local date, metric, dimension, key)
+_ALLOWED_LATENESS = Duration(seconds=48 * 3600)  # the job's default --allowed_lateness_hours
+_ON_TIME = PaneInfo(True, True, PaneInfoTiming.ON_TIME, 0, 0)
 
 
 @dataclasses.dataclass
 class FloorResult:
-    """What the loop counted; ``daily`` maps (local date, metric, dimension, key) to a value."""
+    """What the loop counted."""
 
     inputs: int = 0
     pushed: int = 0  # unique courier events (what the graph pushes to supervision)
     orders: int = 0  # unique order events
-    dead_lettered: int = 0
+    dead_lettered: int = 0  # at validation
     duplicates: int = 0
-    routed: dict[str, int] = dataclasses.field(default_factory=dict)
-    daily: dict[DailyKey, int] = dataclasses.field(default_factory=dict)
 
-    def facts(self) -> dict[str, Any]:
-        """The counts, with the daily figures summed per metric (dimension ``total``)."""
-        return {
-            "inputs": self.inputs, "pushed": self.pushed, "orders": self.orders,
-            "dead_lettered": self.dead_lettered, "duplicates": self.duplicates,
-            "routed": dict(sorted(self.routed.items())),
-            "daily_totals": daily_totals(self.daily),
-        }
+    def facts(self, output_dir: Path) -> dict[str, Any]:
+        """The counts and what the loop wrote under ``output_dir`` (:func:`benchmarks.written.written`)."""
+        return {**dataclasses.asdict(self), **written(output_dir)}
 
 
-def daily_totals(daily: dict[DailyKey, int]) -> dict[str, int]:
-    """``{'<date> <metric>': value}`` of the ``total`` dimension."""
-    return {
-        f"{day} {metric}": value
-        for (day, metric, dimension, _), value in sorted(daily.items())
-        if dimension == stats.TOTAL_DIMENSION
-    }
+class _Lines:
+    """JSON Lines files under ``output_dir``, one per folder, opened on first use."""
+
+    def __init__(self, output_dir: Path) -> None:
+        self._output_dir = output_dir
+        self._files: dict[str, IO[str]] = {}
+
+    def record(self, folder: str, schema_name: str, record: dict[str, Any]) -> None:
+        self.text(folder, json.dumps(to_json(schema_name, record), ensure_ascii=False))
+
+    def text(self, folder: str, line: str) -> None:
+        if folder not in self._files:
+            (self._output_dir / folder).mkdir(parents=True, exist_ok=True)
+            self._files[folder] = open(self._output_dir / folder / "floor.jsonl", "w", encoding="utf-8")
+        self._files[folder].write(line + "\n")
+
+    def close(self) -> None:
+        for stream in self._files.values():
+            stream.close()
 
 
-def run_floor(messages: Iterable[RawMessage], time_zone: str = DEFAULT_TIME_ZONE, now: datetime | None = None) -> FloorResult:
-    """Runs the per-event work over ``messages`` (in order) and returns what it counted."""
-    zone = ZoneInfo(time_zone)
-    now = now or datetime.now(timezone.utc)
-    seen: set[str] = set()
-    daily: collections.Counter[DailyKey] = collections.Counter()
-    routed: collections.Counter[str] = collections.Counter()
-    result = FloorResult()
+class _Floor:
+    """The graph's stages, fed one message at a time; keyed elements are grouped per key in
+    dicts and run through :mod:`benchmarks.keyed_work` at the end of the input."""
+
+    def __init__(self, output_dir: Path, time_zone: str) -> None:
+        self.config = DeliveryConfig.read(
+            str(DEFAULT_TARGETS), str(DEFAULT_ROUTING), str(DEFAULT_SUBSCRIPTIONS), None, str(output_dir))
+        self.output_dir = output_dir
+        self.out = _Lines(output_dir)
+        self.result = FloorResult()
+        self.days = CalendarDays(time_zone)
+        self.counted: collections.Counter[tuple[IntervalWindow, stats.StatKey]] = collections.Counter()
+        self.seen: dict[str, set[str]] = {EventTag.COURIER.value: set(), EventTag.ORDER.value: set()}
+        self.validate = ValidateEventsFn()
+        self.supervise = ToSupervisionRecordFn()
+        self.route = RouteOrderFn(self.config.routes, str(DEFAULT_CATALOG), uuid.uuid4().hex, None)
+        self.route.setup()
+        digests = SendAccountDigests(self.config.subscriptions, streaming=False)
+        self.digest_accounts = digests.accounts
+        self.digests = AccountDigestFn(digests.subscriptions, digests.clock, digests.source)
+        self.match = MatchSubscriptionsFn(self.config.subscriptions, digests.source)
+        self.deliver = DeliverBatchFn(self.config.targets, uuid.uuid4().hex)
+        self.deliver.setup()
+        self.batch_size = max(t.max_batch for t in self.config.targets.values())
+        self.requests: list[DeliveryRequest] = []
+        # What the keyed stages get, per key:
+        self.shipments: collections.defaultdict[str, list[dict[str, Any]]] = collections.defaultdict(list)
+        self.order_steps: collections.defaultdict[str, list[OrderStep]] = collections.defaultdict(list)
+        self.digest_events: collections.defaultdict[str, list[SubscribableEvent]] = collections.defaultdict(list)
+
+    def take(self, message: RawMessage) -> None:
+        self.result.inputs += 1
+        for tag, value in tagged(self.validate.process(message)):
+            if tag == EventTag.DEAD_LETTER.value:
+                self.result.dead_lettered += 1
+                self.out.record(graph.DEAD_LETTER_DIR, schemas.DEAD_LETTER, value)
+            elif value["event_id"] in self.seen[tag]:
+                self.result.duplicates += 1
+            else:
+                self.seen[tag].add(value["event_id"])
+                self._count(stats.COURIER if tag == EventTag.COURIER.value else stats.ORDER, value)
+                (self._courier if tag == EventTag.COURIER.value else self._order)(value)
+
+    def _count(self, stream: str, event: dict[str, Any]) -> None:
+        window = self.days.day_of(Timestamp.from_utc_datetime(event["event_time"]))
+        for stat_key, amount in stats.contributions(stream, event):
+            self.counted[(window, stat_key)] += amount
+
+    def _courier(self, event: dict[str, Any]) -> None:
+        self.result.pushed += 1
+        identified = identify(event)
+        for record in self.supervise.process(identified):
+            self.out.record(graph.SUPERVISION_DIR, schemas.SUPERVISION_RECORD, record)
+        self.shipments[master_waybill_no(identified)].append(event)
+
+    def _order(self, event: dict[str, Any]) -> None:
+        self.result.orders += 1
+        self.out.record(graph.ORDERS_DIR, schemas.ORDER_EVENT, event)
+        for tag, value in tagged(self.route.process(event)):
+            if tag == MAIN:
+                self._request(value)
+            else:
+                self.out.record(graph.DEAD_LETTER_DIR, schemas.DEAD_LETTER, value)
+        if event["status"] in ("PAID", "CANCELLED"):
+            self.order_steps[event["order_id"]].append(order_step(event))
+        self._subscribable(from_order_event(event))
+
+    def _subscribable(self, event: SubscribableEvent) -> None:
+        for request in self.match.process(event):
+            self._request(request)
+        for subscriber_id, account in self.digest_accounts:
+            if event.merchant_id == account:
+                self.digest_events[subscriber_id].append(event)
+
+    def _request(self, request: DeliveryRequest) -> None:
+        self.requests.append(request)
+        if len(self.requests) >= self.batch_size:
+            self._deliver()
+
+    def _deliver(self) -> None:
+        batch, self.requests = self.requests, []
+        for tag, value in tagged(self.deliver.process(batch)):
+            if tag == FOLDER_LINES:
+                self.out.text(*value)
+            elif tag == MAIN:
+                self.out.record(graph.RECEIPTS_DIR, schemas.DELIVERY_RECEIPT, value)
+            else:
+                self.out.record(graph.DEAD_LETTER_DIR, schemas.DEAD_LETTER, value)
+
+    def finish(self) -> FloorResult:
+        """The end of the input: the keyed stages run, the last batch is delivered, files are closed."""
+        self._lifecycles()
+        self._stock()
+        for subscriber_id, events in self.digest_events.items():
+            for request in account_digests(self.digests, subscriber_id, events):
+                self._request(request)
+        self._deliver()
+        self._daily_stats()
+        self.deliver.teardown()
+        self.out.close()
+        return self.result
+
+    def _lifecycles(self) -> None:
+        track = TrackShipmentsFn(TrackWaybillLifecycles().settings)
+        for key, events in self.shipments.items():
+            for tag, value in shipment_outputs(track, key, events):
+                if tag == MAIN:
+                    self.out.record(graph.WAYBILLS_DIR, WAYBILL_VIEW, value)
+                elif tag == ALERTS:
+                    self.out.record(graph.ALERTS_DIR, WAYBILL_ALERT, value)
+                    if is_compliance_alert(value):
+                        self.out.record(graph.SUPERVISION_COMPLIANCE_DIR, WAYBILL_ALERT, value)
+                    self._subscribable(from_alert(value))
+                elif tag == STATE_CHANGES:
+                    self.out.record(graph.WAYBILL_STATES_DIR, WAYBILL_STATE_CHANGE, value)
+                elif tag == DEAD_LETTER:
+                    self.out.record(graph.DEAD_LETTER_DIR, schemas.DEAD_LETTER, value)
+                elif tag == EVENTS_WITH_MERCHANT:
+                    self._subscribable(from_courier_event(*value))
+
+    def _stock(self) -> None:
+        steps = OrderMovementsFn(SuggestReplenishments().retention, sort_by_event_time=True)
+        attach = AttachCatalogItemFn(str(DEFAULT_CATALOG))
+        attach.setup()
+        by_sku: collections.defaultdict[str, list[Movement]] = collections.defaultdict(list)
+        for order_id, order in self.order_steps.items():
+            for movement in order_movements(steps, order_id, order):
+                for sku, attached in attach.process(movement):
+                    by_sku[sku].append(attached)
+        stock = RunningStockFn(sort_by_event_time=True)
+        for sku, movements in by_sku.items():
+            for suggestion in sku_suggestions(stock, sku, movements):
+                self.out.record(graph.INVENTORY_DIR, REPLENISHMENT_SUGGESTION, suggestion)
+
+    def _daily_stats(self) -> None:
+        closing_days = DaysUntilClosed(self.days.time_zone, _ALLOWED_LATENESS)
+        final: collections.Counter[tuple[IntervalWindow, stats.StatKey]] = collections.Counter()
+        running = FormatDailyStat(self.days, final=False)
+        records = []
+        for (window, stat_key), value in self.counted.items():
+            records += running.process((stat_key, value), window=window, pane=_ON_TIME)
+            final[(closing_days.day_of(window.start), stat_key)] += value
+        finals = FormatDailyStat(closing_days, final=True)
+        for (window, stat_key), value in final.items():
+            records += finals.process((stat_key, value), window=window, pane=_ON_TIME)
+        for record in records:
+            self.out.record(graph.STATS_DIR, schemas.DAILY_STAT, record)
+        current_view = SqliteCurrentView(str(self.output_dir / graph.CURRENT_VIEW_FILE))
+        current_view.open()
+        current_view.upsert(records)
+        current_view.close()
+
+
+def run_floor(messages: Iterable[RawMessage], output_dir: Path, time_zone: str = DEFAULT_TIME_ZONE) -> FloorResult:
+    """Runs the whole graph's work over ``messages`` (in order), writing its outputs under ``output_dir``."""
+    floor = _Floor(output_dir, time_zone)
     for message in messages:
-        result.inputs += 1
-        try:
-            tag, event = validate_message(message, now)
-        except InvalidInput:
-            result.dead_lettered += 1
-            continue
-        if event["event_id"] in seen:
-            result.duplicates += 1
-            continue
-        seen.add(event["event_id"])
-        if tag == EventTag.COURIER:
-            identify(event)
-            result.pushed += 1
-            stream = stats.COURIER
-        else:
-            for unit in UNITS_BY_BUSINESS_CODE.get(event["business_code"], ()):
-                routed[unit] += 1
-            result.orders += 1
-            stream = stats.ORDER
-        day = event["event_time"].astimezone(zone).date().isoformat()
-        for (metric, dimension, key), amount in stats.contributions(stream, event):
-            daily[(day, metric, dimension, key)] += amount
-    result.routed = dict(routed)
-    result.daily = dict(daily)
-    return result
+        floor.take(message)
+    return floor.finish()

@@ -1,116 +1,236 @@
 """The peer: the floor's work written the way Beam's examples write it.
 
-A ``Map`` per step, de-duplication by ``GroupByKey`` on event_id, calendar-day windows and a
-``GroupByKey`` to count. No state, timers, triggers, dead-letter outputs or files: this is
-the cheap-looking textbook version the optimised graph must beat (issue #7: >= 2x its
-events/s). Counts go to Beam counters (namespace ``naive``), read by :func:`facts`.
+A Map (or ParDo of the graph's stateless DoFns) per step; a ``GroupByKey`` wherever the work
+needs one key's elements together: de-duplication on event_id, a shipment's events, an order's
+steps, a SKU's movements, a digest subscription's events (each key's group then goes through
+the same function as the floor's, :mod:`benchmarks.keyed_work`); calendar-day windows and a
+``GroupByKey`` to count; a ``WriteToText`` per output. No state, timers, triggers, combiners
+or fused steps: the textbook version the optimised graph must beat (issue #7: at least 2x its
+events/s). It writes what the graph writes, in the same folders; counts go to Beam counters
+(namespace ``naive``), read by :func:`facts`.
 """
 from __future__ import annotations
 
-from datetime import datetime, timezone
-from typing import Any, Iterable, Optional
+import json
+from pathlib import Path
+from typing import Any, Callable, Iterable, Iterator
 
 import apache_beam as beam
 from apache_beam.metrics import Metrics
 from apache_beam.metrics.metric import MetricsFilter
 from apache_beam.runners.runner import PipelineResult
-from apache_beam.transforms.window import TimestampedValue
+from apache_beam.transforms.window import GlobalWindows, TimestampedValue
 
-from benchmarks.floor import UNITS_BY_BUSINESS_CODE
-from pipeline import stats
-from pipeline.calendar_days import DEFAULT_TIME_ZONE, CalendarDays
-from pipeline.dead_letter import InvalidInput
+from benchmarks.keyed_work import Tagged, account_digests, order_movements, shipment_outputs, sku_suggestions
+from benchmarks.written import written
+from pipeline import graph, schemas, stats
+from pipeline.calendar_days import DEFAULT_TIME_ZONE, CalendarDays, DaysUntilClosed
+from pipeline.catalog import DEFAULT_CATALOG
+from pipeline.current_view import UpsertCurrentView
+from pipeline.delivery import DeliverBatchFn
+from pipeline.delivery_config import DEFAULT_ROUTING, DEFAULT_SUBSCRIPTIONS, DEFAULT_TARGETS, DeliveryConfig
+from pipeline.delivery_records import DeliveryOutput
+from pipeline.delivery_targets import TargetKind
+from pipeline.digests import AccountDigestFn, SendAccountDigests
+from pipeline.folder_delivery import FOLDER_LINES
 from pipeline.identify import identify
-from pipeline.messages import RawMessage
-from pipeline.validate import EventTag, validate_message
+from pipeline.inventory import (
+    REPLENISHMENT_SUGGESTION, AttachCatalogItemFn, OrderMovementsFn, RunningStockFn, SuggestReplenishments, order_step,
+)
+from pipeline.json_records import to_json
+from pipeline.lifecycle import (
+    ALERTS, DEAD_LETTER, EVENTS_WITH_MERCHANT, STATE_CHANGES, VIEWS, WAYBILL_ALERT, WAYBILL_STATE_CHANGE,
+    WAYBILL_VIEW, TrackShipmentsFn, TrackWaybillLifecycles, master_waybill_no,
+)
+from pipeline.routing import RouteOrderFn
+from pipeline.stats import FormatDailyStat
+from pipeline.subscriptions import MatchSubscriptionsFn, from_alert, from_courier_event, from_order_event
+from pipeline.supervision import ToSupervisionRecordFn, is_compliance_alert
+from pipeline.validate import EventTag, ValidateEventsFn
 
 NAMESPACE = "naive"
-Tagged = tuple[str, dict[str, Any]]
+COUNTS = ("inputs", "pushed", "orders", "dead_lettered", "duplicates")
+_ALLOWED_LATENESS_S = 48 * 3600  # the job's default --allowed_lateness_hours
+_LIFECYCLE_TAGS = (VIEWS, ALERTS, STATE_CHANGES, DEAD_LETTER, EVENTS_WITH_MERCHANT)
 
 
-def _decode(message: RawMessage) -> Optional[Tagged]:
-    Metrics.counter(NAMESPACE, "inputs").inc()
-    try:
-        tag, event = validate_message(message, datetime.now(timezone.utc))
-    except InvalidInput:
-        Metrics.counter(NAMESPACE, "dead_lettered").inc()
-        return None
-    return tag.value, event
+def _counted(name: str) -> Callable[[Any], Any]:
+    def count(element: Any) -> Any:
+        Metrics.counter(NAMESPACE, name).inc()
+        return element
+
+    return count
 
 
-def _first_copy(grouped: tuple[str, Iterable[Tagged]]) -> Tagged:
+def _first_copy(grouped: tuple[str, Iterable[dict[str, Any]]]) -> dict[str, Any]:
     copies = list(grouped[1])
     if len(copies) > 1:
         Metrics.counter(NAMESPACE, "duplicates").inc(len(copies) - 1)
     return copies[0]
 
 
-def _identify(tagged: Tagged) -> Tagged:
-    tag, event = tagged
-    if tag == EventTag.COURIER.value:
-        identify(event)
-        Metrics.counter(NAMESPACE, "pushed").inc()
-    return tagged
+def _by_tag(outputs: list[Tagged]) -> Iterator[beam.pvalue.TaggedOutput]:
+    for tag, value in outputs:
+        yield beam.pvalue.TaggedOutput(VIEWS if tag == "main" else tag, value)
 
 
-def _route(tagged: Tagged) -> Tagged:
-    tag, event = tagged
-    if tag == EventTag.ORDER.value:
-        Metrics.counter(NAMESPACE, "orders").inc()
-        for unit in UNITS_BY_BUSINESS_CODE.get(event["business_code"], ()):
-            Metrics.counter(NAMESPACE, f"routed_{unit}").inc()
-    return tagged
+def _stamped(event: dict[str, Any]) -> TimestampedValue:
+    return TimestampedValue(event, event["event_time"].timestamp())
 
 
-def _contributions(tagged: Tagged) -> Iterable[tuple[tuple[str, str, str], int]]:
-    tag, event = tagged
-    return stats.contributions(stats.COURIER if tag == EventTag.COURIER.value else stats.ORDER, event)
+def _summed(grouped: tuple[Any, Iterable[int]]) -> tuple[Any, int]:
+    return grouped[0], sum(grouped[1])
 
 
-def _count(days: CalendarDays) -> Any:
-    def count(grouped: tuple[tuple[str, str, str], Iterable[int]], window: Any = beam.DoFn.WindowParam) -> tuple[Any, int]:
-        (metric, dimension, key), amounts = grouped
-        value = sum(amounts)
-        if dimension == stats.TOTAL_DIMENSION:
-            Metrics.counter(NAMESPACE, f"total {days.local_date(window)} {metric}").inc(value)
-        return (metric, dimension, key), value
+class NaiveGraph(beam.PTransform):
+    """Raw messages -> the graph's outputs as JSON Lines files under ``output_dir``."""
 
-    return count
-
-
-class CountNaively(beam.PTransform):
-    """Raw messages -> ``((metric, dimension, key), value)`` per calendar day."""
-
-    def __init__(self, time_zone: str = DEFAULT_TIME_ZONE) -> None:
+    def __init__(self, output_dir: str, time_zone: str = DEFAULT_TIME_ZONE) -> None:
         super().__init__()
+        self.output_dir = output_dir.rstrip("/")
         self.days = CalendarDays(time_zone)
+        self.config = DeliveryConfig.read(
+            str(DEFAULT_TARGETS), str(DEFAULT_ROUTING), str(DEFAULT_SUBSCRIPTIONS), None, output_dir)
 
-    def expand(self, messages: beam.PCollection) -> beam.PCollection:
+    def _write(self, records: beam.PCollection, folder: str, schema_name: str) -> None:
+        label = folder.replace("/", "_")
+        (records
+         | f"{label}ToJson" >> beam.Map(lambda record: json.dumps(to_json(schema_name, record), ensure_ascii=False))
+         | f"Write{label}" >> beam.io.WriteToText(f"{self.output_dir}/{folder}/naive", file_name_suffix=".jsonl"))
+
+    def _unique(self, events: beam.PCollection, stream: str) -> beam.PCollection:
         return (
-            messages
-            | "Decode" >> beam.Map(_decode)
-            | "DropInvalid" >> beam.Filter(lambda tagged: tagged is not None)
-            | "KeyByEventId" >> beam.Map(lambda tagged: (tagged[1]["event_id"], tagged))
-            | "GroupByEventId" >> beam.GroupByKey()
-            | "FirstCopy" >> beam.Map(_first_copy)
-            | "Identify" >> beam.Map(_identify)
-            | "Route" >> beam.Map(_route)
-            | "Timestamp" >> beam.Map(lambda tagged: TimestampedValue(tagged, tagged[1]["event_time"].timestamp()))
-            | "WindowIntoDays" >> beam.WindowInto(self.days)
-            | "Contributions" >> beam.FlatMap(_contributions)
-            | "GroupByStat" >> beam.GroupByKey()
-            | "Count" >> beam.Map(_count(self.days))
+            events
+            | f"Key{stream}ByEventId" >> beam.Map(lambda event: (event["event_id"], event))
+            | f"Group{stream}ByEventId" >> beam.GroupByKey()
+            | f"First{stream}Copy" >> beam.Map(_first_copy)
+            | f"Stamp{stream}" >> beam.Map(_stamped)
         )
 
+    def expand(self, messages: beam.PCollection) -> None:
+        tags = (EventTag.COURIER.value, EventTag.ORDER.value, EventTag.DEAD_LETTER.value)
+        validated = (messages
+                     | "CountInputs" >> beam.Map(_counted("inputs"))
+                     | "Validate" >> beam.ParDo(ValidateEventsFn()).with_outputs(*tags))
+        invalid = validated[EventTag.DEAD_LETTER.value] | "CountDeadLetters" >> beam.Map(_counted("dead_lettered"))
+        courier = self._unique(validated[EventTag.COURIER.value], "Courier")
+        orders = self._unique(validated[EventTag.ORDER.value], "Order") | "CountOrders" >> beam.Map(_counted("orders"))
 
-def facts(result: PipelineResult) -> dict[str, Any]:
-    """The naive run's counts, shaped as :meth:`benchmarks.floor.FloorResult.facts`."""
+        identified = courier | "Identify" >> beam.Map(identify)
+        supervision = (identified
+                       | "Supervise" >> beam.ParDo(ToSupervisionRecordFn())
+                       | "CountPushed" >> beam.Map(_counted("pushed")))
+        self._write(supervision, graph.SUPERVISION_DIR, schemas.SUPERVISION_RECORD)
+        self._write(orders, graph.ORDERS_DIR, schemas.ORDER_EVENT)
+        lifecycle = self._lifecycle(identified)
+        routed = orders | "Route" >> beam.ParDo(RouteOrderFn(
+            self.config.routes, str(DEFAULT_CATALOG), "naive", None)).with_outputs("dead_letter", main="requests")
+        self._stock(orders)
+        subscribable = (
+            orders | "OrdersToSubscribable" >> beam.Map(from_order_event),
+            lifecycle[EVENTS_WITH_MERCHANT] | "CourierToSubscribable" >> beam.MapTuple(from_courier_event),
+            lifecycle[ALERTS] | "AlertsToSubscribable" >> beam.Map(from_alert),
+        ) | "AllSubscribable" >> beam.Flatten()
+        requests = (
+            routed["requests"],
+            subscribable | "Match" >> beam.ParDo(MatchSubscriptionsFn(self.config.subscriptions, "naive")),
+            self._digests(subscribable),
+        ) | "AllRequests" >> beam.Flatten()
+        delivery_dead_letters = self._deliver(requests)
+        self._daily_stats(courier, orders)
+        dead_letters = (
+            invalid, lifecycle[DEAD_LETTER], routed["dead_letter"], delivery_dead_letters,
+        ) | "AllDeadLetters" >> beam.Flatten()
+        self._write(dead_letters, graph.DEAD_LETTER_DIR, schemas.DEAD_LETTER)
+
+    def _lifecycle(self, identified: beam.PCollection) -> Any:
+        track = TrackShipmentsFn(TrackWaybillLifecycles().settings)
+        lifecycle = (
+            identified
+            | "KeyByMasterWaybill" >> beam.Map(lambda pair: (master_waybill_no(pair), pair[1]["event"]))
+            | "GroupByMasterWaybill" >> beam.GroupByKey()
+            | "TrackShipment" >> beam.FlatMapTuple(lambda key, events: _by_tag(shipment_outputs(track, key, events)))
+            .with_outputs(*_LIFECYCLE_TAGS)
+        )
+        self._write(lifecycle[VIEWS], graph.WAYBILLS_DIR, WAYBILL_VIEW)
+        self._write(lifecycle[ALERTS], graph.ALERTS_DIR, WAYBILL_ALERT)
+        self._write(lifecycle[STATE_CHANGES], graph.WAYBILL_STATES_DIR, WAYBILL_STATE_CHANGE)
+        compliance = lifecycle[ALERTS] | "ComplianceAlerts" >> beam.Filter(is_compliance_alert)
+        self._write(compliance, graph.SUPERVISION_COMPLIANCE_DIR, WAYBILL_ALERT)
+        return lifecycle
+
+    def _stock(self, orders: beam.PCollection) -> None:
+        steps = OrderMovementsFn(SuggestReplenishments().retention, sort_by_event_time=True)
+        stock = RunningStockFn(sort_by_event_time=True)
+        suggestions = (
+            orders
+            | "PaidAndCancelled" >> beam.Filter(lambda event: event["status"] in ("PAID", "CANCELLED"))
+            | "KeyByOrder" >> beam.Map(lambda event: (event["order_id"], order_step(event)))
+            | "GroupByOrder" >> beam.GroupByKey()
+            | "OrderMovements" >> beam.FlatMapTuple(lambda order_id, order: order_movements(steps, order_id, order))
+            | "AttachCatalogItems" >> beam.ParDo(AttachCatalogItemFn(str(DEFAULT_CATALOG)))
+            | "GroupBySku" >> beam.GroupByKey()
+            | "RunningStock" >> beam.FlatMapTuple(lambda sku, movements: sku_suggestions(stock, sku, movements))
+        )
+        self._write(suggestions, graph.INVENTORY_DIR, REPLENISHMENT_SUGGESTION)
+
+    def _digests(self, subscribable: beam.PCollection) -> beam.PCollection:
+        digests = SendAccountDigests(self.config.subscriptions, streaming=False)
+        accounts = digests.accounts
+        fn = AccountDigestFn(digests.subscriptions, digests.clock, "naive")
+        return (
+            subscribable
+            | "KeyBySubscriber" >> beam.FlatMap(
+                lambda event: [(subscriber, event) for subscriber, account in accounts if event.merchant_id == account])
+            | "GroupBySubscriber" >> beam.GroupByKey()
+            | "Digests" >> beam.FlatMapTuple(lambda subscriber, events: account_digests(fn, subscriber, events))
+        )
+
+    def _deliver(self, requests: beam.PCollection) -> beam.PCollection:
+        largest = max(t.max_batch for t in self.config.targets.values())
+        delivered = (
+            requests
+            | "Batch" >> beam.BatchElements(min_batch_size=1, max_batch_size=largest)
+            | "Deliver" >> beam.ParDo(DeliverBatchFn(self.config.targets, "naive"))
+            .with_outputs(DeliveryOutput.DEAD_LETTER.value, FOLDER_LINES, main=DeliveryOutput.RECEIPTS.value)
+        )
+        self._write(delivered[DeliveryOutput.RECEIPTS.value], graph.RECEIPTS_DIR, schemas.DELIVERY_RECEIPT)
+        for target in self.config.targets.values():
+            if target.kind is TargetKind.FOLDER:
+                folder = str(target.folder)
+                label = folder.replace("/", "_")
+                (delivered[FOLDER_LINES]
+                 | f"{label}Lines" >> beam.Filter(lambda pair, folder=folder: pair[0] == folder)
+                 | f"{label}Text" >> beam.Map(lambda pair: pair[1])
+                 | f"Write{label}" >> beam.io.WriteToText(f"{self.output_dir}/{folder}/naive", file_name_suffix=".jsonl"))
+        dead_letters: beam.PCollection = delivered[DeliveryOutput.DEAD_LETTER.value]
+        return dead_letters
+
+    def _daily_stats(self, courier: beam.PCollection, orders: beam.PCollection) -> None:
+        contributions = (
+            courier | "CourierContributions" >> beam.FlatMap(lambda event: stats.contributions(stats.COURIER, event)),
+            orders | "OrderContributions" >> beam.FlatMap(lambda event: stats.contributions(stats.ORDER, event)),
+        ) | "AllContributions" >> beam.Flatten()
+        closing_days = DaysUntilClosed(self.days.time_zone, _ALLOWED_LATENESS_S)
+        records = []
+        for name, days, final in (("Running", self.days, False), ("Final", closing_days, True)):
+            records.append(
+                contributions
+                | f"WindowInto{name}Days" >> beam.WindowInto(days)
+                | f"GroupBy{name}Figure" >> beam.GroupByKey()
+                | f"Sum{name}Figure" >> beam.Map(_summed)
+                | f"Format{name}" >> beam.ParDo(FormatDailyStat(days, final=final))
+                | f"Rewindow{name}" >> beam.WindowInto(GlobalWindows())
+            )
+        daily = records | "AllDailyStats" >> beam.Flatten()
+        self._write(daily, graph.STATS_DIR, schemas.DAILY_STAT)
+        daily | "UpsertCurrentView" >> UpsertCurrentView(f"{self.output_dir}/{graph.CURRENT_VIEW_FILE}")
+
+
+def facts(result: PipelineResult, output_dir: Path) -> dict[str, Any]:
+    """The naive run's counts and outputs, shaped as :meth:`benchmarks.floor.FloorResult.facts`."""
     values: dict[str, int] = {}
     for counter in result.metrics().query(MetricsFilter().with_namespace(NAMESPACE))["counters"]:
         value = counter.committed if counter.committed is not None else counter.attempted
         values[counter.key.metric.name] = values.get(counter.key.metric.name, 0) + (value or 0)
-    return {
-        **{name: values.get(name, 0) for name in ("inputs", "pushed", "orders", "dead_lettered", "duplicates")},
-        "routed": {name.removeprefix("routed_"): v for name, v in sorted(values.items()) if name.startswith("routed_")},
-        "daily_totals": {name.removeprefix("total "): v for name, v in sorted(values.items()) if name.startswith("total ")},
-    }
+    return {**{name: values.get(name, 0) for name in COUNTS}, **written(output_dir)}

@@ -76,9 +76,10 @@ def _repeat(label: str, repeats: int, once: Callable[[], Measurement]) -> list[M
 
 
 def _floor_once(messages: list[Any]) -> Measurement:
-    cpu, wall = time.process_time(), time.perf_counter()
-    result = run_floor(messages, DEFAULT_TIME_ZONE)
-    return Measurement(time.process_time() - cpu, time.perf_counter() - wall, result.facts())
+    with tempfile.TemporaryDirectory(prefix="bench-floor-") as scratch:
+        cpu, wall = time.process_time(), time.perf_counter()
+        result = run_floor(messages, Path(scratch), DEFAULT_TIME_ZONE)
+        return Measurement(time.process_time() - cpu, time.perf_counter() - wall, result.facts(Path(scratch)))
 
 
 def _batch_row(name: str, runs: list[Measurement], events: int) -> dict[str, Any]:

@@ -24,7 +24,7 @@ from apache_beam.options.pipeline_options import PipelineOptions
 from apache_beam.runners.runner import PipelineResult
 
 from benchmarks import naive_beam
-from benchmarks.floor import daily_totals
+from benchmarks.written import written
 from benchmarks.workload import ReadElements, Workload, save
 from pipeline import accounting, graph, schemas
 from pipeline.catalog import DEFAULT_CATALOG
@@ -124,9 +124,10 @@ def measure_stage(stage: StageBench, inputs: Inputs) -> Measurement:
 
 def measure_naive(inputs: Inputs, time_zone: str) -> Measurement:
     """The naive Beam peer over the messages."""
-    p = beam.Pipeline(options=PipelineOptions(RUNNER_OPTIONS))
-    inputs.read(p, "messages") | "CountNaively" >> naive_beam.CountNaively(time_zone)
-    return _timed(p.run, naive_beam.facts)
+    with tempfile.TemporaryDirectory(prefix="bench-naive-") as scratch:
+        p = beam.Pipeline(options=PipelineOptions(RUNNER_OPTIONS))
+        inputs.read(p, "messages") | "NaiveGraph" >> naive_beam.NaiveGraph(scratch, time_zone)
+        return _timed(p.run, lambda result: naive_beam.facts(result, Path(scratch)))
 
 
 def graph_options(output_dir: Path, extra: list[str] | None = None) -> WaybillOptions:
@@ -148,17 +149,6 @@ class messages_source:
         self._patch.stop()
 
 
-def final_daily_totals(output_dir: Path) -> dict[str, int]:
-    """The graph's final daily figures (``is_final`` records), ``total`` dimension."""
-    daily = {}
-    for path in sorted((output_dir / graph.STATS_DIR).glob("*.jsonl")):
-        for line in path.read_text().splitlines():
-            record = json.loads(line)
-            if record["is_final"]:
-                daily[(record["day"], record["metric"], record["dimension"], record["key"])] = record["value"]
-    return daily_totals(daily)
-
-
 def graph_facts(result: PipelineResult, output_dir: Path) -> dict[str, Any]:
     """The graph's accounting, lifecycle counters and final daily totals."""
     counted = accounting.read_accounting(result)
@@ -168,7 +158,7 @@ def graph_facts(result: PipelineResult, output_dir: Path) -> dict[str, Any]:
         "dead_lettered": counted.dead_lettered, "duplicates": counted.duplicates,
         "balanced": counted.balanced, "dead_lettered_later": counted.dead_lettered_later,
         "waybill_states": dataclasses.asdict(live),
-        "daily_totals": final_daily_totals(output_dir),
+        **written(output_dir),
     }
 
 

@@ -383,8 +383,13 @@ class SendAccountDigests(beam.PTransform):
         self.clock = clock
         self.source = source
 
+    @property
+    def accounts(self) -> tuple[tuple[str, str], ...]:
+        """``(subscriber_id, account)`` of each digest subscription."""
+        return tuple((s.subscriber_id, s.digest.account) for s in self.subscriptions if s.digest is not None)
+
     def expand(self, events: beam.PCollection) -> beam.PCollection:
-        accounts = tuple((s.subscriber_id, s.digest.account) for s in self.subscriptions if s.digest is not None)
+        accounts = self.accounts
         fn_class = ScheduledAccountDigestFn if self.streaming else AccountDigestFn
         return (
             events

@@ -286,7 +286,7 @@ class SuggestReplenishments(beam.PTransform):
         if order_retention_days <= 0:
             raise ValueError(f"order_retention_days must be > 0, got {order_retention_days!r}")
         self._catalog_path = catalog_path
-        self._retention = Duration(seconds=int(order_retention_days * 86400))
+        self.retention = Duration(seconds=int(order_retention_days * 86400))
 
     def expand(self, orders: beam.PCollection) -> beam.PCollection:
         in_batch = not self._streaming
@@ -294,7 +294,7 @@ class SuggestReplenishments(beam.PTransform):
             orders
             | "KeepPaidAndCancelled" >> beam.Filter(lambda event: event["status"] in ("PAID", "CANCELLED"))
             | "KeyStepsByOrder" >> beam.Map(_keyed_step).with_output_types(tuple[str, dict[str, Any]])
-            | "OrderMovements" >> beam.ParDo(OrderMovementsFn(self._retention, sort_by_event_time=in_batch))
+            | "OrderMovements" >> beam.ParDo(OrderMovementsFn(self.retention, sort_by_event_time=in_batch))
             | "AttachCatalogItems"
             >> beam.ParDo(AttachCatalogItemFn(self._catalog_path)).with_output_types(tuple[str, dict[str, Any]])
         )

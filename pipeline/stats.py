@@ -282,7 +282,7 @@ class _DeadLetterTooLate(beam.DoFn):
         )
 
 
-class _FormatDailyStat(beam.DoFn):
+class FormatDailyStat(beam.DoFn):
     """``((metric, dimension, key), value)`` of one pane -> a DailyStat record."""
 
     def __init__(self, days: CalendarDays, final: bool) -> None:
@@ -391,7 +391,7 @@ class ComputeDailyStats(beam.PTransform):
             )
             | "PreSumPerDay" >> SumPerKeyWithinBundle()
             | "SumPerDay" >> beam.CombinePerKey(sum)
-            | "FormatDailyStats" >> beam.ParDo(_FormatDailyStat(self._days, final=False))
+            | "FormatDailyStats" >> beam.ParDo(FormatDailyStat(self._days, final=False))
         )
         closing_days = DaysUntilClosed(self._days.time_zone, self._allowed_lateness)
         final = (
@@ -399,7 +399,7 @@ class ComputeDailyStats(beam.PTransform):
             | "WindowIntoDaysUntilClosed" >> beam.WindowInto(closing_days)
             | "PreSumPerClosedDay" >> SumPerKeyWithinBundle()
             | "SumPerClosedDay" >> beam.CombinePerKey(sum)
-            | "FormatFinalDailyStats" >> beam.ParDo(_FormatDailyStat(closing_days, final=True))
+            | "FormatFinalDailyStats" >> beam.ParDo(FormatDailyStat(closing_days, final=True))
         )
         # Records carry their day; sinks get them in the global window as they are computed.
         return {

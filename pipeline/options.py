@@ -6,6 +6,8 @@ import re
 from datetime import date, datetime, timedelta
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
+from typing import Any, TypeVar
+
 from apache_beam.options.pipeline_options import PipelineOptions, StandardOptions
 
 from pipeline import synthetic
@@ -13,6 +15,7 @@ from pipeline.catalog import DEFAULT_CATALOG
 from pipeline.delivery_config import DEFAULT_ROUTING, DEFAULT_SUBSCRIPTIONS, DEFAULT_TARGETS
 
 SOURCES = ("synthetic", "file", "pubsub")
+_View = TypeVar("_View", bound=PipelineOptions)
 # A Google Cloud project id (the rule Beam's Pub/Sub transforms check too), then the name.
 _PROJECT = r"[a-z][-a-z0-9:.]{4,61}[a-z0-9]"
 _SUBSCRIPTION = re.compile(rf"^projects/{_PROJECT}/subscriptions/[^/\s]+$")
@@ -21,6 +24,25 @@ _TOPIC = re.compile(rf"^projects/{_PROJECT}/topics/[^/\s]+$")
 
 class WaybillOptions(PipelineOptions):
     """Options of waybill-pipeline (Beam's own options, such as --runner, come on top)."""
+
+    def view_as(self, cls: type[_View]) -> _View:
+        """Beam's ``view_as``, each view made once.
+
+        Beam 2.77 builds a new view at every call, an argparse parser over the class's options
+        that parses every flag again, and calls it about 900 times while it builds and runs this
+        job's graph (mostly from type checks, ``typehints.is_consistent_with``). Views share
+        their values (``_all_options``), so one view per class is the same as a new one each time.
+        """
+        views: dict[type, Any] = self.__dict__.setdefault("_views", {})
+        if cls not in views:
+            views[cls] = super().view_as(cls)
+        view: _View = views[cls]
+        return view
+
+    def __getstate__(self) -> dict[str, Any]:
+        state = dict(super().__getstate__())
+        state.pop("_views", None)
+        return state
 
     @classmethod
     def _add_argparse_args(cls, parser: argparse.ArgumentParser) -> None:

@@ -18,7 +18,7 @@ Run as a child process by :mod:`benchmarks.run` (peak RSS is per process)::
 
     python -m benchmarks.memory --days 5 --events_per_day 3000
 
-It prints one JSON object: peak RSS (``ru_maxrss``), the RSS before the input was generated
+It prints one JSON object: peak RSS (``VmHWM``), the RSS before the input was generated
 and once it was built (the ``TestStream`` holds the whole input in memory), and the job's
 accounting and lifecycle counters.
 """
@@ -28,7 +28,6 @@ import argparse
 import itertools
 import json
 import os
-import resource
 import sys
 import tempfile
 from pathlib import Path
@@ -55,8 +54,17 @@ def current_rss_mb() -> float:
 
 
 def peak_rss_mb() -> float:
-    """This process's peak resident set size so far, in MiB (``ru_maxrss`` is KiB on Linux)."""
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    """This process's peak resident set size so far, in MiB (Linux ``/proc``: ``VmHWM``).
+
+    Not ``getrusage``'s ``ru_maxrss``: Linux carries it over ``exec`` from the process that
+    forked, so a child of a large process (``benchmarks.run`` after the batch rows, ~310 MiB)
+    reported that size for 1 and 5 days alike. ``VmHWM`` belongs to this program's own memory.
+    """
+    with open("/proc/self/status") as status:
+        for line in status:
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024
+    raise RuntimeError("no VmHWM line in /proc/self/status")
 
 
 def stepped_stream(days: int, events_per_day: int, step_hours: int, seed: int = 1) -> tuple[TestStream, int]:

@@ -99,7 +99,8 @@ def measure_batch(sizes: Sizes, repeats: int) -> list[dict[str, Any]]:
     :func:`pipeline.local_runner.size_state_cache_as_configured`) and DoFn introspection cached
     (:mod:`pipeline.direct_introspection`). ``whole graph, fixed cost`` is the whole graph over
     no message at all (building the graph, starting the runner, writing empty outputs): the
-    ``whole graph, per event`` row subtracts it, and is what a long-running job pays per event.
+    ``whole graph, per event`` row subtracts it, and is what a long-running job pays per event;
+    the naive peer gets the same two rows.
     """
     size_state_cache_as_configured("FnApiRunner", WorkerOptions().max_cache_memory_usage_mb)
     memoize_dofn_introspection("FnApiRunner")
@@ -109,24 +110,33 @@ def measure_batch(sizes: Sizes, repeats: int) -> list[dict[str, Any]]:
     rows = [_batch_row("floor", _repeat("floor", repeats, lambda: _floor_once(workload.messages)), events)]
     with tempfile.TemporaryDirectory(prefix="bench-inputs-") as folder:
         inputs = Inputs(workload, Path(folder))
-        rows.append(_batch_row("naive beam", _repeat(
-            "naive beam", repeats, lambda: measure_naive(inputs, DEFAULT_TIME_ZONE)), events))
+        (Path(folder) / "empty").mkdir()
+        empty = Inputs(build_workload([]), Path(folder) / "empty")
+        rows += _with_fixed_cost("naive beam", repeats, events, lambda given: measure_naive(given, DEFAULT_TIME_ZONE),
+                                 inputs, empty)
         for stage in STAGES:
             rows.append(_batch_row(f"stage: {stage.name}", _repeat(
                 stage.name, repeats, lambda stage=stage: measure_stage(stage, inputs)), events))
-        whole = _batch_row("whole graph", _repeat("whole graph", repeats, lambda: measure_graph(inputs)), events)
-        (Path(folder) / "empty").mkdir()
-        empty = Inputs(build_workload([]), Path(folder) / "empty")
-        fixed = _batch_row("whole graph, fixed cost (spread over the messages)", _repeat(
-            "whole graph, no input", repeats, lambda: measure_graph(empty)), events)
-    per_event = {**whole, "name": "whole graph, per event",
-                 "cpu_us_per_event": whole["cpu_us_per_event"] - fixed["cpu_us_per_event"],
-                 "events_per_s": events / (statistics.median(whole["wall_s"]) - statistics.median(fixed["wall_s"]))}
-    rows += [whole, fixed, per_event]
+        rows += _with_fixed_cost("whole graph", repeats, events, measure_graph, inputs, empty)
     floor_cpu = rows[0]["cpu_us_per_event"]
     for row in rows:
         row["ratio_to_floor"] = row["cpu_us_per_event"] / floor_cpu
     return rows
+
+
+def _with_fixed_cost(
+    name: str, repeats: int, events: int, measure: Callable[[Inputs], Measurement], inputs: Inputs, empty: Inputs
+) -> list[dict[str, Any]]:
+    """The rows of ``name`` over the messages, over no message (its fixed cost: building the
+    graph, starting the runner, writing empty outputs, spread over the messages), and the
+    difference (what a long-running job pays per event)."""
+    whole = _batch_row(name, _repeat(name, repeats, lambda: measure(inputs)), events)
+    fixed = _batch_row(f"{name}, fixed cost (spread over the messages)", _repeat(
+        f"{name}, no input", repeats, lambda: measure(empty)), events)
+    per_event = {**whole, "name": f"{name}, per event",
+                 "cpu_us_per_event": whole["cpu_us_per_event"] - fixed["cpu_us_per_event"],
+                 "events_per_s": events / (statistics.median(whole["wall_s"]) - statistics.median(fixed["wall_s"]))}
+    return [whole, fixed, per_event]
 
 
 def _child(module: str, args: list[str]) -> dict[str, Any]:
@@ -198,6 +208,11 @@ def table(results: dict[str, Any]) -> str:
         f"| {row['name']} | {row['cpu_us_per_event']:,.0f} | {row['events_per_s']:,.0f} | {row['ratio_to_floor']:.1f} |"
         for row in results["batch"]
     ]
+    rows = {row["name"]: row for row in results["batch"]}
+    if "whole graph" in rows and "naive beam" in rows:
+        whole, naive = rows["whole graph"], rows["naive beam"]
+        lines += ["", f"Whole graph: {whole['ratio_to_floor']:.1f}× the floor's CPU per event (issue 7: at most 10×), "
+                  f"{whole['events_per_s'] / naive['events_per_s']:.2f}× the naive peer's events/s (issue 7: at least 2×)."]
     streaming = results["streaming"]
     lines += ["", "| streaming, DirectRunner + emulator | value |", "|---|---:|"]
     if streaming is None:

@@ -1,6 +1,8 @@
 """The benchmark harness measures the same work in every row (no timings are checked here)."""
 from __future__ import annotations
 
+import subprocess
+import sys
 import tempfile
 from pathlib import Path
 
@@ -41,12 +43,24 @@ def test_the_table_shows_each_row_against_the_floor() -> None:
     row = {"events": 1000, "cpu_us_per_event": 50.0, "events_per_s": 20_000.0, "ratio_to_floor": 1.0}
     results = {
         "machine": {"cpus": 2, "processor": "x86_64", "python": "3.11", "beam": "2.77.0"}, "repeats": 3,
-        "batch": [{**row, "name": "floor"}, {**row, "name": "whole graph", "cpu_us_per_event": 500.0, "ratio_to_floor": 10.0}],
+        "batch": [{**row, "name": "floor"}, {**row, "name": "naive beam", "events_per_s": 10_000.0},
+                  {**row, "name": "whole graph", "cpu_us_per_event": 500.0, "ratio_to_floor": 10.0}],
         "streaming": None,
         "memory": {"events_per_day": QUICK.memory_events_per_day, "ratio_last_to_first": 1.05,
                    "by_days": {"1": {"peak_rss_mb": 200.0}, "5": {"peak_rss_mb": 210.0}}},
     }
     text = table(results)
     assert "| whole graph | 500 | 20,000 | 10.0 |" in text
+    assert "Whole graph: 10.0× the floor's CPU per event (issue 7: at most 10×), 2.00× the naive peer's events/s" in text
     assert "(skipped: no Pub/Sub emulator)" in text
     assert "| 5 days / 1 day | 1.05× |" in text
+
+
+def test_a_child_of_a_large_process_reports_its_own_peak_memory() -> None:
+    held = bytearray(600 * 2**20)  # the parent's RSS: ru_maxrss would report at least this
+    held[:: 4096] = b"x" * len(held[:: 4096])  # touch every page
+    child = subprocess.run(
+        [sys.executable, "-c", "from benchmarks.memory import peak_rss_mb; print(peak_rss_mb())"],
+        capture_output=True, text=True, check=True, cwd=Path(__file__).parent.parent,
+    )
+    assert 0 < float(child.stdout) < 450

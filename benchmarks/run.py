@@ -3,18 +3,21 @@
 ``python -m benchmarks.run`` measures, on this machine in this run, each figure ``--repeats``
 times (default 3) and reports medians:
 
-- ``floor``: the per-event work as one plain-Python loop (:mod:`benchmarks.floor`);
+- ``floor``: the whole graph's work as one plain-Python loop, the graph's own code without a
+  runner (:mod:`benchmarks.floor`);
 - ``naive beam``: the same work written as Beam's examples write it (:mod:`benchmarks.naive_beam`);
 - each stage of waybill-pipeline alone, and ``whole graph``, on the FnApiRunner in batch mode
-  over pre-generated Avro messages (:mod:`benchmarks.stages`);
+  over pre-generated Avro messages (:mod:`benchmarks.stages`); the naive peer and the whole
+  graph also over no message (their fixed cost), and the difference (per event);
 - the streaming job on the DirectRunner with the Pub/Sub emulator (:mod:`benchmarks.streaming`,
   one child process per run): a backlog end to end, then publish -> push delay at a fixed rate;
+  and a backlog of ``STARTUP_EVENTS``, the job's start, subtracted for the sustained rate;
 - peak memory of the streaming graph for 1 and for 5 simulated days (:mod:`benchmarks.memory`,
   one child process per run: peak RSS is per process).
 
 The batch rows give µs of CPU per input message (this process, every thread), events/s of wall
 time and the ratio of CPU per event to the floor's. The default sizes end within about 15
-minutes on a 2-core machine (769 s measured); ``--quick`` is a smoke run of a few minutes.
+minutes on a 2-core machine (about 3 minutes measured); ``--quick`` is a smoke run.
 
 Example::
 
@@ -57,9 +60,10 @@ class Sizes:
     memory_events_per_day: int
 
 
-FULL = Sizes(batch_events=5_000, streaming_events=10_000, latency_events=2_500, memory_events_per_day=1_000)
-QUICK = Sizes(batch_events=1_000, streaming_events=1_000, latency_events=250, memory_events_per_day=200)
+FULL = Sizes(batch_events=5_000, streaming_events=20_000, latency_events=2_500, memory_events_per_day=1_000)
+QUICK = Sizes(batch_events=1_000, streaming_events=3_000, latency_events=250, memory_events_per_day=200)
 LATENCY_RATE = 500.0
+STARTUP_EVENTS = 100  # the backlog that times the streaming job's start and last outputs
 MEMORY_DAYS = (1, 5)
 
 
@@ -152,24 +156,37 @@ def _child(module: str, args: list[str]) -> dict[str, Any]:
 
 
 def measure_streaming(sizes: Sizes, repeats: int) -> Optional[dict[str, Any]]:
-    """Medians of the streaming runs, or None (with a message) when the emulator is missing."""
+    """Medians of the streaming runs, or None (with a message) when the emulator is missing.
+
+    Each repeat is two jobs: the backlog of ``streaming_events`` (then the paced phase), and a
+    backlog of ``STARTUP_EVENTS`` alone, whose time is the job's start (graph, runner, the first
+    read round) and its last outputs. ``sustained_events_per_s`` subtracts the second from the
+    first, as the batch rows subtract the fixed cost: the rate a long-running job keeps.
+    """
     try:
         find_jar(), find_java()
     except EmulatorUnavailable as missing:
         _progress(f"streaming: skipped: {missing}")
         return None
-    runs = []
+    runs, starts = [], []
     args = ["--events", str(sizes.streaming_events), "--latency_rate", str(LATENCY_RATE),
             "--latency_events", str(sizes.latency_events)]
     for attempt in range(1, repeats + 1):
         runs.append(_child("benchmarks.streaming", args))
+        starts.append(_child("benchmarks.streaming", ["--events", str(STARTUP_EVENTS), "--latency_events", "0"]))
         _progress(f"streaming: run {attempt}/{repeats}: {runs[-1]['events_per_s']:,.0f} events/s, "
-                  f"p99 {runs[-1]['delay_p99_s']} s")
-    keys = ("events_per_s", "cpu_us_per_event", "delay_p50_s", "delay_p99_s", "delay_max_s")
+                  f"{STARTUP_EVENTS} events in {starts[-1]['backlog_seconds']:.2f} s, p99 {runs[-1]['delay_p99_s']} s")
+    keys = ("events_per_s", "backlog_seconds", "cpu_us_per_event", "delay_p50_s", "delay_p99_s", "delay_max_s")
+    medians = {key: statistics.median([r[key] for r in runs if r[key] is not None]) for key in keys}
+    startup_s = statistics.median([s["backlog_seconds"] for s in starts])
+    working_s = medians["backlog_seconds"] - startup_s
     return {
-        "runs": runs, "backlog_events": sizes.streaming_events, "latency_rate": LATENCY_RATE,
-        **{key: statistics.median([r[key] for r in runs if r[key] is not None]) for key in keys},
-        "all_accounted": all(r["backlog_accounted"] and r["latency_accounted"] and r["balanced"] for r in runs),
+        "runs": runs, "startup_runs": starts, "backlog_events": sizes.streaming_events, "latency_rate": LATENCY_RATE,
+        **medians, "startup_events": STARTUP_EVENTS, "startup_seconds": startup_s,
+        # None when the backlog took too little longer than the start to tell a rate.
+        "sustained_events_per_s": (sizes.streaming_events - STARTUP_EVENTS) / working_s if working_s >= 1.0 else None,
+        "all_accounted": all(r["backlog_accounted"] and r["latency_accounted"] and r["balanced"] for r in runs)
+        and all(s["backlog_accounted"] for s in starts),
     }
 
 
@@ -218,8 +235,13 @@ def table(results: dict[str, Any]) -> str:
     if streaming is None:
         lines.append("| (skipped: no Pub/Sub emulator) | |")
     else:
+        sustained = streaming["sustained_events_per_s"]
         lines += [
             f"| {streaming['backlog_events']:,} backlog, end to end | {streaming['events_per_s']:,.0f} events/s |",
+            f"| {streaming['startup_events']:,} backlog (the job's start and last outputs) | "
+            f"{streaming['startup_seconds']:.2f} s |",
+            f"| {streaming['backlog_events']:,} backlog, start subtracted (sustained) | "
+            + (f"{sustained:,.0f} events/s |" if sustained else "(too short to tell) |"),
             f"| publish -> push at {streaming['latency_rate']:,.0f}/s, p50 | {streaming['delay_p50_s']:.2f} s |",
             f"| publish -> push at {streaming['latency_rate']:,.0f}/s, p99 | {streaming['delay_p99_s']:.2f} s |",
         ]

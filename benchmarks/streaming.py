@@ -6,7 +6,7 @@ before the job starts (a backlog), the job is launched and timed until everythin
 accounted for (events/s end to end, and CPU of this process per event); after
 ``IDLE_S`` idle, ``latency_events`` messages are published at ``latency_rate`` msg/s and
 each one's delay from being handed to the publisher to arriving on the supervision topic is
-recorded (p50, p99, max).
+recorded (p50, p99, max). With ``latency_events`` 0 the run ends after the backlog.
 
 Run as a child process by :mod:`benchmarks.run` (one job per process: a cancelled
 DirectRunner job leaves threads behind)::
@@ -71,6 +71,8 @@ def measure(events: int, latency_rate: float, latency_events: int, seed: int = 1
                 "backlog_events": published, "backlog_accounted": backlog_ok, "backlog_seconds": seconds,
                 "events_per_s": published / seconds, "cpu_us_per_event": cpu / max(published, 1) * 1e6,
             }
+            if latency_events == 0:
+                return figures
             time.sleep(IDLE_S)
             paced = Traffic(TrafficProfile(events=latency_events, seed=seed + 1, day=day), routes, latency_rate, publisher, stop)
             latency_ok = run.wait_accounted(paced.start())
@@ -96,7 +98,7 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="python -m benchmarks.streaming", description=__doc__.split("\n\n")[0])
     parser.add_argument("--events", type=int, default=5000, help="backlog messages. Default: 5000.")
     parser.add_argument("--latency_rate", type=float, default=500.0, help="paced rate, msg/s. Default: 500.")
-    parser.add_argument("--latency_events", type=int, default=2500, help="paced messages. Default: 2500.")
+    parser.add_argument("--latency_events", type=int, default=2500, help="paced messages; 0: none, the run ends after the backlog. Default: 2500.")
     parser.add_argument("--seed", type=int, default=1, help="synthetic seed. Default: 1.")
     args = parser.parse_args(argv)
     figures = measure(args.events, args.latency_rate, args.latency_events, args.seed)

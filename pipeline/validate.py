@@ -119,7 +119,10 @@ class ValidateEvents(beam.PTransform):
             messages
             | "DecodeAndCheck"
             >> beam.ParDo(ValidateEventsFn())
-            .with_outputs(EventTag.COURIER.value, EventTag.ORDER.value, EventTag.DEAD_LETTER.value)
+            # Tagged types declared: else Beam warns, at every graph built, that the exception
+            # handling's own tag is the only one declared.
+            .with_output_types(Any, **{tag.value: dict[str, Any] for tag in EventTag})
+            .with_outputs(*(tag.value for tag in EventTag))
             .with_exception_handling(main_tag="unused", dead_letter_tag="crashed")
         )
         crashed = results["crashed"] | "CrashesToDeadLetters" >> beam.Map(_crash_to_dead_letter)

@@ -54,6 +54,14 @@ def test_the_table_shows_each_row_against_the_floor() -> None:
     assert "Whole graph: 10.0× the floor's CPU per event (issue 7: at most 10×), 2.00× the naive peer's events/s" in text
     assert "(skipped: no Pub/Sub emulator)" in text
     assert "| 5 days / 1 day | 1.05× |" in text
+    results["streaming"] = {
+        "backlog_events": 10_000, "events_per_s": 1_500.0, "startup_events": 100, "startup_seconds": 2.5,
+        "sustained_events_per_s": 2_400.0, "latency_rate": 500.0, "delay_p50_s": 0.4, "delay_p99_s": 0.9,
+    }
+    text = table(results)
+    assert "| 10,000 backlog, end to end | 1,500 events/s |" in text
+    assert "| 100 backlog (the job's start and last outputs) | 2.50 s |" in text
+    assert "| 10,000 backlog, start subtracted (sustained) | 2,400 events/s |" in text
 
 
 def test_a_child_of_a_large_process_reports_its_own_peak_memory() -> None:

@@ -26,6 +26,7 @@ Example::
 from __future__ import annotations
 
 import argparse
+import gc
 import json
 import os
 import platform
@@ -81,6 +82,7 @@ def _repeat(label: str, repeats: int, once: Callable[[], Measurement]) -> list[M
 
 def _floor_once(messages: list[Any]) -> Measurement:
     with tempfile.TemporaryDirectory(prefix="bench-floor-") as scratch:
+        gc.collect()  # as before every Beam row (benchmarks.stages)
         cpu, wall = time.process_time(), time.perf_counter()
         result = run_floor(messages, Path(scratch), DEFAULT_TIME_ZONE)
         return Measurement(time.process_time() - cpu, time.perf_counter() - wall, result.facts(Path(scratch)))

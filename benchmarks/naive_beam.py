@@ -82,13 +82,73 @@ def _summed(grouped: tuple[Any, Iterable[int]]) -> tuple[Any, int]:
     return grouped[0], sum(grouped[1])
 
 
+def unique_events(events: beam.PCollection, stream: str) -> beam.PCollection:
+    """The first copy of each event_id (a ``GroupByKey``), stamped with its event_time again."""
+    return (
+        events
+        | f"Key{stream}ByEventId" >> beam.Map(lambda event: (event["event_id"], event))
+        | f"Group{stream}ByEventId" >> beam.GroupByKey()
+        | f"First{stream}Copy" >> beam.Map(_first_copy)
+        | f"Stamp{stream}" >> beam.Map(_stamped)
+    )
+
+
+def track_shipments(identified: beam.PCollection) -> Any:
+    """Identified courier events -> the lifecycle's outputs by tag, one ``GroupByKey`` per shipment."""
+    track = TrackShipmentsFn(TrackWaybillLifecycles().settings)
+    return (
+        identified
+        | "KeyByMasterWaybill" >> beam.Map(lambda pair: (master_waybill_no(pair), pair[1]["event"]))
+        | "GroupByMasterWaybill" >> beam.GroupByKey()
+        | "TrackShipment" >> beam.FlatMapTuple(lambda key, events: _by_tag(shipment_outputs(track, key, events)))
+        .with_outputs(*_LIFECYCLE_TAGS)
+    )
+
+
+def replenishments(orders: beam.PCollection) -> beam.PCollection:
+    """Order events -> replenishment suggestions: a ``GroupByKey`` per order, then one per SKU."""
+    steps = OrderMovementsFn(SuggestReplenishments().retention, sort_by_event_time=True)
+    stock = RunningStockFn(sort_by_event_time=True)
+    return (
+        orders
+        | "PaidAndCancelled" >> beam.Filter(lambda event: event["status"] in ("PAID", "CANCELLED"))
+        | "KeyByOrder" >> beam.Map(lambda event: (event["order_id"], order_step(event)))
+        | "GroupByOrder" >> beam.GroupByKey()
+        | "OrderMovements" >> beam.FlatMapTuple(lambda order_id, order: order_movements(steps, order_id, order))
+        | "AttachCatalogItems" >> beam.ParDo(AttachCatalogItemFn(str(DEFAULT_CATALOG)))
+        | "GroupBySku" >> beam.GroupByKey()
+        | "RunningStock" >> beam.FlatMapTuple(lambda sku, movements: sku_suggestions(stock, sku, movements))
+    )
+
+
+def daily_stats(courier: beam.PCollection, orders: beam.PCollection, time_zone: str) -> beam.PCollection:
+    """Unique courier and order events -> DailyStat records: calendar-day windows and a
+    ``GroupByKey`` per figure, once for the running figures and once for the final ones."""
+    contributions = (
+        courier | "CourierContributions" >> beam.FlatMap(lambda event: stats.contributions(stats.COURIER, event)),
+        orders | "OrderContributions" >> beam.FlatMap(lambda event: stats.contributions(stats.ORDER, event)),
+    ) | "AllContributions" >> beam.Flatten()
+    days = CalendarDays(time_zone)
+    records = []
+    for name, window_fn, final in (("Running", days, False), ("Final", DaysUntilClosed(time_zone, _ALLOWED_LATENESS_S), True)):
+        records.append(
+            contributions
+            | f"WindowInto{name}Days" >> beam.WindowInto(window_fn)
+            | f"GroupBy{name}Figure" >> beam.GroupByKey()
+            | f"Sum{name}Figure" >> beam.Map(_summed)
+            | f"Format{name}" >> beam.ParDo(FormatDailyStat(window_fn, final=final))
+            | f"Rewindow{name}" >> beam.WindowInto(GlobalWindows())
+        )
+    return records | "AllDailyStats" >> beam.Flatten()
+
+
 class NaiveGraph(beam.PTransform):
     """Raw messages -> the graph's outputs as JSON Lines files under ``output_dir``."""
 
     def __init__(self, output_dir: str, time_zone: str = DEFAULT_TIME_ZONE) -> None:
         super().__init__()
         self.output_dir = output_dir.rstrip("/")
-        self.days = CalendarDays(time_zone)
+        self.time_zone = time_zone
         self.config = DeliveryConfig.read(
             str(DEFAULT_TARGETS), str(DEFAULT_ROUTING), str(DEFAULT_SUBSCRIPTIONS), None, output_dir)
 
@@ -98,23 +158,14 @@ class NaiveGraph(beam.PTransform):
          | f"{label}ToJson" >> beam.Map(lambda record: json.dumps(to_json(schema_name, record), ensure_ascii=False))
          | f"Write{label}" >> beam.io.WriteToText(f"{self.output_dir}/{folder}/naive", file_name_suffix=".jsonl"))
 
-    def _unique(self, events: beam.PCollection, stream: str) -> beam.PCollection:
-        return (
-            events
-            | f"Key{stream}ByEventId" >> beam.Map(lambda event: (event["event_id"], event))
-            | f"Group{stream}ByEventId" >> beam.GroupByKey()
-            | f"First{stream}Copy" >> beam.Map(_first_copy)
-            | f"Stamp{stream}" >> beam.Map(_stamped)
-        )
-
     def expand(self, messages: beam.PCollection) -> None:
         tags = (EventTag.COURIER.value, EventTag.ORDER.value, EventTag.DEAD_LETTER.value)
         validated = (messages
                      | "CountInputs" >> beam.Map(_counted("inputs"))
                      | "Validate" >> beam.ParDo(ValidateEventsFn()).with_outputs(*tags))
         invalid = validated[EventTag.DEAD_LETTER.value] | "CountDeadLetters" >> beam.Map(_counted("dead_lettered"))
-        courier = self._unique(validated[EventTag.COURIER.value], "Courier")
-        orders = self._unique(validated[EventTag.ORDER.value], "Order") | "CountOrders" >> beam.Map(_counted("orders"))
+        courier = unique_events(validated[EventTag.COURIER.value], "Courier")
+        orders = unique_events(validated[EventTag.ORDER.value], "Order") | "CountOrders" >> beam.Map(_counted("orders"))
 
         identified = courier | "Identify" >> beam.Map(identify)
         supervision = (identified
@@ -122,10 +173,15 @@ class NaiveGraph(beam.PTransform):
                        | "CountPushed" >> beam.Map(_counted("pushed")))
         self._write(supervision, graph.SUPERVISION_DIR, schemas.SUPERVISION_RECORD)
         self._write(orders, graph.ORDERS_DIR, schemas.ORDER_EVENT)
-        lifecycle = self._lifecycle(identified)
+        lifecycle = track_shipments(identified)
+        self._write(lifecycle[VIEWS], graph.WAYBILLS_DIR, WAYBILL_VIEW)
+        self._write(lifecycle[ALERTS], graph.ALERTS_DIR, WAYBILL_ALERT)
+        self._write(lifecycle[STATE_CHANGES], graph.WAYBILL_STATES_DIR, WAYBILL_STATE_CHANGE)
+        compliance = lifecycle[ALERTS] | "ComplianceAlerts" >> beam.Filter(is_compliance_alert)
+        self._write(compliance, graph.SUPERVISION_COMPLIANCE_DIR, WAYBILL_ALERT)
         routed = orders | "Route" >> beam.ParDo(RouteOrderFn(
             self.config.routes, str(DEFAULT_CATALOG), "naive", None)).with_outputs("dead_letter", main="requests")
-        self._stock(orders)
+        self._write(replenishments(orders), graph.INVENTORY_DIR, REPLENISHMENT_SUGGESTION)
         subscribable = (
             orders | "OrdersToSubscribable" >> beam.Map(from_order_event),
             lifecycle[EVENTS_WITH_MERCHANT] | "CourierToSubscribable" >> beam.MapTuple(from_courier_event),
@@ -137,42 +193,13 @@ class NaiveGraph(beam.PTransform):
             self._digests(subscribable),
         ) | "AllRequests" >> beam.Flatten()
         delivery_dead_letters = self._deliver(requests)
-        self._daily_stats(courier, orders)
+        daily = daily_stats(courier, orders, self.time_zone)
+        self._write(daily, graph.STATS_DIR, schemas.DAILY_STAT)
+        daily | "UpsertCurrentView" >> UpsertCurrentView(f"{self.output_dir}/{graph.CURRENT_VIEW_FILE}")
         dead_letters = (
             invalid, lifecycle[DEAD_LETTER], routed["dead_letter"], delivery_dead_letters,
         ) | "AllDeadLetters" >> beam.Flatten()
         self._write(dead_letters, graph.DEAD_LETTER_DIR, schemas.DEAD_LETTER)
-
-    def _lifecycle(self, identified: beam.PCollection) -> Any:
-        track = TrackShipmentsFn(TrackWaybillLifecycles().settings)
-        lifecycle = (
-            identified
-            | "KeyByMasterWaybill" >> beam.Map(lambda pair: (master_waybill_no(pair), pair[1]["event"]))
-            | "GroupByMasterWaybill" >> beam.GroupByKey()
-            | "TrackShipment" >> beam.FlatMapTuple(lambda key, events: _by_tag(shipment_outputs(track, key, events)))
-            .with_outputs(*_LIFECYCLE_TAGS)
-        )
-        self._write(lifecycle[VIEWS], graph.WAYBILLS_DIR, WAYBILL_VIEW)
-        self._write(lifecycle[ALERTS], graph.ALERTS_DIR, WAYBILL_ALERT)
-        self._write(lifecycle[STATE_CHANGES], graph.WAYBILL_STATES_DIR, WAYBILL_STATE_CHANGE)
-        compliance = lifecycle[ALERTS] | "ComplianceAlerts" >> beam.Filter(is_compliance_alert)
-        self._write(compliance, graph.SUPERVISION_COMPLIANCE_DIR, WAYBILL_ALERT)
-        return lifecycle
-
-    def _stock(self, orders: beam.PCollection) -> None:
-        steps = OrderMovementsFn(SuggestReplenishments().retention, sort_by_event_time=True)
-        stock = RunningStockFn(sort_by_event_time=True)
-        suggestions = (
-            orders
-            | "PaidAndCancelled" >> beam.Filter(lambda event: event["status"] in ("PAID", "CANCELLED"))
-            | "KeyByOrder" >> beam.Map(lambda event: (event["order_id"], order_step(event)))
-            | "GroupByOrder" >> beam.GroupByKey()
-            | "OrderMovements" >> beam.FlatMapTuple(lambda order_id, order: order_movements(steps, order_id, order))
-            | "AttachCatalogItems" >> beam.ParDo(AttachCatalogItemFn(str(DEFAULT_CATALOG)))
-            | "GroupBySku" >> beam.GroupByKey()
-            | "RunningStock" >> beam.FlatMapTuple(lambda sku, movements: sku_suggestions(stock, sku, movements))
-        )
-        self._write(suggestions, graph.INVENTORY_DIR, REPLENISHMENT_SUGGESTION)
 
     def _digests(self, subscribable: beam.PCollection) -> beam.PCollection:
         digests = SendAccountDigests(self.config.subscriptions, streaming=False)
@@ -205,26 +232,6 @@ class NaiveGraph(beam.PTransform):
                  | f"Write{label}" >> beam.io.WriteToText(f"{self.output_dir}/{folder}/naive", file_name_suffix=".jsonl"))
         dead_letters: beam.PCollection = delivered[DeliveryOutput.DEAD_LETTER.value]
         return dead_letters
-
-    def _daily_stats(self, courier: beam.PCollection, orders: beam.PCollection) -> None:
-        contributions = (
-            courier | "CourierContributions" >> beam.FlatMap(lambda event: stats.contributions(stats.COURIER, event)),
-            orders | "OrderContributions" >> beam.FlatMap(lambda event: stats.contributions(stats.ORDER, event)),
-        ) | "AllContributions" >> beam.Flatten()
-        closing_days = DaysUntilClosed(self.days.time_zone, _ALLOWED_LATENESS_S)
-        records = []
-        for name, days, final in (("Running", self.days, False), ("Final", closing_days, True)):
-            records.append(
-                contributions
-                | f"WindowInto{name}Days" >> beam.WindowInto(days)
-                | f"GroupBy{name}Figure" >> beam.GroupByKey()
-                | f"Sum{name}Figure" >> beam.Map(_summed)
-                | f"Format{name}" >> beam.ParDo(FormatDailyStat(days, final=final))
-                | f"Rewindow{name}" >> beam.WindowInto(GlobalWindows())
-            )
-        daily = records | "AllDailyStats" >> beam.Flatten()
-        self._write(daily, graph.STATS_DIR, schemas.DAILY_STAT)
-        daily | "UpsertCurrentView" >> UpsertCurrentView(f"{self.output_dir}/{graph.CURRENT_VIEW_FILE}")
 
 
 def facts(result: PipelineResult, output_dir: Path) -> dict[str, Any]:

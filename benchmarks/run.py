@@ -6,9 +6,10 @@ times (default 3) and reports medians:
 - ``floor``: the whole graph's work as one plain-Python loop, the graph's own code without a
   runner (:mod:`benchmarks.floor`);
 - ``naive beam``: the same work written as Beam's examples write it (:mod:`benchmarks.naive_beam`);
-- each stage of waybill-pipeline alone, and ``whole graph``, on the FnApiRunner in batch mode
-  over pre-generated Avro messages (:mod:`benchmarks.stages`); the naive peer and the whole
-  graph also over no message (their fixed cost), and the difference (per event);
+- each stage of waybill-pipeline alone, the naive peer's versions of the keyed stages over the
+  same inputs, and ``whole graph``, on the FnApiRunner in batch mode over pre-generated Avro
+  messages (:mod:`benchmarks.stages`); the naive peer and the whole graph also over no message
+  (their fixed cost), and the difference (per event);
 - the streaming job on the DirectRunner with the Pub/Sub emulator (:mod:`benchmarks.streaming`,
   one child process per run): a backlog end to end, then publish -> push delay at a fixed rate;
   and a backlog of ``STARTUP_EVENTS``, the job's start, subtracted for the sustained rate;
@@ -43,7 +44,7 @@ import apache_beam as beam
 from apache_beam.options.pipeline_options import WorkerOptions
 
 from benchmarks.floor import run_floor
-from benchmarks.stages import STAGES, Inputs, Measurement, measure_graph, measure_naive, measure_stage
+from benchmarks.stages import NAIVE_STAGES, STAGES, Inputs, Measurement, measure_graph, measure_naive, measure_stage
 from benchmarks.workload import build_workload, first_day, traffic
 from pipeline.calendar_days import DEFAULT_TIME_ZONE
 from pipeline.emulator import EmulatorUnavailable, find_jar, find_java
@@ -120,9 +121,10 @@ def measure_batch(sizes: Sizes, repeats: int) -> list[dict[str, Any]]:
         empty = Inputs(build_workload([]), Path(folder) / "empty")
         rows += _with_fixed_cost("naive beam", repeats, events, lambda given: measure_naive(given, DEFAULT_TIME_ZONE),
                                  inputs, empty)
-        for stage in STAGES:
-            rows.append(_batch_row(f"stage: {stage.name}", _repeat(
-                stage.name, repeats, lambda stage=stage: measure_stage(stage, inputs)), events))
+        for prefix, stages in (("stage", STAGES), ("naive stage", NAIVE_STAGES)):
+            for stage in stages:
+                rows.append(_batch_row(f"{prefix}: {stage.name}", _repeat(
+                    f"{prefix} {stage.name}", repeats, lambda stage=stage: measure_stage(stage, inputs)), events))
         rows += _with_fixed_cost("whole graph", repeats, events, measure_graph, inputs, empty)
     floor_cpu = rows[0]["cpu_us_per_event"]
     for row in rows:

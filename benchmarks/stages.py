@@ -27,6 +27,7 @@ from benchmarks import naive_beam
 from benchmarks.written import written
 from benchmarks.workload import ReadElements, Workload, save
 from pipeline import accounting, graph, schemas
+from pipeline.calendar_days import DEFAULT_TIME_ZONE
 from pipeline.catalog import DEFAULT_CATALOG
 from pipeline.dedup import DeduplicateEvents
 from pipeline.identify import IdentifyWaybills
@@ -87,6 +88,16 @@ STAGES: tuple[StageBench, ...] = (
                "orders to units with catalog enrichment, without delivery"),
     StageBench("stock", ("orders",), lambda i, d: _only(i) | "SuggestReplenishments"
                >> SuggestReplenishments(str(DEFAULT_CATALOG), streaming=False)),
+)
+
+# The naive peer's versions of the keyed stages (GroupByKeys in the global window: batch only),
+# over the same inputs, for a stage-against-stage comparison.
+NAIVE_STAGES: tuple[StageBench, ...] = (
+    StageBench("dedup", ("valid",), lambda i, d: naive_beam.unique_events(_only(i), "All")),
+    StageBench("stats", ("courier", "orders"),
+               lambda i, d: naive_beam.daily_stats(i["courier"], i["orders"], DEFAULT_TIME_ZONE)),
+    StageBench("lifecycle", ("identified",), lambda i, d: naive_beam.track_shipments(_only(i))),
+    StageBench("stock", ("orders",), lambda i, d: naive_beam.replenishments(_only(i))),
 )
 
 

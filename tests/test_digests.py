@@ -14,6 +14,7 @@ from apache_beam.utils.timestamp import Timestamp
 from cloudevents.core.bindings.http import HTTPMessage, from_http
 from cloudevents.core.formats.json import JSONFormat
 
+from benchmarks.plain_state import Alarm, Cell
 from pipeline.delivery_records import DeliveryRequest
 from pipeline.digests import DIGEST_TYPE, MAX_NOTABLE_LISTED, AccountDigestFn, AccountProfile, SendAccountDigests
 from pipeline.identify import identify
@@ -254,36 +255,16 @@ def test_streaming_sends_no_final_digest_when_the_watermark_reaches_the_end() ->
     assert _SEEN == [("sub-other", "notable", 1, 1, 1, ("EXCEPTION",))]
 
 
-class _State:
-    """A ReadModifyWriteState for calling the DoFn without a runner."""
-
-    def __init__(self) -> None:
-        self.value: Any = None
-
-    def read(self) -> Any:
-        return self.value
-
-    def write(self, value: Any) -> None:
-        self.value = value
-
-
-class _Timer:
-    def __init__(self) -> None:
-        self.times: list[Timestamp] = []
-
-    def set(self, when: Timestamp) -> None:
-        self.times.append(when)
-
-
 def test_the_final_digest_is_not_repeated_when_nothing_happened_since() -> None:
     fn = AccountDigestFn([ACME], clock=lambda: 0.0, source="/test")
-    state, final = _State(), _Timer()
+    state, final = Cell(), Alarm()
     list(fn.process(("acme", created("O-1", 0)), window=GlobalWindow(), state=state, final=final))
-    assert final.times == [GlobalWindow().max_timestamp()]
+    assert final.at == GlobalWindow().max_timestamp()
+    final.clear()  # it fires
     assert [summary(r)[1:4] for _, r in fn.on_final("acme", state)] == [("final", 1, 1)]
     assert list(fn.on_final("acme", state)) == []  # fired again (a runner firing twice): nothing new
     list(fn.process(("acme", paid("O-1", 1)), window=GlobalWindow(), state=state, final=final))
-    assert len(final.times) == 2  # re-armed after the final digest
+    assert final.at == GlobalWindow().max_timestamp()  # re-armed after the final digest
     assert [summary(r)[1:4] for _, r in fn.on_final("acme", state)] == [("final", 2, 1)]
 
 

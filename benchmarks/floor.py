@@ -61,7 +61,6 @@ from pipeline.subscriptions import (
 from pipeline.supervision import ToSupervisionRecordFn, is_compliance_alert
 from pipeline.validate import EventTag, ValidateEventsFn
 
-_ALLOWED_LATENESS = Duration(seconds=48 * 3600)  # the job's default --allowed_lateness_hours
 _ON_TIME = PaneInfo(True, True, PaneInfoTiming.ON_TIME, 0, 0)
 
 
@@ -236,10 +235,10 @@ class _Floor:
                 self.out.record(graph.INVENTORY_DIR, REPLENISHMENT_SUGGESTION, suggestion)
 
     def _daily_stats(self) -> None:
-        closing_days = DaysUntilClosed(self.days.time_zone, _ALLOWED_LATENESS)
+        closing_days = DaysUntilClosed(self.days.time_zone, Duration(seconds=stats.DEFAULT_ALLOWED_LATENESS_S))
         final: collections.Counter[tuple[IntervalWindow, stats.StatKey]] = collections.Counter()
         running = FormatDailyStat(self.days, final=False)
-        records = []
+        records: list[dict[str, Any]] = []
         for (window, stat_key), value in self.counted.items():
             records += running.process((stat_key, value), window=window, pane=_ON_TIME)
             final[(closing_days.day_of(window.start), stat_key)] += value

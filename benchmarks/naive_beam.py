@@ -20,6 +20,7 @@ from apache_beam.metrics import Metrics
 from apache_beam.metrics.metric import MetricsFilter
 from apache_beam.runners.runner import PipelineResult
 from apache_beam.transforms.window import GlobalWindows, TimestampedValue
+from apache_beam.utils.timestamp import Duration
 
 from benchmarks.keyed_work import Tagged, account_digests, order_movements, shipment_outputs, sku_suggestions
 from benchmarks.written import written
@@ -50,7 +51,6 @@ from pipeline.validate import EventTag, ValidateEventsFn
 
 NAMESPACE = "naive"
 COUNTS = ("inputs", "pushed", "orders", "dead_lettered", "duplicates")
-_ALLOWED_LATENESS_S = 48 * 3600  # the job's default --allowed_lateness_hours
 _LIFECYCLE_TAGS = (VIEWS, ALERTS, STATE_CHANGES, DEAD_LETTER, EVENTS_WITH_MERCHANT)
 
 
@@ -130,7 +130,8 @@ def daily_stats(courier: beam.PCollection, orders: beam.PCollection, time_zone: 
     ) | "AllContributions" >> beam.Flatten()
     days = CalendarDays(time_zone)
     records = []
-    for name, window_fn, final in (("Running", days, False), ("Final", DaysUntilClosed(time_zone, _ALLOWED_LATENESS_S), True)):
+    closing_days = DaysUntilClosed(time_zone, Duration(seconds=stats.DEFAULT_ALLOWED_LATENESS_S))
+    for name, window_fn, final in (("Running", days, False), ("Final", closing_days, True)):
         records.append(
             contributions
             | f"WindowInto{name}Days" >> beam.WindowInto(window_fn)

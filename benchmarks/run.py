@@ -27,6 +27,7 @@ Example::
 from __future__ import annotations
 
 import argparse
+import functools
 import gc
 import json
 import os
@@ -124,7 +125,7 @@ def measure_batch(sizes: Sizes, repeats: int) -> list[dict[str, Any]]:
         for prefix, stages in (("stage", STAGES), ("naive stage", NAIVE_STAGES)):
             for stage in stages:
                 rows.append(_batch_row(f"{prefix}: {stage.name}", _repeat(
-                    f"{prefix} {stage.name}", repeats, lambda stage=stage: measure_stage(stage, inputs)), events))
+                    f"{prefix} {stage.name}", repeats, functools.partial(measure_stage, stage, inputs)), events))
         rows += _with_fixed_cost("whole graph", repeats, events, measure_graph, inputs, empty)
     floor_cpu = rows[0]["cpu_us_per_event"]
     for row in rows:

@@ -118,6 +118,8 @@ METRICS: tuple[Metric, ...] = (
     Metric("order_value_cents", ORDER, _order_value_cents, _PER_MERCHANT_AND_CODE),
 )
 
+DEFAULT_ALLOWED_LATENESS_S = 48 * 3600  # how long after its end a day still takes late events
+
 _SCHEMA_OF_STREAM = {COURIER: schemas.COURIER_EVENT, ORDER: schemas.ORDER_EVENT}
 _TIMING = {PaneInfoTiming.EARLY: "EARLY", PaneInfoTiming.ON_TIME: "ON_TIME", PaneInfoTiming.LATE: "LATE"}
 
@@ -333,7 +335,7 @@ class ComputeDailyStats(beam.PTransform):
         self,
         time_zone: str = DEFAULT_TIME_ZONE,
         early_results_every: float = 5,
-        allowed_lateness: float = 48 * 3600,
+        allowed_lateness: float = DEFAULT_ALLOWED_LATENESS_S,
         streaming: bool = False,
         shards: int = 16,
     ) -> None:

@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import collections
 import dataclasses
-import json
 import uuid
 from pathlib import Path
 from typing import IO, Any, Iterable
@@ -47,7 +46,7 @@ from pipeline.inventory import (
     REPLENISHMENT_SUGGESTION, AttachCatalogItemFn, Movement, OrderMovementsFn, OrderStep, RunningStockFn,
     SuggestReplenishments, order_step,
 )
-from pipeline.json_records import to_json
+from pipeline.json_records import to_json_line
 from pipeline.lifecycle import (
     ALERTS, DEAD_LETTER, EVENTS_WITH_MERCHANT, STATE_CHANGES, WAYBILL_ALERT, WAYBILL_STATE_CHANGE, WAYBILL_VIEW,
     TrackShipmentsFn, TrackWaybillLifecycles, master_waybill_no,
@@ -87,7 +86,7 @@ class _Lines:
         self._files: dict[str, IO[str]] = {}
 
     def record(self, folder: str, schema_name: str, record: dict[str, Any]) -> None:
-        self.text(folder, json.dumps(to_json(schema_name, record), ensure_ascii=False))
+        self.text(folder, to_json_line(schema_name, record))
 
     def text(self, folder: str, line: str) -> None:
         if folder not in self._files:

@@ -11,13 +11,11 @@ events/s). It writes what the graph writes, in the same folders; counts go to Be
 """
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any, Callable, Iterable, Iterator
 
 import apache_beam as beam
 from apache_beam.metrics import Metrics
-from apache_beam.metrics.metric import MetricsFilter
 from apache_beam.runners.runner import PipelineResult
 from apache_beam.transforms.window import GlobalWindows, TimestampedValue
 from apache_beam.utils.timestamp import Duration
@@ -25,6 +23,7 @@ from apache_beam.utils.timestamp import Duration
 from benchmarks.keyed_work import Tagged, account_digests, order_movements, shipment_outputs, sku_suggestions
 from benchmarks.written import written
 from pipeline import graph, schemas, stats
+from pipeline.accounting import read_counters
 from pipeline.calendar_days import DEFAULT_TIME_ZONE, CalendarDays, DaysUntilClosed
 from pipeline.catalog import DEFAULT_CATALOG
 from pipeline.current_view import UpsertCurrentView
@@ -38,7 +37,7 @@ from pipeline.identify import identify
 from pipeline.inventory import (
     REPLENISHMENT_SUGGESTION, AttachCatalogItemFn, OrderMovementsFn, RunningStockFn, SuggestReplenishments, order_step,
 )
-from pipeline.json_records import to_json
+from pipeline.json_records import to_json_line
 from pipeline.lifecycle import (
     ALERTS, DEAD_LETTER, EVENTS_WITH_MERCHANT, STATE_CHANGES, VIEWS, WAYBILL_ALERT, WAYBILL_STATE_CHANGE,
     WAYBILL_VIEW, TrackShipmentsFn, TrackWaybillLifecycles, master_waybill_no,
@@ -156,7 +155,7 @@ class NaiveGraph(beam.PTransform):
     def _write(self, records: beam.PCollection, folder: str, schema_name: str) -> None:
         label = folder.replace("/", "_")
         (records
-         | f"{label}ToJson" >> beam.Map(lambda record: json.dumps(to_json(schema_name, record), ensure_ascii=False))
+         | f"{label}ToJson" >> beam.Map(lambda record: to_json_line(schema_name, record))
          | f"Write{label}" >> beam.io.WriteToText(f"{self.output_dir}/{folder}/naive", file_name_suffix=".jsonl"))
 
     def expand(self, messages: beam.PCollection) -> None:
@@ -237,8 +236,5 @@ class NaiveGraph(beam.PTransform):
 
 def facts(result: PipelineResult, output_dir: Path) -> dict[str, Any]:
     """The naive run's counts and outputs, shaped as :meth:`benchmarks.floor.FloorResult.facts`."""
-    values: dict[str, int] = {}
-    for counter in result.metrics().query(MetricsFilter().with_namespace(NAMESPACE))["counters"]:
-        value = counter.committed if counter.committed is not None else counter.attempted
-        values[counter.key.metric.name] = values.get(counter.key.metric.name, 0) + (value or 0)
+    values = read_counters(result, NAMESPACE)
     return {**{name: values.get(name, 0) for name in COUNTS}, **written(output_dir)}

@@ -77,9 +77,9 @@ class Accounting:
         )
 
 
-def read_counters(result: PipelineResult) -> dict[str, int]:
-    """The job's counters by name (committed values where the runner has them)."""
-    counters = result.metrics().query(MetricsFilter().with_namespace(METRICS_NAMESPACE))["counters"]
+def read_counters(result: PipelineResult, namespace: str = METRICS_NAMESPACE) -> dict[str, int]:
+    """The job's counters (those of ``namespace``) by name, committed values where the runner has them."""
+    counters = result.metrics().query(MetricsFilter().with_namespace(namespace))["counters"]
     values: dict[str, int] = {}
     for counter in counters:
         value = counter.committed if counter.committed is not None else counter.attempted

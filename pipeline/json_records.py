@@ -74,6 +74,11 @@ def to_json(name: str, record: schemas.Record) -> dict[str, Any]:
     return _converter(name)(record)
 
 
+def to_json_line(name: str, record: schemas.Record) -> str:
+    """``record`` as one JSON Lines line (no newline), non-ASCII text as it is."""
+    return json.dumps(to_json(name, record), ensure_ascii=False)
+
+
 @functools.lru_cache(maxsize=65_536)  # a scan's time is formatted again in every later view of its shipment
 def format_timestamp(value: datetime) -> str:
     """``2026-11-21T01:30:00.000Z``: UTC, milliseconds."""

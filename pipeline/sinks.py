@@ -5,7 +5,6 @@ Avro record (see :mod:`pipeline.json_records`), or a Pub/Sub topic of Avro binar
 """
 from __future__ import annotations
 
-import json
 import time
 import uuid
 from typing import Any, Callable
@@ -74,9 +73,7 @@ class WriteJsonLines(beam.PTransform):
 
     def expand(self, records: beam.PCollection) -> Any:
         schema_name = self.schema_name
-        lines = records | "ToJsonLine" >> beam.Map(
-            lambda record: json.dumps(json_records.to_json(schema_name, record), ensure_ascii=False)
-        )
+        lines = records | "ToJsonLine" >> beam.Map(lambda record: json_records.to_json_line(schema_name, record))
         if self.streaming:
             lines = lines | "FlushPeriodically" >> beam.WindowInto(
                 window.GlobalWindows(),

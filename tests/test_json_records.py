@@ -1,12 +1,13 @@
 """The JSON form of Avro records."""
 from __future__ import annotations
 
+import json
 from datetime import datetime, timedelta, timezone
 
 import pytest
 
 from pipeline.dead_letter import InvalidInput
-from pipeline.json_records import format_timestamp, from_json, parse_timestamp, to_json
+from pipeline.json_records import format_timestamp, from_json, parse_timestamp, to_json, to_json_line
 
 LINE = {
     "event_id": "ev-1", "order_id": "ORD-1", "merchant_id": "M-1", "business_code": "B2C", "status": "SHIPPED",
@@ -19,6 +20,13 @@ def test_round_trip_keeps_values_and_writes_utc_milliseconds() -> None:
     record = from_json("OrderEvent", LINE)
     assert record["event_time"] == datetime(2026, 11, 21, 1, 30, 0, 250000, tzinfo=timezone.utc)
     assert to_json("OrderEvent", record) == {**LINE, "event_time": "2026-11-21T01:30:00.250Z"}
+
+
+def test_a_json_line_is_one_line_with_non_ascii_text_as_it_is() -> None:
+    record = from_json("OrderEvent", {**LINE, "merchant_id": "商户-1"})
+    line = to_json_line("OrderEvent", record)
+    assert "\n" not in line and "商户-1" in line
+    assert json.loads(line) == to_json("OrderEvent", record)
 
 
 def test_nullable_fields_may_be_left_out() -> None:

@@ -96,9 +96,10 @@ def measure(days: int, events_per_day: int, step_hours: int = 3, seed: int = 1) 
         with messages_source(lambda: stream):
             result = launch(options)
             result.wait_until_finish()
+        peak = peak_rss_mb()  # the job's, before its outputs are read for the facts
         facts = graph_facts(result, Path(scratch))
     return {
-        "days": days, "messages": messages, "peak_rss_mb": peak_rss_mb(),
+        "days": days, "messages": messages, "peak_rss_mb": peak,
         "rss_before_input_mb": before_input, "rss_with_input_mb": with_input,
         "balanced": facts["balanced"], "inputs": facts["inputs"], "waybill_states": facts["waybill_states"],
     }

@@ -28,7 +28,6 @@ from __future__ import annotations
 
 import argparse
 import functools
-import gc
 import json
 import os
 import platform
@@ -44,8 +43,9 @@ from typing import Any, Callable, Optional
 import apache_beam as beam
 from apache_beam.options.pipeline_options import WorkerOptions
 
-from benchmarks.floor import run_floor
-from benchmarks.stages import NAIVE_STAGES, STAGES, Inputs, Measurement, measure_graph, measure_naive, measure_stage
+from benchmarks.stages import (
+    NAIVE_STAGES, STAGES, Inputs, Measurement, measure_floor, measure_graph, measure_naive, measure_stage,
+)
 from benchmarks.workload import build_workload, first_day, traffic
 from pipeline.calendar_days import DEFAULT_TIME_ZONE
 from pipeline.emulator import EmulatorUnavailable, find_jar, find_java
@@ -82,14 +82,6 @@ def _repeat(label: str, repeats: int, once: Callable[[], Measurement]) -> list[M
     return runs
 
 
-def _floor_once(messages: list[Any]) -> Measurement:
-    with tempfile.TemporaryDirectory(prefix="bench-floor-") as scratch:
-        gc.collect()  # as before every Beam row (benchmarks.stages)
-        cpu, wall = time.process_time(), time.perf_counter()
-        result = run_floor(messages, Path(scratch), DEFAULT_TIME_ZONE)
-        return Measurement(time.process_time() - cpu, time.perf_counter() - wall, result.facts(Path(scratch)))
-
-
 def _batch_row(name: str, runs: list[Measurement], events: int) -> dict[str, Any]:
     cpu_s, wall_s = statistics.median([r.cpu_s for r in runs]), statistics.median([r.wall_s for r in runs])
     return {
@@ -115,7 +107,7 @@ def measure_batch(sizes: Sizes, repeats: int) -> list[dict[str, Any]]:
     messages = traffic(1, sizes.batch_events, first_day(1))
     workload = build_workload([m.message for m in messages])
     events = len(workload.messages)
-    rows = [_batch_row("floor", _repeat("floor", repeats, lambda: _floor_once(workload.messages)), events)]
+    rows = [_batch_row("floor", _repeat("floor", repeats, lambda: measure_floor(workload.messages, DEFAULT_TIME_ZONE)), events)]
     with tempfile.TemporaryDirectory(prefix="bench-inputs-") as folder:
         inputs = Inputs(workload, Path(folder))
         (Path(folder) / "empty").mkdir()

@@ -1,6 +1,6 @@
-"""Batch measurements on the FnApiRunner: each stage alone, the naive peer, the whole graph.
+"""Batch measurements: the floor, and on the FnApiRunner each stage alone, the naive peer, the whole graph.
 
-Each measurement runs one pipeline in this process on the FnApiRunner (in memory, one
+Each measurement, but the floor's (a plain loop, :mod:`benchmarks.floor`), runs one pipeline in this process on the FnApiRunner (in memory, one
 worker: the code path of a Dataflow worker's SDK harness) and records the CPU time of this
 process (``time.process_time``, every thread) and the wall time of ``p.run()`` to its end.
 A stage reads exactly what it receives in the graph, precomputed without Beam
@@ -15,7 +15,7 @@ import gc
 import tempfile
 import time
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, TypeVar
 from unittest import mock
 
 import apache_beam as beam
@@ -23,6 +23,7 @@ from apache_beam.options.pipeline_options import PipelineOptions
 from apache_beam.runners.runner import PipelineResult
 
 from benchmarks import naive_beam
+from benchmarks.floor import run_floor
 from benchmarks.written import written
 from benchmarks.workload import ReadElements, Workload, save
 from pipeline import accounting, graph, schemas
@@ -33,6 +34,7 @@ from pipeline.identify import IdentifyWaybills
 from pipeline.inventory import SuggestReplenishments
 from pipeline.lifecycle import TrackWaybillLifecycles, read_live_states
 from pipeline.main import launch
+from pipeline.messages import RawMessage
 from pipeline.options import WaybillOptions
 from pipeline.routing import DEFAULT_ROUTING, RouteOrders, load_routing_table
 from pipeline.sinks import WriteJsonLines
@@ -40,6 +42,7 @@ from pipeline.stats import ComputeDailyStats
 from pipeline.supervision import PushSupervision
 from pipeline.validate import ValidateEvents
 
+Result = TypeVar("Result")
 RUNNER_OPTIONS = ["--runner=FnApiRunner", "--direct_num_workers=1", "--direct_running_mode=in_memory"]
 _DEDUP_HORIZON_S = 24 * 3600
 
@@ -115,13 +118,29 @@ class Inputs:
         return p | f"Read{name.capitalize()}" >> ReadElements(self.paths[name], timestamped=name != "messages")
 
 
-def _timed(run: Callable[[], PipelineResult], facts: Callable[[PipelineResult], dict[str, Any]]) -> Measurement:
+def _timed(run: Callable[[], Result], facts: Callable[[Result], dict[str, Any]]) -> Measurement:
+    """Times ``run()`` from a collected heap; ``facts`` of what it returned are taken afterwards."""
     gc.collect()
     cpu, wall = time.process_time(), time.perf_counter()
     result = run()
-    result.wait_until_finish()
     cpu, wall = time.process_time() - cpu, time.perf_counter() - wall
     return Measurement(cpu, wall, facts(result))
+
+
+def _to_the_end(run: Callable[[], PipelineResult]) -> Callable[[], PipelineResult]:
+    """``run``, then waits until the pipeline it started has finished."""
+    def run_and_wait() -> PipelineResult:
+        result = run()
+        result.wait_until_finish()
+        return result
+
+    return run_and_wait
+
+
+def measure_floor(messages: list[RawMessage], time_zone: str) -> Measurement:
+    """The floor over the messages."""
+    with tempfile.TemporaryDirectory(prefix="bench-floor-") as scratch:
+        return _timed(lambda: run_floor(messages, Path(scratch), time_zone), lambda result: result.facts(Path(scratch)))
 
 
 def measure_stage(stage: StageBench, inputs: Inputs) -> Measurement:
@@ -129,7 +148,7 @@ def measure_stage(stage: StageBench, inputs: Inputs) -> Measurement:
     with tempfile.TemporaryDirectory(prefix=f"bench-{stage.name}-") as scratch:
         p = beam.Pipeline(options=PipelineOptions(RUNNER_OPTIONS))
         stage.build({name: inputs.read(p, name) for name in stage.inputs}, Path(scratch))
-        return _timed(p.run, lambda result: {name: inputs.sizes[name] for name in stage.inputs})
+        return _timed(_to_the_end(p.run), lambda result: {name: inputs.sizes[name] for name in stage.inputs})
 
 
 def measure_naive(inputs: Inputs, time_zone: str) -> Measurement:
@@ -137,7 +156,7 @@ def measure_naive(inputs: Inputs, time_zone: str) -> Measurement:
     with tempfile.TemporaryDirectory(prefix="bench-naive-") as scratch:
         p = beam.Pipeline(options=PipelineOptions(RUNNER_OPTIONS))
         inputs.read(p, "messages") | "NaiveGraph" >> naive_beam.NaiveGraph(scratch, time_zone)
-        return _timed(p.run, lambda result: naive_beam.facts(result, Path(scratch)))
+        return _timed(_to_the_end(p.run), lambda result: naive_beam.facts(result, Path(scratch)))
 
 
 def graph_options(output_dir: Path, extra: list[str] | None = None) -> WaybillOptions:
@@ -178,4 +197,4 @@ def measure_graph(inputs: Inputs) -> Measurement:
         output_dir = Path(scratch)
         options = graph_options(output_dir, RUNNER_OPTIONS)
         with messages_source(lambda: ReadElements(inputs.paths["messages"])):
-            return _timed(lambda: launch(options), lambda result: graph_facts(result, output_dir))
+            return _timed(_to_the_end(lambda: launch(options)), lambda result: graph_facts(result, output_dir))

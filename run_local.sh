@@ -8,7 +8,7 @@
 #                                  every output is complete; e.g. --days 5 for five synthetic days
 #   ./run_local.sh --pubsub [--events N] [--measure] [job options]
 #                                  the same job reading and writing Pub/Sub topics on a local
-#                                  emulator, fed synthetic traffic (python -m pipeline.local_pubsub)
+#                                  emulator, fed synthetic traffic (python -m pipeline.local.pubsub)
 #   ./run_local.sh --test [pytest args]
 #                                  run the test suite
 #
@@ -39,6 +39,6 @@ if [ "${1:-}" = "--batch" ]; then
 fi
 if [ "${1:-}" = "--pubsub" ]; then
   shift
-  exec .venv/bin/python -m pipeline.local_pubsub "$@"
+  exec .venv/bin/python -m pipeline.local.pubsub "$@"
 fi
 exec .venv/bin/python -m pipeline --runner=DirectRunner --streaming "$@"

@@ -1,4 +1,8 @@
-"""waybill-pipeline: also what Dataflow's --setup_file stages on its workers."""
+"""waybill-pipeline: also what Dataflow's --setup_file stages on its workers.
+
+Workers get the job only: pipeline.local (the command line, the local runner, the local Pub/Sub
+tools) and pipeline.deploy (the graph check, the flex template) stay on the machine that launches.
+"""
 from setuptools import find_packages, setup
 
 setup(
@@ -6,7 +10,10 @@ setup(
     version="0.1.0",
     description="Streaming Apache Beam job: courier and order events pushed in real time, daily statistics kept right.",
     python_requires=">=3.10",
-    packages=find_packages(include=["pipeline", "pipeline.*"]),
+    packages=find_packages(
+        include=["pipeline", "pipeline.*"],
+        exclude=["pipeline.local", "pipeline.local.*", "pipeline.deploy", "pipeline.deploy.*"],
+    ),
     # pipeline/contracts is a link to the top-level schemas/ folder: the Avro contracts ship
     # inside the package, so workers read the same .avsc files as the tests.
     package_data={"pipeline": ["contracts/*.avsc", "data/*.jsonl", "data/*.json"]},

@@ -18,11 +18,11 @@ from typing import Any, Iterable
 from apache_beam.transforms.window import GlobalWindow
 
 from benchmarks.plain_state import Alarm, Bag, Cell, fire_until_quiet, tagged
-from pipeline.delivery_records import DeliveryRequest
-from pipeline.digests import AccountDigestFn
-from pipeline.inventory import Movement, OrderMovementsFn, OrderStep, RunningStockFn
-from pipeline.lifecycle import TrackShipmentsFn
-from pipeline.subscriptions import SubscribableEvent
+from pipeline.delivery.records import DeliveryRequest
+from pipeline.fanout.digests import AccountDigestFn
+from pipeline.stages.inventory import Movement, OrderMovementsFn, OrderStep, RunningStockFn
+from pipeline.stages.lifecycle import TrackShipmentsFn
+from pipeline.fanout.subscriptions import SubscribableEvent
 
 Tagged = tuple[str, Any]
 

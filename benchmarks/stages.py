@@ -26,21 +26,23 @@ from benchmarks import naive_beam
 from benchmarks.floor import run_floor
 from benchmarks.written import written
 from benchmarks.workload import ReadElements, Workload, save
-from pipeline import accounting, graph, schemas
-from pipeline.calendar_days import DEFAULT_TIME_ZONE
-from pipeline.catalog import DEFAULT_CATALOG
-from pipeline.dedup import DeduplicateEvents
-from pipeline.identify import IdentifyWaybills
-from pipeline.inventory import SuggestReplenishments
-from pipeline.lifecycle import TrackWaybillLifecycles, read_live_states
-from pipeline.main import launch
-from pipeline.messages import RawMessage
+from pipeline import graph
+from pipeline.local import accounting
+from pipeline.model import schemas
+from pipeline.stages.calendar_days import DEFAULT_TIME_ZONE
+from pipeline.model.catalog import DEFAULT_CATALOG
+from pipeline.stages.dedup import DeduplicateEvents
+from pipeline.stages.identify import IdentifyWaybills
+from pipeline.stages.inventory import SuggestReplenishments
+from pipeline.stages.lifecycle import TrackWaybillLifecycles, read_live_states
+from pipeline.local.cli import launch
+from pipeline.model.messages import RawMessage
 from pipeline.options import WaybillOptions
-from pipeline.routing import DEFAULT_ROUTING, RouteOrders, load_routing_table
-from pipeline.sinks import WriteJsonLines
-from pipeline.stats import ComputeDailyStats
-from pipeline.supervision import PushSupervision
-from pipeline.validate import ValidateEvents
+from pipeline.fanout.routing import DEFAULT_ROUTING, RouteOrders, load_routing_table
+from pipeline.io.sinks import WriteJsonLines
+from pipeline.stages.stats import ComputeDailyStats
+from pipeline.stages.supervision import PushSupervision
+from pipeline.stages.validate import ValidateEvents
 
 Result = TypeVar("Result")
 RUNNER_OPTIONS = ["--runner=FnApiRunner", "--direct_num_workers=1", "--direct_running_mode=in_memory"]

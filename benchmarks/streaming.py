@@ -1,6 +1,6 @@
 """The local streaming job on the DirectRunner with the Pub/Sub emulator: speed and delay.
 
-The same sequence as ``python -m pipeline.local_pubsub --measure``, built from that module's
+The same sequence as ``python -m pipeline.local.pubsub --measure``, built from that module's
 parts, returning numbers instead of printing sentences: ``events`` messages are published
 before the job starts (a backlog), the job is launched and timed until everything is
 accounted for (events/s end to end, and CPU of this process per event); after
@@ -27,13 +27,13 @@ import time
 from typing import Any
 
 from pipeline import options as job_options
-from pipeline import publish
-from pipeline.emulator import PubsubEmulator
-from pipeline.local_pubsub import LocalRun, Traffic, create_topics, job_argv
-from pipeline.main import clear_outputs, launch
+from pipeline.local import publish
+from pipeline.local.emulator import PubsubEmulator
+from pipeline.local.pubsub import LocalRun, Traffic, create_topics, job_argv
+from pipeline.local.cli import clear_outputs, launch
 from pipeline.options import WaybillOptions
-from pipeline.output_drain import OutputDrain
-from pipeline.synthetic import TrafficProfile
+from pipeline.local.output_drain import OutputDrain
+from pipeline.io.synthetic import TrafficProfile
 
 IDLE_S = 5.0
 _PUBLISH_TIMEOUT_S = 300.0

@@ -20,11 +20,11 @@ from typing import Any, Iterator
 import apache_beam as beam
 from apache_beam.transforms.window import TimestampedValue
 
-from pipeline import synthetic
-from pipeline.dead_letter import InvalidInput
-from pipeline.identify import identify
-from pipeline.messages import Encoding, RawMessage
-from pipeline.validate import EventTag, validate_message
+from pipeline.io import synthetic
+from pipeline.model.dead_letter import InvalidInput
+from pipeline.stages.identify import identify
+from pipeline.model.messages import Encoding, RawMessage
+from pipeline.stages.validate import EventTag, validate_message
 
 Event = dict[str, Any]
 

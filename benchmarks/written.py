@@ -13,7 +13,9 @@ import json
 from pathlib import Path
 from typing import Any
 
-from pipeline import graph, stats
+from pipeline import graph
+
+from pipeline.stages import stats
 
 
 def written(output_dir: Path) -> dict[str, Any]:

@@ -1,3 +1,3 @@
-from pipeline.main import main
+from pipeline.local.cli import main
 
 main()

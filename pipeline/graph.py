@@ -7,30 +7,30 @@ import apache_beam as beam
 from apache_beam.options.pipeline_options import StandardOptions
 
 from pipeline import options as job_options
-from pipeline import schemas
-from pipeline.current_view import UpsertCurrentView
-from pipeline.delivery import DeliverMessages
-from pipeline.delivery_config import DeliveryConfig, read_text
-from pipeline.delivery_records import DeliveryOutput, delivery_request
-from pipeline.delivery_targets import TargetKind, load_targets
-from pipeline.digests import SendAccountDigests
-from pipeline.dedup import DUPLICATES_TAG, DeduplicateEvents
-from pipeline.identify import IdentifyWaybills
-from pipeline.inventory import REPLENISHMENT_SUGGESTION, SuggestReplenishments
-from pipeline.json_records import to_json
-from pipeline.lifecycle import (
+from pipeline.model import schemas
+from pipeline.io.current_view import UpsertCurrentView
+from pipeline.delivery.deliver import DeliverMessages
+from pipeline.config import DeliveryConfig, read_text
+from pipeline.delivery.records import DeliveryOutput, delivery_request
+from pipeline.delivery.targets import TargetKind, load_targets
+from pipeline.fanout.digests import SendAccountDigests
+from pipeline.stages.dedup import DUPLICATES_TAG, DeduplicateEvents
+from pipeline.stages.identify import IdentifyWaybills
+from pipeline.stages.inventory import REPLENISHMENT_SUGGESTION, SuggestReplenishments
+from pipeline.model.json_records import to_json
+from pipeline.stages.lifecycle import (
     ALERTS, EVENTS_WITH_MERCHANT, STATE_CHANGES, VIEWS, WAYBILL_ALERT, WAYBILL_STATE_CHANGE, WAYBILL_VIEW,
     TrackWaybillLifecycles,
 )
 from pipeline.options import WaybillOptions
-from pipeline.routing import RouteOrders
-from pipeline.shipment import alert_event_id
-from pipeline.sinks import WriteJsonLines, WritePubSub, is_local_path
-from pipeline.sources import ReadFiles, ReadPubSub, ReadSynthetic
-from pipeline.stats import ComputeDailyStats
-from pipeline.subscriptions import CollectSubscribableEvents, MatchSubscriptions
-from pipeline.supervision import PushComplianceAlerts, PushSupervision
-from pipeline.validate import EventTag, ValidateEvents
+from pipeline.fanout.routing import RouteOrders
+from pipeline.stages.shipment import alert_event_id
+from pipeline.io.sinks import WriteJsonLines, WritePubSub, is_local_path
+from pipeline.io.sources import ReadFiles, ReadPubSub, ReadSynthetic
+from pipeline.stages.stats import ComputeDailyStats
+from pipeline.fanout.subscriptions import CollectSubscribableEvents, MatchSubscriptions
+from pipeline.stages.supervision import PushComplianceAlerts, PushSupervision
+from pipeline.stages.validate import EventTag, ValidateEvents
 
 # Output folders under --output_dir.
 SUPERVISION_DIR = "supervision"

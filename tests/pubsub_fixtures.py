@@ -10,7 +10,7 @@ Register in ``tests/conftest.py`` with ``pytest_plugins = ["tests.pubsub_fixture
 * ``pull_until`` / ``running``: poll an output subscription with a deadline, and run a
   streaming pipeline that is cancelled when the block ends (streaming never finishes).
 * ``stock_direct_runner`` (autouse): every test starts with Beam's own DirectRunner; what
-  ``pipeline.main.launch`` patches into it for a local run (``pipeline.direct_pubsub``) is
+  ``pipeline.local.cli.launch`` patches into it for a local run (``pipeline.local.runner.pubsub_io``) is
   undone after each test.
 """
 from __future__ import annotations
@@ -27,7 +27,7 @@ import pytest
 from apache_beam.runners.direct import executor
 from apache_beam.runners.direct.transform_evaluator import _PubSubReadEvaluator
 
-from pipeline.emulator import EmulatorUnavailable, PubsubEmulator
+from pipeline.local.emulator import EmulatorUnavailable, PubsubEmulator
 
 PROJECT = "waybill-test"
 REQUIRE_ENV = "WAYBILL_REQUIRE_EMULATOR"

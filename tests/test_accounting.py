@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from pipeline.accounting import Accounting, TargetDeliveries, read_deliveries, summary
+from pipeline.local.accounting import Accounting, TargetDeliveries, read_deliveries, summary
 
 
 def test_later_dead_letters_do_not_break_the_balance_and_the_folder_holds_both(tmp_path: Path) -> None:

@@ -11,7 +11,7 @@ from benchmarks.naive_beam import COUNTS
 from benchmarks.run import QUICK, table
 from benchmarks.stages import Inputs, measure_graph, measure_naive
 from benchmarks.workload import build_workload, first_day, traffic
-from pipeline.calendar_days import DEFAULT_TIME_ZONE
+from pipeline.stages.calendar_days import DEFAULT_TIME_ZONE
 
 SAME = (*COUNTS, "lines", "delivered", "daily_totals")
 # Every output folder of the graph that 400 synthetic messages reach.

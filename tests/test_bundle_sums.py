@@ -7,7 +7,7 @@ from apache_beam.testing.util import assert_that, equal_to
 from apache_beam.transforms.window import FixedWindows, IntervalWindow, TimestampedValue
 from apache_beam.utils.timestamp import Timestamp
 
-from pipeline.bundle_sums import SumPerKeyWithinBundle, _SumWithinBundleFn
+from pipeline.stages.bundle_sums import SumPerKeyWithinBundle, _SumWithinBundleFn
 
 
 def test_one_partial_sum_per_key_and_window_stamped_with_the_earliest_part() -> None:

@@ -13,7 +13,7 @@ from apache_beam.testing.util import assert_that, equal_to_per_window
 from apache_beam.transforms.window import IntervalWindow, TimestampedValue
 from apache_beam.utils.timestamp import Duration, Timestamp
 
-from pipeline.calendar_days import CalendarDays, DaysUntilClosed
+from pipeline.stages.calendar_days import CalendarDays, DaysUntilClosed
 
 HOUR = 3_600_000_000  # micros
 

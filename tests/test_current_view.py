@@ -14,9 +14,9 @@ from apache_beam.testing import test_pipeline, test_stream
 from apache_beam.transforms.window import TimestampedValue
 from apache_beam.utils.timestamp import Timestamp
 
-from pipeline.current_view import SqliteCurrentView, UpsertBundlesFn, UpsertCurrentView, pane_rank
-from pipeline.json_records import parse_timestamp
-from pipeline.stats import ComputeDailyStats
+from pipeline.io.current_view import SqliteCurrentView, UpsertBundlesFn, UpsertCurrentView, pane_rank
+from pipeline.model.json_records import parse_timestamp
+from pipeline.stages.stats import ComputeDailyStats
 
 T0 = datetime(2026, 11, 21, 2, 0, tzinfo=timezone.utc)
 DAY = "2026-11-21"

@@ -1,6 +1,6 @@
 """The production job, built offline for Dataflow (``--dry_run=True``), is what we deploy.
 
-Each dry run builds the whole graph through ``pipeline.main.launch`` in about a second, with no
+Each dry run builds the whole graph through ``pipeline.local.cli.launch`` in about a second, with no
 credentials and no network. The negative tests change the graph the way a careless edit would
 (a renamed step, a DirectRunner-only transform) and show that the check reports it.
 """
@@ -16,11 +16,13 @@ import pytest
 from apache_beam.runners.direct.direct_runner import _get_pubsub_transform_overrides
 from apache_beam.testing.test_stream import TestStream
 
-from pipeline import dataflow_graph, graph
-from pipeline.dataflow_graph import DryRunJob
+from pipeline import graph
+
+from pipeline.deploy import dataflow_graph
+from pipeline.deploy.dataflow_graph import DryRunJob
 from pipeline.options import WaybillOptions
 
-FLEX_TEMPLATE = Path(__file__).resolve().parent.parent / "pipeline" / "flex_template"
+FLEX_TEMPLATE = Path(__file__).resolve().parent.parent / "pipeline" / "deploy" / "flex_template"
 
 
 @pytest.fixture(scope="module")
@@ -141,7 +143,7 @@ def test_the_direct_runners_pubsub_read_fails_the_check(build_also: Callable[[Ca
 
 
 def test_test_stream_and_local_only_code_fail_the_check(build_also: Callable[[Callable[..., Any]], None]) -> None:
-    from pipeline import direct_pubsub
+    from pipeline.local.runner import pubsub_io as direct_pubsub
 
     def add_local_steps(p: beam.Pipeline, options: WaybillOptions) -> None:
         p | "ReplayEvents" >> TestStream().add_elements([b"x"]) | "Drop" >> beam.Map(len)
@@ -153,7 +155,7 @@ def test_test_stream_and_local_only_code_fail_the_check(build_also: Callable[[Ca
 
     assert sorted(problem for problem in found if not problem.startswith("step ")) == [
         "ReplayEvents: leaf step beam:transform:teststream:v1 is not a Dataflow primitive",
-        "SpeedUp: its pickled beam:dofn:pickled_python_info:v1 refers to pipeline.direct_pubsub",
+        "SpeedUp: its pickled beam:dofn:pickled_python_info:v1 refers to pipeline.local.runner.pubsub_io",
     ]
     assert "step new or renamed: ReplayEvents" in found
 

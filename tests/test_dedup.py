@@ -8,7 +8,7 @@ from apache_beam.testing.test_stream import TestStream
 from apache_beam.testing.util import assert_that, equal_to
 from apache_beam.transforms.window import TimestampedValue
 
-from pipeline.dedup import DeduplicateEvents
+from pipeline.stages.dedup import DeduplicateEvents
 
 HOUR = 3600
 

@@ -33,13 +33,15 @@ from pytest_httpserver import HTTPServer
 from standardwebhooks import Webhook
 from werkzeug import Request, Response
 
-from pipeline import json_records, schemas
-from pipeline.adaptive_batch import AdaptiveBatchSize, Pressure
-from pipeline.delivery import DeliverBatchFn, DeliverMessages
-from pipeline.delivery_records import DeliveryRequest, delivery_request
-from pipeline.delivery_targets import DeliveryTarget, load_targets
-from pipeline.emulator import PubsubEmulator
-from pipeline.retry_policy import RetryPolicy, parse_retry_after
+from pipeline.model import json_records
+
+from pipeline.model import schemas
+from pipeline.delivery.adaptive_batch import AdaptiveBatchSize, Pressure
+from pipeline.delivery.deliver import DeliverBatchFn, DeliverMessages
+from pipeline.delivery.records import DeliveryRequest, delivery_request
+from pipeline.delivery.targets import DeliveryTarget, load_targets
+from pipeline.local.emulator import PubsubEmulator
+from pipeline.delivery.retries import RetryPolicy, parse_retry_after
 from tests.pubsub_fixtures import PROJECT, TopicAndSubscription, pull_until
 
 pytest_plugins = ["tests.pubsub_fixtures"]

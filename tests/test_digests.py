@@ -15,11 +15,11 @@ from cloudevents.core.bindings.http import HTTPMessage, from_http
 from cloudevents.core.formats.json import JSONFormat
 
 from benchmarks.plain_state import Alarm, Cell
-from pipeline.delivery_records import DeliveryRequest
-from pipeline.digests import DIGEST_TYPE, MAX_NOTABLE_LISTED, AccountDigestFn, AccountProfile, SendAccountDigests
-from pipeline.identify import identify
-from pipeline.lifecycle import ALERTS, EVENTS_WITH_MERCHANT, TrackWaybillLifecycles
-from pipeline.subscriptions import (
+from pipeline.delivery.records import DeliveryRequest
+from pipeline.fanout.digests import DIGEST_TYPE, MAX_NOTABLE_LISTED, AccountDigestFn, AccountProfile, SendAccountDigests
+from pipeline.stages.identify import identify
+from pipeline.stages.lifecycle import ALERTS, EVENTS_WITH_MERCHANT, TrackWaybillLifecycles
+from pipeline.fanout.subscriptions import (
     BINARY,
     CollectSubscribableEvents,
     Digest,

@@ -20,8 +20,8 @@ from apache_beam.transforms.window import FixedWindows, GlobalWindow
 from apache_beam.utils.timestamp import Timestamp
 from apache_beam.utils.windowed_value import WindowedValue
 
-from pipeline import direct_bundle_scans
-from pipeline.direct_bundle_scans import earliest_timestamp, scan_bundles_once
+from pipeline.local.runner import bundle_scans as direct_bundle_scans
+from pipeline.local.runner.bundle_scans import earliest_timestamp, scan_bundles_once
 
 
 def _bundle(timestamps: list[int]) -> _Bundle:
@@ -64,7 +64,7 @@ def test_other_runners_are_left_alone() -> None:
     check = (
         "from apache_beam.runners.direct.executor import TransformExecutor as E\n"
         "from apache_beam.runners.direct.watermark_manager import _TransformWatermarks as W\n"
-        "from pipeline.direct_bundle_scans import scan_bundles_once\n"
+        "from pipeline.local.runner.bundle_scans import scan_bundles_once\n"
         "before = (E.__init__, W.refresh)\n"
         "assert scan_bundles_once('DataflowRunner') is False and scan_bundles_once('FnApiRunner') is False\n"
         "assert (E.__init__, W.refresh) == before\n"

@@ -12,7 +12,7 @@ from apache_beam.runners.direct import transform_evaluator
 from apache_beam.testing.test_stream import TestStream
 from apache_beam.testing.util import assert_that, equal_to
 
-from pipeline.direct_dofn_reuse import reuse_dofns_across_bundles
+from pipeline.local.runner.dofn_reuse import reuse_dofns_across_bundles
 
 CALLS: list[tuple[str, int]] = []  # (method, id of the DoFn instance), in this process
 
@@ -45,7 +45,7 @@ def reused(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
 def test_other_runners_are_left_alone() -> None:
     check = (
         "from apache_beam.runners.direct import transform_evaluator as t\n"
-        "from pipeline.direct_dofn_reuse import reuse_dofns_across_bundles\n"
+        "from pipeline.local.runner.dofn_reuse import reuse_dofns_across_bundles\n"
         "before = (t.pickler, t.DoFnRunner)\n"
         "assert reuse_dofns_across_bundles('DataflowRunner') is False\n"
         "assert reuse_dofns_across_bundles('FnApiRunner') is False\n"

@@ -7,7 +7,7 @@ from typing import Any, Iterator
 import pytest
 from apache_beam.runners.direct.direct_runner import BundleBasedDirectRunner
 
-from pipeline.direct_gc import LOCAL_THRESHOLDS, collect_garbage_less_often
+from pipeline.local.runner.gc_thresholds import LOCAL_THRESHOLDS, collect_garbage_less_often
 
 
 @pytest.fixture(autouse=True)

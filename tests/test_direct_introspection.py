@@ -14,7 +14,7 @@ from apache_beam.testing.util import assert_that, equal_to
 from apache_beam.transforms import core, userstate
 from apache_beam.transforms.userstate import ReadModifyWriteStateSpec
 
-from pipeline.direct_introspection import memoize_dofn_introspection, specs_key
+from pipeline.local.runner.introspection import memoize_dofn_introspection, specs_key
 
 COUNT = ReadModifyWriteStateSpec("count", VarIntCoder())
 
@@ -29,7 +29,7 @@ class CountPerKeyFn(beam.DoFn):
 def test_other_runners_are_left_alone() -> None:
     check = (
         "from apache_beam.transforms import core, userstate\n"
-        "from pipeline.direct_introspection import memoize_dofn_introspection\n"
+        "from pipeline.local.runner.introspection import memoize_dofn_introspection\n"
         "before = (userstate.get_dofn_specs, core.get_function_args_defaults)\n"
         "assert memoize_dofn_introspection('DataflowRunner') is False\n"
         "assert (userstate.get_dofn_specs, core.get_function_args_defaults) == before\n"

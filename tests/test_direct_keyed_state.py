@@ -30,8 +30,8 @@ from apache_beam.transforms.userstate import ReadModifyWriteStateSpec, TimerSpec
 from apache_beam.transforms.window import FixedWindows, GlobalWindow, TimestampedValue
 from apache_beam.utils.timestamp import Timestamp
 
-from pipeline import direct_keyed_state
-from pipeline.direct_keyed_state import earliest_due, shallow_copy, speed_up_direct_keyed_state
+from pipeline.local.runner import keyed_state as direct_keyed_state
+from pipeline.local.runner.keyed_state import earliest_due, shallow_copy, speed_up_direct_keyed_state
 
 
 class CountingState(DirectUnmergedState):
@@ -48,7 +48,7 @@ def test_other_runners_are_left_alone() -> None:
     check = (
         "from apache_beam.runners.direct.watermark_manager import _TransformWatermarks as T\n"
         "from apache_beam.transforms.trigger import InMemoryUnmergedState as S\n"
-        "from pipeline.direct_keyed_state import speed_up_direct_keyed_state\n"
+        "from pipeline.local.runner.keyed_state import speed_up_direct_keyed_state\n"
         "from apache_beam.transforms.trigger import _CombiningValueStateTag as C\n"
         "before = (T.extract_transform_timers, S.copy, C.without_extraction)\n"
         "assert speed_up_direct_keyed_state('DataflowRunner') is False\n"
@@ -60,7 +60,7 @@ def test_other_runners_are_left_alone() -> None:
 def test_a_look_fires_the_due_timers_and_asks_only_their_keys() -> None:
     assert speed_up_direct_keyed_state("DirectRunner")
     assert speed_up_direct_keyed_state("BundleBasedDirectRunner")  # idempotent
-    from pipeline.direct_keyed_state import _index_of
+    from pipeline.local.runner.keyed_state import _index_of
 
     keyed_states: dict[Any, Any] = {}
     watermarks = _TransformWatermarks(TestClock(), keyed_states, "step")
@@ -148,7 +148,7 @@ def test_timers_of_many_keys_fire_on_the_streaming_direct_runner() -> None:
 
 
 def test_the_index_finds_the_keys_a_walk_of_every_key_finds() -> None:
-    from pipeline.direct_keyed_state import TimerIndex
+    from pipeline.local.runner.keyed_state import TimerIndex
 
     rng = random.Random(7)
     index, states = TimerIndex(), {key: InMemoryUnmergedState() for key in range(200)}

@@ -14,7 +14,7 @@ from apache_beam.testing.test_stream import TestStream
 from apache_beam.testing.util import assert_that, equal_to
 from apache_beam.transforms.userstate import ReadModifyWriteStateSpec
 
-from pipeline.direct_state_values import keep_state_values_as_objects
+from pipeline.local.runner.state_values import keep_state_values_as_objects
 
 ENCODED: list[Any] = []  # what the counting coder encoded, in this process
 
@@ -81,7 +81,7 @@ def test_values_kept_as_objects_give_the_same_totals_without_encoding(stock_stat
 def test_other_runners_are_left_alone() -> None:
     check = (
         "from apache_beam.runners.direct.direct_userstate import ReadModifyWriteRuntimeState as S\n"
-        "from pipeline.direct_state_values import keep_state_values_as_objects\n"
+        "from pipeline.local.runner.state_values import keep_state_values_as_objects\n"
         "assert keep_state_values_as_objects('DataflowRunner') is False\n"
         "assert keep_state_values_as_objects('FnApiRunner') is False\n"
         "assert '_encode' not in S.__dict__ and '_decode' not in S.__dict__\n"

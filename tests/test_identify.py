@@ -5,7 +5,7 @@ import apache_beam as beam
 from apache_beam.testing.test_pipeline import TestPipeline
 from apache_beam.testing.util import assert_that, equal_to
 
-from pipeline.identify import IdentifyWaybills, identification, waybill_id
+from pipeline.stages.identify import IdentifyWaybills, identification, waybill_id
 
 
 def courier(event_id: str, waybill_no: str, parent: str | None = None) -> dict:

@@ -14,10 +14,10 @@ from pytest_httpserver import HTTPServer
 from standardwebhooks import Webhook
 from werkzeug import Response
 
-from pipeline import synthetic
-from pipeline.delivery_config import DEFAULT_TARGETS
-from pipeline.main import run
-from pipeline.messages import Encoding
+from pipeline.io import synthetic
+from pipeline.config import DEFAULT_TARGETS
+from pipeline.local.cli import run
+from pipeline.model.messages import Encoding
 
 FIXTURES = Path(__file__).parent / "fixtures"
 EXPECTED_DEAD_LETTERS = collections.Counter(

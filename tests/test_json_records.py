@@ -6,8 +6,8 @@ from datetime import datetime, timedelta, timezone
 
 import pytest
 
-from pipeline.dead_letter import InvalidInput
-from pipeline.json_records import format_timestamp, from_json, parse_timestamp, to_json, to_json_line
+from pipeline.model.dead_letter import InvalidInput
+from pipeline.model.json_records import format_timestamp, from_json, parse_timestamp, to_json, to_json_line
 
 LINE = {
     "event_id": "ev-1", "order_id": "ORD-1", "merchant_id": "M-1", "business_code": "B2C", "status": "SHIPPED",

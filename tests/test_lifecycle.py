@@ -20,11 +20,15 @@ from apache_beam.testing.util import assert_that, equal_to
 from apache_beam.transforms.window import TimestampedValue
 from apache_beam.utils.timestamp import Timestamp
 
-from pipeline import graph, schemas, synthetic
+from pipeline import graph
+
+from pipeline.model import schemas
+
+from pipeline.io import synthetic
 from pipeline import options as job_options
-from pipeline.dedup import DeduplicateEvents
-from pipeline.identify import IdentifyWaybills, identify
-from pipeline.lifecycle import (
+from pipeline.stages.dedup import DeduplicateEvents
+from pipeline.stages.identify import IdentifyWaybills, identify
+from pipeline.stages.lifecycle import (
     ALERTS,
     DEAD_LETTER,
     EVENTS_WITH_MERCHANT,
@@ -36,10 +40,10 @@ from pipeline.lifecycle import (
     live_by_day,
     read_live_states,
 )
-from pipeline.messages import Encoding
+from pipeline.model.messages import Encoding
 from pipeline.options import WaybillOptions
-from pipeline.shipment import Settings, Shipment
-from pipeline.validate import EventTag, ValidateEvents
+from pipeline.stages.shipment import Settings, Shipment
+from pipeline.stages.validate import EventTag, ValidateEvents
 
 T0 = datetime(2026, 11, 21, tzinfo=timezone.utc)
 HOUR = 3600

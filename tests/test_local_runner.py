@@ -9,7 +9,7 @@ from apache_beam.options.pipeline_options import PipelineOptions
 from apache_beam.runners.portability.fn_api_runner import worker_handlers
 from apache_beam.testing.util import assert_that, equal_to
 
-from pipeline.local_runner import resolve_runner, size_state_cache_as_configured
+from pipeline.local.runner import resolve_runner, size_state_cache_as_configured
 from tests.test_direct_introspection import CountPerKeyFn
 
 
@@ -22,7 +22,7 @@ def test_the_switching_direct_runner_is_pinned_by_mode() -> None:
 def test_remote_runners_keep_beams_state_cache_setting() -> None:
     check = (
         "from apache_beam.runners.portability.fn_api_runner import worker_handlers as w\n"
-        "from pipeline.local_runner import size_state_cache_as_configured\n"
+        "from pipeline.local.runner import size_state_cache_as_configured\n"
         "assert size_state_cache_as_configured('DataflowRunner', 0) is False\n"
         "assert w.STATE_CACHE_SIZE_MB == 100, w.STATE_CACHE_SIZE_MB\n"
     )

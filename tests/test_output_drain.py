@@ -7,9 +7,9 @@ from collections.abc import Callable
 
 import pytest
 
-from pipeline.emulator import PubsubEmulator
-from pipeline.output_drain import OutputDrain
-from pipeline.schemas import NAMESPACE, SUPERVISION_RECORD
+from pipeline.local.emulator import PubsubEmulator
+from pipeline.local.output_drain import OutputDrain
+from pipeline.model.schemas import NAMESPACE, SUPERVISION_RECORD
 from tests.pubsub_fixtures import TopicAndSubscription
 
 pytestmark = pytest.mark.integration

@@ -1,4 +1,4 @@
-"""Partner files end to end against a real points API on 127.0.0.1 (tests/points_api.py) that
+"""Partner files end to end against a real points API on 127.0.0.1 (pipeline/local/points_api.py) that
 injects 429s, 500s (some after crediting) and slow answers and counts every credit per txn_id.
 
 The tests count: every valid row credited exactly once, every invalid row in the feedback with
@@ -20,11 +20,15 @@ import apache_beam as beam
 import pytest
 from apache_beam.options.pipeline_options import PipelineOptions
 
-from pipeline import partner_files, partner_format, partner_keys
-from pipeline.partner_feedback import partners_from, read_feedback
-from pipeline.partner_format import FileRejected, Row, RowRejection
-from pipeline.partner_keys import Partner
-from tests.points_api import Fault, PointsApi, healthy, pressure_plan
+from pipeline.partner import job as partner_files
+
+from pipeline.partner import file_format as partner_format
+
+from pipeline.partner import keys as partner_keys
+from pipeline.partner.feedback import partners_from, read_feedback
+from pipeline.partner.file_format import FileRejected, Row, RowRejection
+from pipeline.partner.keys import Partner
+from pipeline.local.points_api import Fault, PointsApi, healthy, pressure_plan
 
 PARTNER = "ACME-BANK"
 MEMBERS = [f"M{i:06d}" for i in range(1, 501)]
@@ -211,7 +215,7 @@ def test_a_run_killed_half_way_then_rerun_credits_each_row_once(tmp_path: Path) 
     (tmp_path / "inbox" / "ACME-KILL.wbpf").write_bytes(encrypted(rows))
     valid = {f"TX-{n:07d}" for n in range(1, 20_001) if n not in flaws}
     with PointsApi(lambda number, size: Fault(delay_s=0.5)) as api:
-        args = [sys.executable, "-m", "pipeline.partner_files", f"--inbox={tmp_path / 'inbox'}", f"--partner_keys={keys}",
+        args = [sys.executable, "-m", "pipeline.partner.job", f"--inbox={tmp_path / 'inbox'}", f"--partner_keys={keys}",
                 f"--points_api={api.url}", f"--output_dir={tmp_path / 'out'}", "--min_batch=2500", "--max_batch=2500",
                 "--slow_seconds=5", "--runner=FnApiRunner"]
         job = subprocess.Popen(args, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)

@@ -28,9 +28,9 @@ from google.api_core.exceptions import DeadlineExceeded
 from google.pubsub_v1.types import PubsubMessage as PubsubMessageProto
 from google.pubsub_v1.types import PullResponse, ReceivedMessage
 
-from pipeline import direct_pubsub
-from pipeline.direct_pubsub import FastPullSubscriber, speed_up_direct_pubsub
-from pipeline.emulator import (
+from pipeline.local.runner import pubsub_io as direct_pubsub
+from pipeline.local.runner.pubsub_io import FastPullSubscriber, speed_up_direct_pubsub
+from pipeline.local.emulator import (
     EMULATOR_HOST_ENV,
     EmulatorError,
     EmulatorUnavailable,
@@ -38,7 +38,7 @@ from pipeline.emulator import (
     find_java,
     find_jar,
 )
-from pipeline.json_records import format_timestamp
+from pipeline.model.json_records import format_timestamp
 from tests.pubsub_fixtures import (
     PROJECT,
     TopicAndSubscription,

@@ -2,7 +2,7 @@
 the real job graph in streaming against the emulator, plus ``run_local.sh --pubsub``'s entry.
 
 Each integration test runs a streaming job, pulls its output topics until the expected count
-or a deadline, then cancels it. The DirectRunner patches that ``pipeline.main.launch`` applies
+or a deadline, then cancels it. The DirectRunner patches that ``pipeline.local.cli.launch`` applies
 are undone after each test (the autouse ``stock_direct_runner`` of tests/pubsub_fixtures.py).
 """
 from __future__ import annotations
@@ -24,16 +24,26 @@ from apache_beam.options.pipeline_options import PipelineOptions
 from apache_beam.runners.direct import executor
 from apache_beam.testing.test_stream import TestStream
 
-from pipeline import accounting, graph, local_pubsub, publish, schemas, synthetic
+from pipeline import graph
+
+from pipeline.local import accounting
+
+from pipeline.local import pubsub as local_pubsub
+
+from pipeline.local import publish
+
+from pipeline.model import schemas
+
+from pipeline.io import synthetic
 from pipeline import options as job_options
-from pipeline.direct_pubsub import count_every_bundle, speed_up_direct_pubsub
-from pipeline.emulator import EmulatorUnavailable, PubsubEmulator, find_jar, find_java
-from pipeline.json_records import format_timestamp
-from pipeline.main import launch
-from pipeline.messages import Encoding
+from pipeline.local.runner.pubsub_io import count_every_bundle, speed_up_direct_pubsub
+from pipeline.local.emulator import EmulatorUnavailable, PubsubEmulator, find_jar, find_java
+from pipeline.model.json_records import format_timestamp
+from pipeline.local.cli import launch
+from pipeline.model.messages import Encoding
 from pipeline.options import WaybillOptions
-from pipeline.sinks import to_pubsub_message
-from pipeline.sources import from_pubsub
+from pipeline.io.sinks import to_pubsub_message
+from pipeline.io.sources import from_pubsub
 from tests.pubsub_fixtures import PROJECT, TopicAndSubscription, pull_until, running, skip_or_fail
 
 pytest_plugins = ["tests.pubsub_fixtures"]
@@ -234,7 +244,7 @@ def test_a_bad_timestamp_attribute_fails_the_read(
     """Why ReadPubSub reads without timestamp_attribute: with it, Beam parses event_time in the
     read itself; an unparseable value raises there, the whole round fails (the good message
     pulled with it is lost for this delivery) and nothing can dead-letter it. If this test
-    starts failing, Beam handles it now: reconsider pipeline.sources.ReadPubSub."""
+    starts failing, Beam handles it now: reconsider pipeline.io.sources.ReadPubSub."""
     source, sink = pubsub_topics("badts-in"), pubsub_topics("badts-out")
     speed_up_direct_pubsub("BundleBasedDirectRunner")
     p = _streaming_pipeline()

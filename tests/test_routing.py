@@ -15,12 +15,14 @@ from apache_beam.options.pipeline_options import PipelineOptions
 from apache_beam.testing.test_pipeline import TestPipeline
 from apache_beam.testing.util import assert_that, equal_to
 
-from pipeline import json_records, schemas
-from pipeline.catalog import write_catalog
-from pipeline.delivery_records import DeliveryRequest
-from pipeline.direct_pubsub import speed_up_direct_pubsub
-from pipeline.emulator import PubsubEmulator
-from pipeline.routing import DEFAULT_ROUTING, RouteOrderFn, RouteOrders, load_routing_table, parse_routing_table
+from pipeline.model import json_records
+
+from pipeline.model import schemas
+from pipeline.model.catalog import write_catalog
+from pipeline.delivery.records import DeliveryRequest
+from pipeline.local.runner.pubsub_io import speed_up_direct_pubsub
+from pipeline.local.emulator import PubsubEmulator
+from pipeline.fanout.routing import DEFAULT_ROUTING, RouteOrderFn, RouteOrders, load_routing_table, parse_routing_table
 from tests.pubsub_fixtures import TopicAndSubscription, running
 
 pytest_plugins = ["tests.pubsub_fixtures"]

@@ -19,8 +19,8 @@ import pytest
 from avro.compatibility import ReaderWriterCompatibilityChecker, SchemaCompatibilityType
 from fastavro.utils import generate_many
 
-from pipeline import schemas
-from pipeline.lifecycle import WAYBILL_ALERT, WAYBILL_VIEW
+from pipeline.model import schemas
+from pipeline.stages.lifecycle import WAYBILL_ALERT, WAYBILL_VIEW
 
 FIXTURES = Path(__file__).parent / "fixtures"
 SCHEMA_FILES = sorted(schemas.SCHEMA_DIR.glob("*.avsc"))

@@ -16,9 +16,9 @@ from apache_beam.utils.timestamp import Timestamp
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from pipeline import schemas
-from pipeline.json_records import parse_timestamp
-from pipeline.stats import ComputeDailyStats
+from pipeline.model import schemas
+from pipeline.model.json_records import parse_timestamp
+from pipeline.stages.stats import ComputeDailyStats
 
 SHANGHAI = "Asia/Shanghai"
 BERLIN = "Europe/Berlin"

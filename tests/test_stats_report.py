@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from pipeline.stats_report import day_table, latest, main, plot_convergence, read_stats, summary
+from pipeline.local.stats_report import day_table, latest, main, plot_convergence, read_stats, summary
 
 FIXTURE = Path(__file__).parent / "fixtures" / "stats_report"
 

@@ -15,10 +15,10 @@ from cloudevents.core.bindings.http import HTTPMessage, from_http
 from cloudevents.core.formats.json import JSONFormat
 from cloudevents.v1 import http as legacy_http
 
-from pipeline.delivery_records import DeliveryRequest
-from pipeline.identify import identify
-from pipeline.shipment import ALERT, Settings, Shipment
-from pipeline.subscriptions import (
+from pipeline.delivery.records import DeliveryRequest
+from pipeline.stages.identify import identify
+from pipeline.stages.shipment import ALERT, Settings, Shipment
+from pipeline.fanout.subscriptions import (
     BINARY,
     STRUCTURED,
     CollectSubscribableEvents,

@@ -9,10 +9,10 @@ from zoneinfo import ZoneInfo
 
 import fastavro
 
-from pipeline import synthetic
-from pipeline.dead_letter import InvalidInput
-from pipeline.messages import Encoding
-from pipeline.validate import validate_message
+from pipeline.io import synthetic
+from pipeline.model.dead_letter import InvalidInput
+from pipeline.model.messages import Encoding
+from pipeline.stages.validate import validate_message
 
 PROFILE = synthetic.TrafficProfile(events=3000, seed=7, day=date(2026, 11, 21))
 NOW = datetime(2026, 11, 23, tzinfo=timezone.utc)

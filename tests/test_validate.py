@@ -12,10 +12,10 @@ from apache_beam.testing.util import assert_that, equal_to
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from pipeline import schemas
-from pipeline.dead_letter import InvalidInput
-from pipeline.messages import Encoding, RawMessage
-from pipeline.validate import EventTag, ValidateEvents, ValidateEventsFn, validate_message
+from pipeline.model import schemas
+from pipeline.model.dead_letter import InvalidInput
+from pipeline.model.messages import Encoding, RawMessage
+from pipeline.stages.validate import EventTag, ValidateEvents, ValidateEventsFn, validate_message
 
 NOW = datetime(2026, 11, 22, tzinfo=timezone.utc)
 EDGE_CASES = Path(__file__).parent / "fixtures" / "edge_cases.jsonl"

@@ -1,0 +1,382 @@
+"""The one delivery layer every push goes through: adaptive batches, retries, receipts.
+
+``DeliveryRequest`` records in; ``{'receipts': DeliveryReceipt records, 'dead_letter':
+DeadLetter records}`` out. Every request ends in exactly one of: delivered (its id in a
+receipt's ``delivered_ids``) or dead-lettered with the reason (its id in ``failed_ids`` and a
+DeadLetter record holding its payload, target and last error). Nothing is dropped.
+
+Targets are webhooks (``url``), Pub/Sub topics (``topic``) or, in local runs, folders
+(``folder``); see :mod:`pipeline.delivery.targets`. How a request travels:
+
+1. ``BatchElements`` gathers what arrives together, up to the largest target's ``max_batch``
+   (in streaming the stateful variant, with ``max_batch_duration_secs``, so that it batches
+   across bundles; in batch the per-bundle one, see :class:`DeliverMessages`).
+2. ``DeliverBatchFn`` splits each gathered list by target and then into chunks of that
+   target's current adaptive size (:class:`pipeline.delivery.adaptive_batch.AdaptiveBatchSize`). A
+   chunk is one "batch": one receipt.
+3. A chunk is sent in rounds. Per-message targets (Standard Webhooks): one signed POST per
+   message, all of the chunk's messages in flight at once up to ``max_concurrency`` (so the
+   adaptive size is the load the receiver sees). Batch-endpoint targets: one signed POST whose
+   body is the JSON array of the payloads. Topic targets: every message of the chunk published
+   at once (:mod:`pipeline.delivery.topics`). After each round the retryable failures wait
+   (full jitter, Retry-After honoured, :mod:`pipeline.delivery.retries`) and go again, until
+   delivered, rejected, or out of attempts or time.
+4. How the chunk went (429/503/timeouts, quota and unavailable errors, latency) sizes the next
+   chunk of that target.
+
+A folder target's share of a gathered list is one chunk: its payloads go, one line each, to
+the tagged output ``folder_<target_id>`` that :class:`DeliverMessages` writes to files
+(:mod:`pipeline.delivery.folders`), and its receipt says they were handed to that sink
+(attempts 1).
+
+Example: target ``erp`` (bounds 1..16, start 8, step 2); 20 requests arrive; the receiver
+answers 429 with ``Retry-After: 1`` to the first round. Chunk 1 = 8 requests: round 1 gets
+8 x 429, waits ``max(1, uniform(0, base_delay_s))`` = 1 s, round 2 gets 8 x 200 -> receipt
+(8 delivered, attempts 2, latency ~1000 ms); the 429s halve the size to 4. Chunk 2 = 4
+requests, all 200 and fast -> size 6; chunk 3 = 6 -> size 8; chunk 4 = the last 2 requests.
+
+Worker-local state (adaptive sizes, endpoints disabled by a 410): see :mod:`pipeline.delivery.state`.
+
+A bundle that fails (a crashed worker) is retried by the runner and its messages are sent
+again with the same ``webhook-id``: delivery is at-least-once, and receivers de-duplicate.
+"""
+from __future__ import annotations
+
+import json
+import logging
+import random
+import threading
+import time
+import uuid
+from concurrent.futures import ThreadPoolExecutor
+from datetime import datetime, timezone
+from typing import Any, Callable, Iterable, Iterator, Mapping, Optional, Union
+
+import apache_beam as beam
+from apache_beam.metrics import Metrics
+
+from pipeline.model.dead_letter import METRICS_NAMESPACE, ErrorKind, Stage, dead_letter_record
+from pipeline.delivery.records import DeliveryOutput, DeliveryRequest, batch_id
+from pipeline.delivery.state import ChunkOutcome, Unit, run_state
+from pipeline.delivery.targets import DeliveryTarget, TargetKind, targets_by_id
+from pipeline.delivery.folders import FOLDER_LINES, WritePayloadLines, folder_targets
+from pipeline.delivery.topics import ClientFactory, TopicPublisher
+from pipeline.delivery.retries import Verdict
+from pipeline.delivery.webhooks import AttemptResult, WebhookClient, signed_headers
+
+_LOGGER = logging.getLogger(__name__)
+
+
+class DeliverBatchFn(beam.DoFn):
+    """A list of requests -> receipts (main output) and dead letters (``dead_letter``).
+
+    Args:
+        targets: ``{target_id: target}``.
+        run_token: keys the worker-local state (adaptive sizes, disabled endpoints).
+        seed: seeds the jitter (tests); None for a random seed.
+        sleep: how to wait between rounds (tests may record the waits).
+        publisher_client: makes the Pub/Sub ``PublisherClient`` (default the real one; tests
+            may pass a fake).
+    """
+
+    def __init__(
+        self,
+        targets: Mapping[str, DeliveryTarget],
+        run_token: str,
+        seed: Optional[int] = None,
+        sleep: Callable[[float], None] = time.sleep,
+        publisher_client: Optional[ClientFactory] = None,
+    ) -> None:
+        self.targets = dict(targets)
+        self.run_token = run_token
+        self.seed = seed
+        self.sleep = sleep
+        self.publisher_client = publisher_client
+
+    def setup(self) -> None:
+        self._state = run_state(self.run_token, self.targets)
+        self._client = WebhookClient()
+        self._publisher = TopicPublisher(self.publisher_client)
+        workers = max((t.max_concurrency for t in self.targets.values()), default=1)
+        self._executor = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="deliver")
+        self._rng = random.Random(self.seed)
+
+    def teardown(self) -> None:
+        self._executor.shutdown(wait=True)
+        self._client.close()
+        self._publisher.close()
+
+    def process(self, batch: list[DeliveryRequest]) -> Iterator[Union[dict[str, Any], beam.pvalue.TaggedOutput]]:
+        by_target: dict[str, list[DeliveryRequest]] = {}
+        for request in batch:
+            by_target.setdefault(request.target_id, []).append(request)
+        for target_id, requests in by_target.items():
+            target = self.targets.get(target_id)
+            while requests:
+                if target is None:
+                    known = ", ".join(sorted(self.targets)) or "none"
+                    chunk, requests = requests, []
+                    outcome = _rejected_all(chunk, f"unknown delivery target {target_id!r}; configured: {known}")
+                elif target.kind is TargetKind.FOLDER:
+                    chunk, requests = requests, []
+                    lines, outcome = _folder_lines(chunk)
+                    yield from (beam.pvalue.TaggedOutput(FOLDER_LINES, (target.folder, line)) for line in lines)
+                else:
+                    size = self._state.batch_size(target_id)
+                    chunk, requests = requests[:size], requests[size:]
+                    outcome = self._deliver_chunk(target, chunk)
+                yield from self._report(target_id, chunk, outcome)
+
+    def _deliver_chunk(self, target: DeliveryTarget, chunk: list[DeliveryRequest]) -> ChunkOutcome:
+        started = time.monotonic()
+        outcome = ChunkOutcome()
+        pending = self._units(target, chunk, outcome)
+        while pending:
+            disabled = self._state.disabled_reason(target.target_id)
+            if disabled is not None:
+                self._fail(outcome, pending, ErrorKind.ENDPOINT_DISABLED, f"endpoint disabled: {disabled}")
+                break
+            outcome.attempts += 1
+            results = self._send_round(target, pending)
+            outcome.results.extend(r for r in results if r is not None)
+            pending = self._settle(target, list(zip(pending, results)), outcome)
+            if not pending or self._state.disabled_reason(target.target_id) is not None:
+                continue
+            retry_after = max((u.last.retry_after_s or 0.0 for u in pending if u.last), default=0.0)
+            delay = target.retry.next_delay(
+                outcome.attempts, time.monotonic() - started, retry_after or None, self._rng
+            )
+            if delay is None:
+                elapsed = time.monotonic() - started
+                for unit in pending:
+                    last = unit.last.error if unit.last else "no attempt"
+                    message = (
+                        f"gave up on {target.address} after {outcome.attempts} attempt(s) in {elapsed:.1f}s "
+                        f"(limits: {target.retry.max_attempts} attempts, {target.retry.max_total_s:g}s): {last}"
+                    )
+                    self._fail(outcome, [unit], ErrorKind.DELIVERY_FAILED, message)
+                break
+            outcome.retried_messages += sum(len(u.requests) for u in pending)
+            self.sleep(delay)
+        outcome.elapsed_s = time.monotonic() - started
+        if outcome.results:
+            self._state.record(target.target_id, *outcome.pressure())
+        return outcome
+
+    def _units(self, target: DeliveryTarget, chunk: list[DeliveryRequest], outcome: ChunkOutcome) -> list[Unit]:
+        """The POSTs (or publishes) of a chunk; payloads that are not UTF-8 text are rejected here
+        for webhooks, which sign text."""
+        if target.kind is TargetKind.TOPIC:
+            return [Unit([r], r.event_id, r.payload, "") for r in chunk]
+        sendable = []
+        for request in chunk:
+            try:
+                sendable.append((request, request.payload.decode("utf-8")))
+            except UnicodeDecodeError as error:
+                message = f"payload is not UTF-8 text (Standard Webhooks signs text): {error}"
+                outcome.failed.append((request, ErrorKind.DELIVERY_REJECTED, message, None))
+        if not target.batch_endpoint:
+            return [Unit([r], r.event_id, r.payload, text) for r, text in sendable]
+        if not sendable:
+            return []
+        text = "[" + ",".join(text for _, text in sendable) + "]"
+        requests = [r for r, _ in sendable]
+        return [Unit(requests, batch_id(target.target_id, requests), text.encode("utf-8"), text)]
+
+    def _send_round(self, target: DeliveryTarget, units: list[Unit]) -> list[Optional[AttemptResult]]:
+        """POSTs every unit, at most ``max_concurrency`` at once; results in the units' order.
+
+        A unit whose turn comes after the endpoint was disabled (a 410 earlier in the round)
+        is not sent: its result is None.
+        """
+        if target.topic is not None:
+            messages = [(u.body, {"event_id": u.msg_id, "target_id": target.target_id}) for u in units]
+            published: list[Optional[AttemptResult]] = [
+                *self._publisher.publish_round(target.topic, messages, target.publish_timeout_s)
+            ]
+            return published
+        gate = threading.BoundedSemaphore(target.max_concurrency)
+
+        def send(unit: Unit) -> Optional[AttemptResult]:
+            with gate:
+                if self._state.disabled_reason(target.target_id) is not None:
+                    return None
+                headers = {"content-type": "application/json", **target.headers}
+                if len(unit.requests) == 1 and not target.batch_endpoint:
+                    headers.update(unit.requests[0].headers)
+                headers.update(signed_headers(target.secret, unit.msg_id, unit.text, datetime.now(timezone.utc)))
+                result = self._client.post(target.address, unit.body, headers, target.connect_timeout_s, target.read_timeout_s)
+                if result.verdict is Verdict.GONE:  # at once, so that the requests still queued stay unsent
+                    self._disable(target)
+                return result
+
+        if len(units) == 1:
+            return [send(units[0])]
+        return list(self._executor.map(send, units))
+
+    def _settle(
+        self, target: DeliveryTarget, answered: list[tuple[Unit, Optional[AttemptResult]]], outcome: ChunkOutcome
+    ) -> list[Unit]:
+        """Books the round's final answers into ``outcome``; returns the units to retry."""
+        retry = []
+        for unit, result in answered:
+            if result is None:
+                reason = self._state.disabled_reason(target.target_id)
+                self._fail(outcome, [unit], ErrorKind.ENDPOINT_DISABLED, f"endpoint disabled: {reason}")
+                continue
+            unit.last = result
+            if result.verdict is Verdict.DELIVERED:
+                outcome.delivered.extend(unit.requests)
+            elif result.verdict is Verdict.GONE:
+                reason = self._state.disabled_reason(target.target_id)
+                self._fail(outcome, [unit], ErrorKind.ENDPOINT_DISABLED, f"endpoint disabled: {reason}")
+            elif result.verdict is Verdict.REJECTED:
+                message = f"{target.address} rejected the message, not retried: {result.error}"
+                self._fail(outcome, [unit], ErrorKind.DELIVERY_REJECTED, message)
+            else:
+                retry.append(unit)
+        return retry
+
+    def _disable(self, target: DeliveryTarget) -> None:
+        reason = f"{target.address} answered 410 Gone at {datetime.now(timezone.utc).isoformat(timespec='seconds')}"
+        if self._state.disable(target.target_id, reason):
+            _LOGGER.warning("delivery target %s disabled for the rest of the run: %s", target.target_id, reason)
+
+    @staticmethod
+    def _fail(outcome: ChunkOutcome, units: list[Unit], kind: ErrorKind, message: str) -> None:
+        for unit in units:
+            status = unit.last.status if unit.last else None
+            outcome.failed.extend((request, kind, message, status) for request in unit.requests)
+
+    def _report(
+        self, target_id: str, chunk: list[DeliveryRequest], outcome: ChunkOutcome
+    ) -> Iterator[Union[dict[str, Any], beam.pvalue.TaggedOutput]]:
+        """The chunk's receipt, its dead letters, and the per-target metrics."""
+        target = self.targets.get(target_id)
+        where = {target.kind.value: target.address} if target else {}
+        latency_ms = round(outcome.elapsed_s * 1000)
+        for request, kind, message, status in outcome.failed:
+            attributes = {"target_id": target_id, **where, "attempts": str(outcome.attempts)}
+            if status is not None:
+                attributes["last_status"] = str(status)
+            record = dead_letter_record(
+                request.payload, attributes, f"delivery:{target_id}",
+                Stage.DELIVER,
+                kind,
+                message, event_id=request.event_id,
+            )
+            yield beam.pvalue.TaggedOutput(DeliveryOutput.DEAD_LETTER.value, record)
+        Metrics.counter(METRICS_NAMESPACE, f"delivery_delivered_{target_id}").inc(len(outcome.delivered))
+        Metrics.counter(METRICS_NAMESPACE, f"delivery_dead_lettered_{target_id}").inc(len(outcome.failed))
+        Metrics.counter(METRICS_NAMESPACE, f"delivery_retries_{target_id}").inc(outcome.retried_messages)
+        Metrics.distribution(METRICS_NAMESPACE, f"delivery_batch_size_{target_id}").update(len(chunk))
+        Metrics.distribution(METRICS_NAMESPACE, f"delivery_latency_ms_{target_id}").update(latency_ms)
+        yield {
+            "target_id": target_id,
+            "batch_id": batch_id(target_id, chunk),
+            "delivered_ids": [r.event_id for r in outcome.delivered],
+            "failed_ids": [r.event_id for r, *_ in outcome.failed],
+            "attempts": outcome.attempts,
+            "latency_ms": latency_ms,
+            "batch_size": len(chunk),
+            "started_at": outcome.started_at,
+            "last_error": outcome.last_error(),
+        }
+
+
+def _folder_lines(chunk: list[DeliveryRequest]) -> tuple[list[str], ChunkOutcome]:
+    """A folder target's chunk as JSON Lines lines (a payload that is not UTF-8 JSON is rejected;
+    one that spans several lines is written compactly on one)."""
+    outcome = ChunkOutcome(attempts=1)
+    lines = []
+    for request in chunk:
+        try:
+            text = request.payload.decode("utf-8")
+            if "\n" in text or "\r" in text:
+                text = json.dumps(json.loads(text), ensure_ascii=False, separators=(",", ":"))
+        except ValueError as error:  # UnicodeDecodeError and JSONDecodeError are ValueErrors
+            message = f"payload is not UTF-8 JSON text, cannot be a JSON Lines line: {error}"
+            outcome.failed.append((request, ErrorKind.DELIVERY_REJECTED, message, None))
+            continue
+        lines.append(text)
+        outcome.delivered.append(request)
+    return lines, outcome
+
+
+def _rejected_all(chunk: list[DeliveryRequest], message: str) -> ChunkOutcome:
+    outcome = ChunkOutcome()
+    outcome.failed = [(r, ErrorKind.DELIVERY_REJECTED, message, None) for r in chunk]
+    return outcome
+
+
+def _counted_request(request: DeliveryRequest) -> DeliveryRequest:
+    """Counts ``delivery_requested_<target_id>``: per target, requested = delivered + dead-lettered."""
+    Metrics.counter(METRICS_NAMESPACE, f"delivery_requested_{request.target_id}").inc()
+    return request
+
+
+class DeliverMessages(beam.PTransform):
+    """``DeliveryRequest`` records -> ``{'receipts': ..., 'dead_letter': ...}``.
+
+    In streaming, ``BatchElements`` keeps partial batches in state for up to
+    ``max_batch_duration_secs`` so that it batches across bundles (streaming bundles are often
+    one element). In batch, bundles are large and the plain per-bundle ``BatchElements`` is
+    used: the stateful one flushes its last batch from a watermark timer at the end of the
+    global window, and the BundleBasedDirectRunner then dropped that batch's receipts as late
+    at the next GroupByKey (measured on Beam 2.77.0; see tests/test_delivery.py).
+
+    Folder targets are written by one ``WriteFolders`` step, each to ``<output_dir>/<folder>/``.
+
+    Args:
+        targets: the configured targets (a list, or ``{target_id: target}``).
+        streaming: whether the pipeline runs in streaming mode.
+        max_batch_duration_secs: in streaming, how long a partial batch may wait for more;
+            None batches per bundle as in batch (for a bounded input read in streaming, whose
+            last batch a watermark timer would flush after the input ended, too late for the
+            file sinks behind it).
+        seed: seeds the retry jitter (tests); None for a random seed.
+        output_dir: the local folder under which folder targets write; required when one is
+            configured (a remote one is refused: folder targets are for local runs).
+        flush_seconds: in streaming, how often folder targets' files are written.
+
+    Raises:
+        ValueError: a folder target without a local ``output_dir``.
+    """
+
+    def __init__(
+        self,
+        targets: Union[Mapping[str, DeliveryTarget], Iterable[DeliveryTarget]],
+        streaming: bool,
+        max_batch_duration_secs: Optional[float] = 0.25,
+        seed: Optional[int] = None,
+        output_dir: Optional[str] = None,
+        flush_seconds: float = 2,
+    ) -> None:
+        super().__init__()
+        self.targets = targets_by_id(targets.values() if isinstance(targets, Mapping) else targets)
+        self.streaming = streaming
+        self.max_batch_duration_secs = max_batch_duration_secs
+        self.seed = seed
+        self.folder_targets = folder_targets(self.targets.values(), output_dir)
+        self.output_dir = output_dir
+        self.flush_seconds = flush_seconds
+        self.run_token = uuid.uuid4().hex
+
+    def expand(self, requests: beam.PCollection) -> dict[str, beam.PCollection]:
+        largest = max((t.max_batch for t in self.targets.values()), default=1)
+        batches = requests | "CountRequests" >> beam.Map(_counted_request) | "GatherRequests" >> beam.BatchElements(
+            min_batch_size=1,
+            max_batch_size=largest,
+            max_batch_duration_secs=self.max_batch_duration_secs if self.streaming else None,
+        )
+        results = batches | "DeliverBatches" >> beam.ParDo(
+            DeliverBatchFn(self.targets, self.run_token, self.seed)
+        ).with_outputs(DeliveryOutput.DEAD_LETTER.value, FOLDER_LINES, main=DeliveryOutput.RECEIPTS.value)
+        if self.folder_targets:
+            results[FOLDER_LINES] | "WriteFolders" >> WritePayloadLines(
+                str(self.output_dir), self.streaming, self.flush_seconds
+            )
+        return {
+            DeliveryOutput.RECEIPTS.value: results[DeliveryOutput.RECEIPTS.value],
+            DeliveryOutput.DEAD_LETTER.value: results[DeliveryOutput.DEAD_LETTER.value],
+        }

@@ -1,0 +1,59 @@
+"""The records of the delivery layer: what goes in (``DeliveryRequest``), the output tags,
+and the dead-letter reasons. The receipt that comes out is ``schemas/com.waybill.DeliveryReceipt.avsc``.
+"""
+from __future__ import annotations
+
+import enum
+import hashlib
+import json
+from typing import Any, Iterable, Mapping, NamedTuple, Optional
+
+import apache_beam as beam
+
+from pipeline.model import schemas
+
+RECEIPT_SCHEMA = schemas.DELIVERY_RECEIPT
+
+
+class DeliveryRequest(NamedTuple):
+    """One message for one target.
+
+    Attributes:
+        target_id: a configured :class:`DeliveryTarget`'s id.
+        event_id: the idempotency key, sent as ``webhook-id`` (the same on every retry).
+        payload: the body, UTF-8 JSON text (see :func:`delivery_request`).
+        headers: extra headers for this message (ignored by batch endpoints).
+    """
+
+    target_id: str
+    event_id: str
+    payload: bytes
+    headers: Mapping[str, str] = {}
+
+
+beam.coders.registry.register_coder(DeliveryRequest, beam.coders.RowCoder)
+
+
+def delivery_request(
+    target_id: str, event_id: str, payload: Any, headers: Optional[Mapping[str, str]] = None
+) -> DeliveryRequest:
+    """A request whose payload is ``payload`` (any JSON value) as compact UTF-8 JSON.
+
+    >>> delivery_request("erp", "evt-1", {"order_id": "O-1"}).payload
+    b'{"order_id":"O-1"}'
+    """
+    body = json.dumps(payload, ensure_ascii=False, separators=(",", ":"), default=str).encode("utf-8")
+    return DeliveryRequest(target_id, event_id, body, dict(headers or {}))
+
+
+class DeliveryOutput(str, enum.Enum):
+    """The outputs of :class:`DeliverMessages` (and tags of :class:`DeliverBatchFn`)."""
+
+    RECEIPTS = "receipts"
+    DEAD_LETTER = "dead_letter"
+
+
+def batch_id(target_id: str, requests: Iterable[DeliveryRequest]) -> str:
+    """A stable id of a chunk: the same messages to the same target give the same id."""
+    digest = hashlib.sha256("\n".join([target_id, *(r.event_id for r in requests)]).encode()).hexdigest()
+    return f"batch_{digest[:32]}"

@@ -1,0 +1,208 @@
+"""Where pushes go: one :class:`DeliveryTarget` per receiver, read from a JSON configuration.
+
+A target is exactly one of three kinds, chosen by the key that names where it goes:
+
+* ``url``: a webhook (HTTP POST, signed per Standard Webhooks), one request per message or, with
+  ``batch_endpoint``, one per batch;
+* ``topic``: a Pub/Sub topic ``projects/<p>/topics/<t>``; each message is published with the
+  payload as data and the attributes ``event_id`` and ``target_id``;
+* ``folder``: JSON Lines files under ``<output_dir>/<folder>/`` (local runs only), one payload
+  a line.
+
+Example configuration (a list of objects)::
+
+    [
+      {"target_id": "erp", "url": "https://erp.example.com/hooks/orders",
+       "secret": "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw",
+       "min_batch": 1, "max_batch": 50, "max_concurrency": 8,
+       "retry": {"max_attempts": 6, "base_delay_s": 0.5, "max_delay_s": 30, "max_total_s": 120}},
+      {"target_id": "loyalty", "url": "https://partner.example.com/credits", "batch_endpoint": true,
+       "secret": "whsec_...", "min_batch": 2500, "max_batch": 5000, "read_timeout_s": 60},
+      {"target_id": "wms", "topic": "projects/waybill-prod/topics/wms-orders",
+       "min_batch": 10, "max_batch": 500, "publish_timeout_s": 10, "retry": {"max_attempts": 5}},
+      {"target_id": "coldchain", "folder": "units/coldchain"}
+    ]
+"""
+from __future__ import annotations
+
+import dataclasses
+import enum
+import json
+import re
+from dataclasses import dataclass, field
+from typing import Any, Iterable, Mapping, Optional
+
+from pipeline.delivery.retries import RetryPolicy
+
+TARGET_ID_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
+_TOPIC = re.compile(r"^projects/[^/]+/topics/[^/]+$")
+_FOLDER_PART = re.compile(r"^[A-Za-z0-9_.-]+$")
+
+
+class TargetKind(str, enum.Enum):
+    """What a target is, named by the configuration key that says where it goes."""
+
+    WEBHOOK = "url"
+    TOPIC = "topic"
+    FOLDER = "folder"
+
+
+# Keys every kind accepts, and the keys only one kind accepts (besides its own address key).
+_COMMON_KEYS = frozenset({"target_id"})
+_BATCHING_KEYS = frozenset({"min_batch", "max_batch", "initial_batch", "batch_step", "slow_latency_s", "retry"})
+_KIND_KEYS = {
+    TargetKind.WEBHOOK: _BATCHING_KEYS | {
+        "secret", "batch_endpoint", "max_concurrency", "connect_timeout_s", "read_timeout_s", "headers",
+    },
+    TargetKind.TOPIC: _BATCHING_KEYS | {"publish_timeout_s"},
+    TargetKind.FOLDER: frozenset(),
+}
+
+
+@dataclass(frozen=True)
+class DeliveryTarget:
+    """One receiver and how to push to it. Exactly one of ``url``, ``topic``, ``folder`` is set.
+
+    Args:
+        target_id: a stable name (letters, digits, ``_.-``); used in receipts, dead letters and
+            metric names.
+        url: a webhook endpoint (``http://`` or ``https://``); every message is POSTed to it.
+        secret: (url) the Standard Webhooks signing secret, ``whsec_<base64>``; None sends
+            unsigned requests (only for internal receivers authenticated another way).
+        batch_endpoint: (url) False (default): one request per message, as Standard Webhooks
+            defines, up to ``max_concurrency`` at once. True: one request per batch whose body
+            is a JSON array of the messages' payloads, signed as one message.
+        min_batch, max_batch: bounds of the adaptive batch size (url, topic).
+        initial_batch: the first batch size (default ``min_batch``).
+        batch_step: the additive increase of the batch size (default a tenth of the range).
+        slow_latency_s: a median response time above this shrinks the batches.
+        max_concurrency: (url) requests in flight at once to this target (per worker thread).
+        connect_timeout_s, read_timeout_s: (url) the ``requests`` timeouts of one attempt.
+        retry: bounds on retries (attempts, backoff, total time) (url, topic).
+        headers: (url) extra headers on every request (for example an API key).
+        topic: a Pub/Sub topic, ``projects/<project>/topics/<name>``.
+        publish_timeout_s: (topic) the deadline of one publish attempt.
+        folder: a relative folder under the job's ``output_dir`` (local runs only), e.g.
+            ``units/erp``; each payload becomes one line of a JSON Lines file there.
+    """
+
+    target_id: str
+    url: Optional[str] = None
+    secret: Optional[str] = None
+    batch_endpoint: bool = False
+    min_batch: int = 1
+    max_batch: int = 100
+    initial_batch: Optional[int] = None
+    batch_step: Optional[int] = None
+    slow_latency_s: float = 1.0
+    max_concurrency: int = 8
+    connect_timeout_s: float = 3.05
+    read_timeout_s: float = 10.0
+    retry: RetryPolicy = field(default_factory=RetryPolicy)
+    headers: Mapping[str, str] = field(default_factory=dict)
+    topic: Optional[str] = None
+    publish_timeout_s: float = 10.0
+    folder: Optional[str] = None
+
+    def __post_init__(self) -> None:
+        if not TARGET_ID_PATTERN.match(self.target_id):
+            raise ValueError(
+                f"target_id must be 1-64 letters, digits or _.- (starting with a letter or digit), "
+                f"got {self.target_id!r}"
+            )
+        where = {kind: getattr(self, kind.value) for kind in TargetKind}
+        chosen = [kind.value for kind, value in where.items() if value is not None]
+        if len(chosen) != 1:
+            got = " and ".join(chosen) if chosen else "none of them"
+            raise ValueError(f"target {self.target_id}: set exactly one of url, topic, folder; got {got}")
+        if self.url is not None and not self.url.startswith(("http://", "https://")):
+            raise ValueError(f"target {self.target_id}: url must start with http:// or https://, got {self.url!r}")
+        if self.topic is not None and not _TOPIC.match(self.topic):
+            raise ValueError(f"target {self.target_id}: topic must be projects/<project>/topics/<name>, got {self.topic!r}")
+        if self.folder is not None and not all(_FOLDER_PART.match(p) and p not in (".", "..") for p in self.folder.split("/")):
+            raise ValueError(
+                f"target {self.target_id}: folder must be a relative path of names (letters, digits, _.-) "
+                f"joined by /, without . or .., e.g. units/erp; got {self.folder!r}"
+            )
+        if self.url is None and (self.secret is not None or self.batch_endpoint or self.headers):
+            raise ValueError(f"target {self.target_id}: secret, batch_endpoint and headers apply only to url targets")
+        if not 1 <= self.min_batch <= self.max_batch:
+            raise ValueError(
+                f"target {self.target_id}: need 1 <= min_batch <= max_batch, got {self.min_batch} and {self.max_batch}"
+            )
+        if self.max_concurrency < 1:
+            raise ValueError(f"target {self.target_id}: max_concurrency must be >= 1, got {self.max_concurrency}")
+        if self.publish_timeout_s <= 0:
+            raise ValueError(f"target {self.target_id}: publish_timeout_s must be positive, got {self.publish_timeout_s}")
+        if self.secret is not None and not self.secret.startswith("whsec_"):
+            raise ValueError(f"target {self.target_id}: secret must look like whsec_<base64>, got a value without it")
+
+    @property
+    def kind(self) -> TargetKind:
+        """Which of url, topic, folder the target is."""
+        if self.topic is not None:
+            return TargetKind.TOPIC
+        if self.folder is not None:
+            return TargetKind.FOLDER
+        return TargetKind.WEBHOOK
+
+    @property
+    def address(self) -> str:
+        """Where it goes, for messages: the url, the topic or the folder."""
+        return self.url or self.topic or self.folder or ""
+
+
+def target_from_config(obj: Mapping[str, Any]) -> DeliveryTarget:
+    """A target from its JSON object (see the module example).
+
+    Raises:
+        ValueError: a missing or doubled url/topic/folder, an unknown key, a key of another
+            kind of target, or a bad value; the message names the target and the key.
+    """
+    if not isinstance(obj, Mapping):
+        raise ValueError(f"a delivery target is a JSON object, got {obj!r}")
+    name = repr(obj.get("target_id"))
+    kinds = [kind for kind in TargetKind if kind.value in obj]
+    if len(kinds) != 1:
+        got = "both " + " and ".join(k.value for k in kinds) if kinds else "none of them"
+        raise ValueError(f"delivery target {name}: set exactly one of url, topic, folder; got {got}")
+    kind = kinds[0]
+    known = {f.name for f in dataclasses.fields(DeliveryTarget)}
+    unknown = sorted(set(obj) - known)
+    if unknown:
+        raise ValueError(f"delivery target {name}: unknown key(s) {unknown}; known: {sorted(known)}")
+    allowed = _COMMON_KEYS | _KIND_KEYS[kind] | {kind.value}
+    misplaced = sorted(set(obj) - allowed)
+    if misplaced:
+        raise ValueError(
+            f"delivery target {name}: key(s) {misplaced} do not apply to a {kind.value} target; "
+            f"it takes {sorted(allowed)}"
+        )
+    values = dict(obj)
+    if "retry" in values:
+        try:
+            values["retry"] = RetryPolicy(**values["retry"])
+        except (TypeError, ValueError) as error:
+            raise ValueError(f"delivery target {name}: bad retry {values['retry']!r}: {error}") from error
+    try:
+        return DeliveryTarget(**values)
+    except TypeError as error:  # a value of the wrong JSON type reached a comparison
+        raise ValueError(f"delivery target {name}: a value has the wrong type: {error}") from error
+
+
+def targets_by_id(targets: Iterable[DeliveryTarget]) -> dict[str, DeliveryTarget]:
+    """``{target_id: target}``; raises ValueError on a repeated id."""
+    by_id: dict[str, DeliveryTarget] = {}
+    for target in targets:
+        if target.target_id in by_id:
+            raise ValueError(f"delivery target {target.target_id!r} is configured twice")
+        by_id[target.target_id] = target
+    return by_id
+
+
+def load_targets(text: str) -> dict[str, DeliveryTarget]:
+    """Targets from the text of a JSON configuration file (a list of target objects)."""
+    objs = json.loads(text)
+    if not isinstance(objs, list):
+        raise ValueError(f"a delivery target configuration is a JSON list of objects, got {type(objs).__name__}")
+    return targets_by_id(target_from_config(obj) for obj in objs)

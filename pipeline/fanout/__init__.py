@@ -1,0 +1,1 @@
+"""Who gets what: unit routing, subscriber matching, account digests."""

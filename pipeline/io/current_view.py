@@ -1,0 +1,208 @@
+"""The current view of the daily statistics: one SQLite row per figure, always the newest.
+
+``ComputeDailyStats`` emits every pane of every figure (early, on-time, late, final). The
+files under ``stats/`` keep that history; this sink keeps only the newest pane of each
+``(day, metric, dimension, key)`` in a local SQLite database, so a person asks "what are
+today's numbers" with one query::
+
+    sqlite3 output/current_view.sqlite \\
+      "SELECT metric, dimension, key, value, timing, is_final, computed_at
+         FROM daily_stats WHERE day = '2026-11-21' ORDER BY metric, dimension, value DESC"
+
+    import sqlite3
+    with sqlite3.connect("output/current_view.sqlite") as db:
+        rows = db.execute(
+            "SELECT metric, value FROM daily_stats WHERE day = ? AND dimension = 'total'",
+            ("2026-11-21",),
+        ).fetchall()
+
+Which pane is newest (:func:`pane_rank`), for two records of the same figure:
+
+1. a final record (``is_final``) beats any running one;
+2. then the higher ``pane_index`` wins (Beam numbers the panes of one window 0, 1, 2, ...);
+3. then the later ``computed_at`` (a re-run of the same pane);
+4. a tie keeps the row that is already there, so replaying a bundle changes nothing.
+
+Example: panes 3 (LATE, 12), 1 (EARLY, 9) and the final record (12) reach the sink in the
+order final, 3, 1: the row becomes the final record and stays so; ``pane_index`` 3 and 1
+are older than a final record and are ignored.
+
+The comparison is made inside the ``INSERT ... ON CONFLICT DO UPDATE ... WHERE`` statement,
+against the committed row, so the result does not depend on the order of arrival, on bundle
+boundaries, or on several workers writing the same file (SQLite serialises the
+transactions; each bundle is one transaction, written in ``finish_bundle``). The database
+uses WAL journaling, so readers are not blocked while the job writes.
+
+The file is local to the machine that runs the DoFn: this sink is for the DirectRunner
+(batch on the FnApiRunner and streaming on the BundleBasedDirectRunner behave the same).
+On Dataflow each worker would write its own file; use a shared database there.
+"""
+from __future__ import annotations
+
+import logging
+import sqlite3
+from pathlib import Path
+from typing import Any, Iterable, Optional
+
+import apache_beam as beam
+from apache_beam.metrics import Metrics
+
+from pipeline.model.dead_letter import METRICS_NAMESPACE
+from pipeline.model.json_records import format_timestamp
+from pipeline.io.sinks import is_local_path
+
+_LOGGER = logging.getLogger(__name__)
+
+TABLE = "daily_stats"
+FigureKey = tuple[str, str, str, str]  # (day, metric, dimension, key)
+PaneRank = tuple[bool, int, str]
+
+_COLUMNS = (
+    "day", "time_zone", "metric", "dimension", "key", "value", "timing", "pane_index", "is_final", "computed_at",
+)
+_CREATE = f"""
+CREATE TABLE IF NOT EXISTS {TABLE} (
+    day TEXT NOT NULL,             -- local calendar date, YYYY-MM-DD, in time_zone
+    time_zone TEXT NOT NULL,       -- IANA name of the business time zone
+    metric TEXT NOT NULL,          -- e.g. pickups, orders, order_value_cents
+    dimension TEXT NOT NULL,       -- outlet, merchant, business_code or total
+    key TEXT NOT NULL,             -- outlet id, merchant id, business code; 'all' for total
+    value INTEGER NOT NULL,        -- the figure as of this pane
+    timing TEXT NOT NULL,          -- EARLY, ON_TIME or LATE
+    pane_index INTEGER,            -- 0, 1, 2, ... (higher is newer); NULL on the final record
+    is_final INTEGER NOT NULL,     -- 1 once the day has closed: the figure will not change
+    computed_at TEXT NOT NULL,     -- processing time, UTC, 2026-11-21T16:00:05.123Z
+    PRIMARY KEY (day, metric, dimension, key)
+)"""
+# The rank of pane_rank() in SQL: a final record has no pane_index, so -1 stands in for it.
+# computed_at is fixed-width UTC text, so text order is time order.
+_UPSERT = f"""
+INSERT INTO {TABLE} ({", ".join(_COLUMNS)}) VALUES ({", ".join("?" * len(_COLUMNS))})
+ON CONFLICT (day, metric, dimension, key) DO UPDATE SET
+    {", ".join(f"{column} = excluded.{column}" for column in _COLUMNS[5:])}, time_zone = excluded.time_zone
+WHERE (excluded.is_final, COALESCE(excluded.pane_index, -1), excluded.computed_at)
+    > ({TABLE}.is_final, COALESCE({TABLE}.pane_index, -1), {TABLE}.computed_at)
+"""
+
+
+def pane_rank(stat: dict[str, Any]) -> PaneRank:
+    """How new a DailyStat record is among the records of its figure: higher is newer.
+
+    Example: a final record ranks above pane 7, pane 7 above pane 6, and of two copies of
+    pane 6 the one computed later ranks higher.
+    """
+    pane_index = stat["pane_index"]
+    # computed_at to the millisecond, as the database keeps it, so both compare alike.
+    return bool(stat["is_final"]), -1 if pane_index is None else pane_index, format_timestamp(stat["computed_at"])
+
+
+def figure_key(stat: dict[str, Any]) -> FigureKey:
+    """The primary key of a DailyStat record in the current view."""
+    return stat["day"], stat["metric"], stat["dimension"], stat["key"]
+
+
+class SqliteCurrentView:
+    """The writer: upserts DailyStat records into ``daily_stats`` of a SQLite file.
+
+    Args:
+        path: the database file; its folder is created if missing.
+    """
+
+    def __init__(self, path: str) -> None:
+        self.path = path
+        self._connection: Optional[sqlite3.Connection] = None
+
+    def open(self) -> None:
+        """Opens (and if needed creates) the database."""
+        Path(self.path).parent.mkdir(parents=True, exist_ok=True)
+        # isolation_level=None: transactions are begun explicitly, one per upsert() call.
+        self._connection = sqlite3.connect(self.path, timeout=60, isolation_level=None)
+        self._connection.execute("PRAGMA journal_mode=WAL")
+        self._connection.execute(_CREATE)
+        _LOGGER.info("current view of the daily statistics: %s, table %s", self.path, TABLE)
+
+    def upsert(self, stats: Iterable[dict[str, Any]]) -> int:
+        """Writes ``stats`` in one transaction; each replaces its figure's row only if newer.
+
+        Returns the number of records offered (not the number that won).
+        """
+        if self._connection is None:
+            raise RuntimeError(f"SqliteCurrentView({self.path!r}).open() must be called before upsert()")
+        rows = [_row(stat) for stat in stats]
+        if not rows:
+            return 0
+        connection = self._connection
+        connection.execute("BEGIN IMMEDIATE")
+        try:
+            connection.executemany(_UPSERT, rows)
+        except BaseException:
+            connection.execute("ROLLBACK")
+            raise
+        connection.execute("COMMIT")
+        return len(rows)
+
+    def close(self) -> None:
+        if self._connection is not None:
+            self._connection.close()
+            self._connection = None
+
+
+def _row(stat: dict[str, Any]) -> tuple[Any, ...]:
+    return (
+        stat["day"], stat["time_zone"], stat["metric"], stat["dimension"], stat["key"], stat["value"],
+        stat["timing"], stat["pane_index"], int(bool(stat["is_final"])), format_timestamp(stat["computed_at"]),
+    )
+
+
+class UpsertBundlesFn(beam.DoFn):
+    """Buffers a bundle's DailyStat records, keeping the newest per figure; writes them in finish_bundle.
+
+    Args:
+        writer: has ``open()``, ``upsert(records)`` and ``close()``, e.g. :class:`SqliteCurrentView`.
+    """
+
+    def __init__(self, writer: SqliteCurrentView) -> None:
+        super().__init__()
+        self.writer = writer
+        self._newest: dict[FigureKey, dict[str, Any]] = {}
+        self._written = Metrics.counter(METRICS_NAMESPACE, "current_view_records")
+
+    def setup(self) -> None:
+        self.writer.open()
+
+    def start_bundle(self) -> None:
+        self._newest = {}
+
+    def process(self, stat: dict[str, Any]) -> None:
+        key = figure_key(stat)
+        held = self._newest.get(key)
+        if held is None or pane_rank(stat) > pane_rank(held):
+            self._newest[key] = stat
+
+    def finish_bundle(self) -> None:
+        if self._newest:
+            self._written.inc(self.writer.upsert(self._newest.values()))
+            self._newest = {}
+
+    def teardown(self) -> None:
+        self.writer.close()
+
+
+class UpsertCurrentView(beam.PTransform):
+    """DailyStat records -> the newest of each figure in a SQLite database (see the module docstring).
+
+    The real writer is ``self.write`` (a ``ParDo``); a test may replace it.
+
+    Args:
+        path: the SQLite file, e.g. ``output/current_view.sqlite``.
+    """
+
+    def __init__(self, path: str) -> None:
+        super().__init__()
+        if not is_local_path(path):
+            raise ValueError(f"the current view is a local SQLite file; got {path!r}, give a local path")
+        self.path = path
+        self.write: beam.PTransform = beam.ParDo(UpsertBundlesFn(SqliteCurrentView(path)))
+
+    def expand(self, stats: beam.PCollection) -> beam.PCollection:
+        return stats | "UpsertDailyStats" >> self.write

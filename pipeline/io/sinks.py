@@ -1,0 +1,124 @@
+"""Where records leave the pipeline. Each sink keeps its real writer in ``self.write``.
+
+An output is either a folder of JSON Lines files, one object per line in the JSON form of its
+Avro record (see :mod:`pipeline.model.json_records`), or a Pub/Sub topic of Avro binary messages.
+"""
+from __future__ import annotations
+
+import time
+import uuid
+from typing import Any, Callable
+
+import apache_beam as beam
+from apache_beam.io import PubsubMessage, fileio
+from apache_beam.transforms import trigger, window
+
+from pipeline.model import json_records
+
+from pipeline.model import schemas
+
+FileNaming = Callable[..., str]
+
+
+def is_local_path(path: str) -> bool:
+    """Whether ``path`` is on this machine (not ``gs://`` or another remote file system).
+
+    >>> is_local_path("output"), is_local_path("gs://bucket/out")
+    (True, False)
+    """
+    return "://" not in path
+
+
+def pane_file_naming(prefix: str) -> FileNaming:
+    """File names unique to each firing: ``<prefix>-<pane>-<firing id>-<shard>-of-<shards>.jsonl``.
+
+    Beam's ``default_file_naming`` leaves the pane out, so a later pane of the same window
+    overwrites the earlier one's file; and the pane that ``WriteToFiles`` hands to the naming
+    function is not enough either: on the streaming DirectRunner every firing reports pane 0
+    (measured: 5,880 orders from Pub/Sub in several bundles, the files kept 2,071 lines). So
+    each name also carries a firing id, the naming call's time in nanoseconds plus 8 random
+    hex digits; names still sort by time within a pane.
+    """
+
+    def name(window_: Any, pane: Any, shard_index: int, total_shards: int, compression: Any, destination: Any) -> str:
+        pane_index = pane.index if pane is not None else 0
+        firing = f"{time.time_ns()}{uuid.uuid4().hex[:8]}"
+        return f"{prefix}-{pane_index:06d}-{firing}-{shard_index:05d}-of-{total_shards:05d}.jsonl"
+
+    return name
+
+
+class WriteJsonLines(beam.PTransform):
+    """Records of one Avro schema -> JSON Lines files in ``directory``.
+
+    In streaming, files are written every ``flush_seconds`` of processing time (a repeated
+    processing-time trigger on the global window), so output appears while the job runs. In
+    batch the default trigger writes once at the end (processing-time triggers crash batch
+    runners, apache/beam#19070).
+
+    Args:
+        directory: the folder (local path or gs://...).
+        schema_name: the Avro record of each element, e.g. ``SupervisionRecord``.
+        streaming: whether the pipeline runs in streaming mode.
+        flush_seconds: how often files are written in streaming.
+    """
+
+    def __init__(self, directory: str, schema_name: str, streaming: bool, flush_seconds: int = 2) -> None:
+        super().__init__()
+        self.schema_name = schema_name
+        self.streaming = streaming
+        self.flush_seconds = flush_seconds
+        prefix = directory.rstrip("/").rsplit("/", 1)[-1]
+        self.write: beam.PTransform = fileio.WriteToFiles(
+            path=directory, file_naming=pane_file_naming(prefix), shards=1
+        )
+
+    def expand(self, records: beam.PCollection) -> Any:
+        schema_name = self.schema_name
+        lines = records | "ToJsonLine" >> beam.Map(lambda record: json_records.to_json_line(schema_name, record))
+        if self.streaming:
+            lines = lines | "FlushPeriodically" >> beam.WindowInto(
+                window.GlobalWindows(),
+                trigger=trigger.Repeatedly(trigger.AfterProcessingTime(self.flush_seconds)),
+                accumulation_mode=trigger.AccumulationMode.DISCARDING,
+            )
+        return lines | "WriteFiles" >> self.write
+
+
+def to_pubsub_message(record: dict[str, Any], schema_name: str) -> PubsubMessage:
+    """A record as a Pub/Sub message: Avro binary data, attributes ``schema`` (full name) and
+    ``event_id`` (when the record has one; a dead letter may not).
+
+    >>> message = to_pubsub_message({"sku": "SKU-1", "quantity": 2, "price_cents": 990}, "OrderLine")
+    >>> message.attributes
+    {'schema': 'com.waybill.OrderLine'}
+    """
+    attributes = {"schema": schemas.full_name(schema_name)}
+    if record.get("event_id"):
+        attributes["event_id"] = record["event_id"]
+    return PubsubMessage(schemas.encode(schema_name, record), attributes)
+
+
+class WritePubSub(beam.PTransform):
+    """Records of one Avro schema -> messages on a Pub/Sub topic.
+
+    Each record becomes one message as :func:`to_pubsub_message` makes it, published as soon
+    as its bundle finishes (no windowing: the element timestamps are left as they are).
+
+    Args:
+        topic: ``projects/<project>/topics/<name>``.
+        schema_name: the Avro record of each element, e.g. ``SupervisionRecord``.
+    """
+
+    def __init__(self, topic: str, schema_name: str) -> None:
+        super().__init__()
+        self.topic = topic
+        self.schema_name = schema_name
+        self.write: beam.PTransform = beam.io.WriteToPubSub(topic, with_attributes=True)
+
+    def expand(self, records: beam.PCollection) -> Any:
+        return (
+            records
+            | "ToPubsubMessage" >> beam.Map(to_pubsub_message, self.schema_name).with_output_types(PubsubMessage)
+            | "Publish" >> self.write
+        )

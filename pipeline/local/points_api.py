@@ -1,0 +1,195 @@
+"""A local points API on 127.0.0.1 that credits idempotently, counts, and injects faults.
+
+``POST /credits`` takes a JSON array of credits (the payloads the partner-file stage sends)::
+
+    [{"idempotency_key": "ACME-BANK:TX-000001", "partner_id": "ACME-BANK", "member_id": "M000001",
+      "points": 150, "txn_id": "TX-000001", "txn_time": "2026-11-21T07:59:00Z"}, ...]
+
+and applies the whole request or none of it; a key it has applied before is skipped (answered
+as success), which is what makes re-sending safe. It counts per ``(partner_id, txn_id)`` how
+many times a credit was applied: a sender that changed the key between runs would show 2.
+
+A fault plan decides each answer from the request number and its row count (429 with
+Retry-After, 500 before or after applying, slow answers). Try it by hand::
+
+    python -m pipeline.local.points_api --port 8088 --faults --seconds 600
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import threading
+import time
+from collections import Counter
+from dataclasses import dataclass
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Callable, NamedTuple, Optional
+
+_FIELDS = ("idempotency_key", "partner_id", "member_id", "points", "txn_id", "txn_time")
+
+
+@dataclass(frozen=True)
+class Fault:
+    """One answer: ``status`` after ``delay_s``; ``apply`` says whether the credits are applied
+    first (a 500 with ``apply=True`` is "done, but the answer was lost")."""
+
+    status: int = 200
+    delay_s: float = 0.0
+    apply: bool = True
+    retry_after: Optional[str] = None
+
+
+# (request number, from 1; rows in the request) -> the answer
+FaultPlan = Callable[[int, int], Fault]
+
+
+def healthy(number: int, rows: int) -> Fault:
+    return Fault()
+
+
+def pressure_plan(slow_s: float = 0.3, busy_above: int = 3500) -> FaultPlan:
+    """A deterministic mix: large requests are throttled now and then, some 500s (one kind after
+    applying), some slow answers.
+
+    ==========================  ==============================================
+    request number n            answer
+    ==========================  ==============================================
+    n % 4 == 3, > busy_above    429, Retry-After: 0, nothing applied
+    n % 9 == 5                  500, nothing applied
+    n % 10 == 8                 500 after applying (the answer is lost)
+    n % 5 == 1                  200 after ``slow_s``
+    else                        200 at once
+    ==========================  ==============================================
+    """
+
+    def plan(number: int, rows: int) -> Fault:
+        if number % 4 == 3 and rows > busy_above:
+            return Fault(429, apply=False, retry_after="0")
+        if number % 9 == 5:
+            return Fault(500, apply=False)
+        if number % 10 == 8:
+            return Fault(500, apply=True)
+        if number % 5 == 1:
+            return Fault(200, delay_s=slow_s)
+        return Fault()
+
+    return plan
+
+
+class Request(NamedTuple):
+    """What the API saw and answered."""
+
+    number: int
+    rows: int
+    status: int
+    applied: int  # credits newly applied by this request
+
+
+class PointsApi:
+    """The server; ``with PointsApi(plan) as api: ... api.url``.
+
+    Args:
+        plan: the fault plan (default: always healthy).
+        max_requests: a bound; later requests get 503 without being read.
+        port: the port on 127.0.0.1 (default: a free one).
+    """
+
+    def __init__(self, plan: FaultPlan = healthy, max_requests: int = 5000, port: int = 0) -> None:
+        self.plan = plan
+        self.max_requests = max_requests
+        self.available = True  # False: every request gets 503 (the API "went away")
+        self.applied: Counter[tuple[str, str]] = Counter()  # (partner_id, txn_id) -> credits applied
+        self.keys: set[str] = set()
+        self.balances: Counter[tuple[str, str]] = Counter()  # (partner_id, member_id) -> points
+        self.requests: list[Request] = []
+        self._lock = threading.Lock()
+        self._server = ThreadingHTTPServer(("127.0.0.1", port), self._handler())
+        self._server.daemon_threads = True
+        self._thread = threading.Thread(target=self._server.serve_forever, name="points-api", daemon=True)
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self._server.server_address[1]}/credits"
+
+    def __enter__(self) -> PointsApi:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._server.shutdown()
+        self._server.server_close()
+        self._thread.join(timeout=5)
+
+    def sizes(self) -> list[int]:
+        """Rows per request, in arrival order (retries included)."""
+        with self._lock:
+            return [r.rows for r in sorted(self.requests)]
+
+    def _answer(self, body: bytes) -> tuple[Fault, int]:
+        items = json.loads(body)
+        if not isinstance(items, list) or any(not isinstance(i, dict) or set(_FIELDS) - set(i) for i in items):
+            return Fault(400, apply=False), 0
+        with self._lock:
+            number = len(self.requests) + 1
+            fault = self.plan(number, len(items)) if self.available else Fault(503, apply=False)
+            applied = 0
+            if fault.apply:
+                for item in items:
+                    if item["idempotency_key"] not in self.keys:
+                        self.keys.add(item["idempotency_key"])
+                        self.applied[(item["partner_id"], item["txn_id"])] += 1
+                        self.balances[(item["partner_id"], item["member_id"])] += int(item["points"])
+                        applied += 1
+            self.requests.append(Request(number, len(items), fault.status, applied))
+        return fault, applied
+
+    def _handler(self) -> type[BaseHTTPRequestHandler]:
+        api = self
+
+        class Handler(BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def do_POST(self) -> None:  # noqa: N802 (http.server's name)
+                body = self.rfile.read(int(self.headers.get("content-length", 0)))
+                if len(api.requests) >= api.max_requests:
+                    fault, applied = Fault(503, apply=False), 0
+                else:
+                    fault, applied = api._answer(body)
+                time.sleep(min(fault.delay_s, 5.0))
+                text = json.dumps({"applied": applied}).encode()
+                try:
+                    self.send_response(fault.status)
+                    if fault.retry_after is not None:
+                        self.send_header("Retry-After", fault.retry_after)
+                    self.send_header("content-type", "application/json")
+                    self.send_header("content-length", str(len(text)))
+                    self.end_headers()
+                    self.wfile.write(text)
+                except (BrokenPipeError, ConnectionResetError):  # the client gave up (timeout, killed job)
+                    pass
+
+            def log_message(self, format: str, *args: object) -> None:
+                pass
+
+        return Handler
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(prog="python -m pipeline.local.points_api", description=__doc__.split("\n\n")[0])
+    parser.add_argument("--port", type=int, default=8088, help="port on 127.0.0.1. Default: 8088.")
+    parser.add_argument("--faults", action="store_true", help="inject the pressure_plan faults. Default: healthy.")
+    parser.add_argument("--seconds", type=float, default=600, help="stop after this long. Default: 600.")
+    args = parser.parse_args()
+    with PointsApi(pressure_plan() if args.faults else healthy, max_requests=100_000, port=args.port) as api:
+        print(f"points API on {api.url} for {args.seconds:g} s (Ctrl-C stops it)", flush=True)
+        try:
+            time.sleep(args.seconds)
+        except KeyboardInterrupt:
+            pass
+    credited = sum(api.applied.values())
+    twice = sum(1 for n in api.applied.values() if n > 1)
+    print(f"{len(api.requests)} requests, {credited} credits applied, {twice} txns credited more than once")
+
+
+if __name__ == "__main__":
+    main()

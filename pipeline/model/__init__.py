@@ -1,0 +1,1 @@
+"""Records and contracts: the Avro schemas, raw messages, dead letters, business rules, the catalog."""

@@ -1,0 +1,91 @@
+"""The Avro contracts in ``schemas/``, parsed once, and their binary codec.
+
+Each ``schemas/<full name>.avsc`` holds one record; records refer to each other by
+full name and fastavro resolves the references from the same folder.
+"""
+from __future__ import annotations
+
+import functools
+import io
+from pathlib import Path
+from typing import Any
+
+import fastavro
+
+from pipeline.model.dead_letter import ErrorKind, InvalidInput
+
+# A symlink to the top-level schemas/ folder, so the contracts ship inside the package.
+SCHEMA_DIR = Path(__file__).resolve().parents[1] / "contracts"
+NAMESPACE = "com.waybill"
+
+COURIER_EVENT = f"{NAMESPACE}.CourierEvent"
+ORDER_EVENT = f"{NAMESPACE}.OrderEvent"
+SUPERVISION_RECORD = f"{NAMESPACE}.SupervisionRecord"
+DEAD_LETTER = f"{NAMESPACE}.DeadLetter"
+DELIVERY_RECEIPT = f"{NAMESPACE}.DeliveryReceipt"
+DAILY_STAT = f"{NAMESPACE}.DailyStat"
+
+# Which payload record each CourierEvent.event_type carries.
+PAYLOAD_RECORD_FOR_EVENT_TYPE = {
+    "REAL_NAME_REGISTRATION": f"{NAMESPACE}.RealNameRegistration",
+    "ORDER_INFO": f"{NAMESPACE}.OrderInfo",
+    "TRACK_SCAN": f"{NAMESPACE}.TrackScan",
+}
+
+Record = dict[str, Any]
+
+
+def full_name(name: str) -> str:
+    """``CourierEvent`` or ``com.waybill.CourierEvent`` -> ``com.waybill.CourierEvent``."""
+    return name if "." in name else f"{NAMESPACE}.{name}"
+
+
+@functools.cache
+def parsed(name: str) -> dict[str, Any]:
+    """The parsed schema of a record, by short or full name.
+
+    Raises:
+        InvalidInput: no ``schemas/<full name>.avsc`` exists.
+    """
+    path = SCHEMA_DIR / f"{full_name(name)}.avsc"
+    if not path.is_file():
+        known = ", ".join(sorted(p.stem.rsplit(".", 1)[-1] for p in SCHEMA_DIR.glob("*.avsc")))
+        raise InvalidInput(ErrorKind.UNKNOWN_SCHEMA, f"unknown schema {name!r}; known: {known}")
+    schema: dict[str, Any] = fastavro.schema.load_schema(str(path))  # type: ignore[assignment]
+    return schema
+
+
+def encode(name: str, record: Record) -> bytes:
+    """Avro binary (schemaless, as in a Pub/Sub message) of ``record``."""
+    buffer = io.BytesIO()
+    fastavro.schemaless_writer(buffer, parsed(name), record)
+    return buffer.getvalue()
+
+
+def decode(name: str, data: bytes) -> Record:
+    """Reads one Avro binary record; unions of several records come back as ``(name, record)``.
+
+    Raises:
+        InvalidInput: the bytes are not exactly one record of that schema.
+    """
+    buffer = io.BytesIO(data)
+    try:
+        record = fastavro.schemaless_reader(
+            buffer,
+            parsed(name),
+            None,
+            return_record_name=True,
+            return_record_name_override=True,
+        )
+    except Exception as error:  # fastavro raises many types on corrupt input
+        raise InvalidInput(
+            ErrorKind.NOT_AVRO,
+            f"data is not a valid Avro {full_name(name)}: {type(error).__name__}: {error}",
+        ) from error
+    if buffer.tell() != len(data):
+        raise InvalidInput(
+            ErrorKind.NOT_AVRO,
+            f"data is not a valid Avro {full_name(name)}: "
+            f"{len(data) - buffer.tell()} bytes left after the record",
+        )
+    return record  # type: ignore[return-value]

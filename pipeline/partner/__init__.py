@@ -1,0 +1,1 @@
+"""The partner-file job: decrypt, check, credit in adaptive batches, feedback for every file."""

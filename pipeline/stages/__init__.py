@@ -1,0 +1,1 @@
+"""The job's stages, in data-flow order: validate, de-duplicate, identify, supervision, statistics, stock, lifecycle."""

@@ -1,0 +1,362 @@
+"""The waybill lifecycle stage: one view per shipment, real-name and stuck-parcel alerts, bounded state.
+
+Why a keyed stateful DoFn with event-time timers, not windows: a shipment's life has no
+fixed length (an hour for a same-city parcel, weeks for a customs hold), its rules are
+deadlines relative to its own events (pickup + 30 min, last scan + 24 h), and a view must
+be emitted on every change with a version that keeps increasing across the whole life.
+Session windows would split a shipment at every long silence (restarting the version and
+losing the pickup for the real-name rule), and fixed windows cut it at arbitrary instants.
+One state cell per key plus one timer at the earliest pending deadline
+(:meth:`pipeline.stages.shipment.Shipment.next_due`) expresses exactly the rules.
+
+Why the key is the master waybill number: a multi-piece shipment is registered and picked
+up as one (the real-name registration comes on the master; the pieces carry only scans),
+so the real-name rule and the master's view need every piece in the same state cell. A
+piece's events are keyed by their ``parent_waybill_no``; the view lists the pieces under
+the master, each with its own scans, status and stuck watch.
+
+Worked example (defaults): a single waybill W, events in event time, arrivals out of order.
+
+=========================  ========================================================================
+watermark / arrival         what the stage emits
+=========================  ========================================================================
+ARRIVE 12:00 arrives        view v1 (status IN_TRANSIT, one scan); timer at 12:00 + 24 h
+PICKUP 10:00 arrives        view v2 (scans PICKUP, ARRIVE: event-time order); timer at 10:30
+watermark 10:30             alert REAL_NAME_MISSING OPEN (deadline 10:30); view v3 (MISSING)
+registration 10:50 arrives  alert REAL_NAME_MISSING CLOSED; view v4 (REGISTERED_LATE)
+DELIVERED 15:00 arrives     view v5 (DELIVERED); timer at 15:00 + 24 h (retention)
+watermark 15:00 next day    final view v6 (is_final, DELIVERED); state shrinks to a tombstone
+a DEPART 11:00 arrives      dead letter late_for_closed_waybill (not lost; not in any view)
+watermark + 7 days          tombstone dropped: no state left for W
+an ARRIVE 13:00 arrives     a new state of W (generation g2 > g1): view (g2, v1), newer than (g1, v6)
+=========================  ========================================================================
+
+Every view carries ``(generation, version)``: the generation is fixed when the state opens
+(wall-clock time, so a state opened again after its tombstone was dropped has a larger one:
+g1 above for the first life, g2 for the second), the version counts the views of that state.
+A receiver keeps, per waybill_no, the view with the largest pair.
+
+Runner notes (Beam 2.77): the Python DirectRunner does not hold the output watermark for
+pending timers, so the outputs are meant for sinks in the global window, not for event-time
+windows downstream; it also loses metrics incremented inside timer callbacks, so the counters
+are incremented in a plain step after the stateful one. On the FnApiRunner, timer DoFns
+back to back can fail to fire timers; behind de-duplication (a timer DoFn), validation and
+identification, this stage's timers fire without a ``Reshuffle`` in between (measured with
+and without one: the same views, alerts and counters), and
+``tests/test_lifecycle.py::test_several_synthetic_days_keep_live_states_flat_on_the_fnapi_runner``
+runs that chain, so a wiring that breaks it fails there.
+"""
+from __future__ import annotations
+
+import dataclasses
+import logging
+from bisect import bisect_left, bisect_right
+from datetime import datetime, timedelta, timezone
+from typing import Any, Iterable, Iterator, Union
+from zoneinfo import ZoneInfo
+
+import apache_beam as beam
+from apache_beam import pvalue
+from apache_beam.coders import PickleCoder
+from apache_beam.metrics import Metrics
+from apache_beam.runners.runner import PipelineResult
+from apache_beam.transforms.timeutil import TimeDomain
+from apache_beam.transforms.userstate import ReadModifyWriteStateSpec, TimerSpec, on_timer
+from apache_beam.utils.timestamp import Timestamp
+
+from pipeline.model import schemas
+from pipeline.local.accounting import read_counters
+from pipeline.model.dead_letter import METRICS_NAMESPACE, ErrorKind, Stage, dead_letter_record
+from pipeline.model.json_records import format_timestamp
+from pipeline.stages.shipment import ALERT, CHANGE, CLEARED, OPENED, RETIRED, VIEW, Output, Settings, Shipment
+
+_LOGGER = logging.getLogger(__name__)
+
+WAYBILL_VIEW = f"{schemas.NAMESPACE}.WaybillView"
+WAYBILL_ALERT = f"{schemas.NAMESPACE}.WaybillAlert"
+WAYBILL_STATE_CHANGE = f"{schemas.NAMESPACE}.WaybillStateChange"
+
+VIEWS = "views"
+ALERTS = "alerts"
+DEAD_LETTER = "dead_letter"
+STATE_CHANGES = "state_changes"
+EVENTS_WITH_MERCHANT = "events_with_merchant"
+
+_TAG_OF_OUTPUT = {VIEW: VIEWS, ALERT: ALERTS, CHANGE: STATE_CHANGES}
+
+Identified = tuple[str, dict[str, Any]]
+
+
+def master_waybill_no(identified: Identified) -> str:
+    """The key of the shipment an identified event belongs to: its master waybill number."""
+    ident = identified[1]["identification"]
+    return ident["master_waybill_no"] or ident["waybill_no"]
+
+
+def _by_master(identified: Identified) -> tuple[str, dict[str, Any]]:
+    return master_waybill_no(identified), identified[1]["event"]
+
+
+def _to_datetime(timestamp: Timestamp) -> datetime:
+    return datetime(1970, 1, 1, tzinfo=timezone.utc) + timedelta(microseconds=timestamp.micros)
+
+
+class TrackShipmentsFn(beam.DoFn):
+    """``(master waybill no, courier event)`` -> views (main), alerts, state changes, dead letters.
+
+    State per key: one :class:`~pipeline.stages.shipment.Shipment` (pickled). Timer per key: one
+    event-time timer, always at the shipment's earliest pending deadline; when it fires every
+    deadline up to its time is handled and it is set to the next one. After the tombstone is
+    dropped the key has no state and no timer.
+
+    Example: pickup at 10:00 with a 30 min registration delay: the timer is at 10:30. When
+    the watermark passes 10:30 the callback runs with ``fired_at`` = 10:30, emits the alert
+    and a view stamped 10:30, and sets the timer to the next deadline (last scan + 24 h).
+    """
+
+    SHIPMENT = ReadModifyWriteStateSpec("shipment", PickleCoder())
+    WAKE = TimerSpec("wake", TimeDomain.WATERMARK)
+
+    def __init__(self, settings: Settings) -> None:
+        super().__init__()
+        self._settings = settings
+
+    def process(
+        self,
+        element: tuple[str, dict[str, Any]],
+        state: Any = beam.DoFn.StateParam(SHIPMENT),
+        wake: Any = beam.DoFn.TimerParam(WAKE),
+    ) -> Iterator[Union[dict[str, Any], pvalue.TaggedOutput]]:
+        key, event = element
+        shipment: Shipment | None = state.read()
+        if shipment is not None and shipment.closed_at is not None:
+            yield pvalue.TaggedOutput(DEAD_LETTER, _late_for_closed(key, shipment, event))
+            return
+        outputs: list[Output] = []
+        if shipment is None:
+            shipment = Shipment.open(key, event["event_time"])
+            outputs.append(shipment.opened())
+        outputs += shipment.add(event)
+        state.write(shipment)
+        self._set(wake, shipment)
+        yield from _routed(outputs)
+        merchant_id = shipment.order_info["merchant_id"] if shipment.order_info else None
+        yield pvalue.TaggedOutput(EVENTS_WITH_MERCHANT, (event, merchant_id))
+
+    @on_timer(WAKE)
+    def on_wake(
+        self,
+        fired_at: Timestamp = beam.DoFn.TimestampParam,  # type: ignore[assignment]
+        state: Any = beam.DoFn.StateParam(SHIPMENT),
+        wake: Any = beam.DoFn.TimerParam(WAKE),
+    ) -> Iterator[Union[dict[str, Any], pvalue.TaggedOutput]]:
+        shipment: Shipment | None = state.read()
+        if shipment is None:
+            # Seen once per key at the end of a bounded streaming run on the DirectRunner, which
+            # fires the timer again after the state was cleared; harmless, nothing to emit.
+            _LOGGER.debug("lifecycle timer fired at %s for a key without state", fired_at)
+            return
+        outputs = shipment.fire(_to_datetime(fired_at), self._settings)
+        if shipment.cleared:
+            state.clear()
+        else:
+            state.write(shipment)
+            self._set(wake, shipment)
+        yield from _routed(outputs)
+
+    def _set(self, wake: Any, shipment: Shipment) -> None:
+        due = shipment.next_due(self._settings)
+        if due is not None:
+            wake.set(Timestamp.from_utc_datetime(due))
+
+
+def _routed(outputs: list[Output]) -> Iterator[Union[dict[str, Any], pvalue.TaggedOutput]]:
+    for kind, record in outputs:
+        yield record if kind == VIEW else pvalue.TaggedOutput(_TAG_OF_OUTPUT[kind], record)
+
+
+def _late_for_closed(key: str, shipment: Shipment, event: dict[str, Any]) -> dict[str, Any]:
+    """The DeadLetter record of an event for a shipment whose state was already dropped."""
+    assert shipment.closed_at is not None
+    return dead_letter_record(
+        raw_payload=schemas.encode(schemas.COURIER_EVENT, event),
+        attributes={
+            "event_id": event["event_id"],
+            "event_time": format_timestamp(event["event_time"]),
+            "schema": schemas.COURIER_EVENT,
+            "waybill_no": event["waybill_no"],
+        },
+        source="courier",
+        stage=Stage.LIFECYCLE,
+        kind=ErrorKind.LATE_FOR_CLOSED_WAYBILL,
+        message=(
+            f"{event['event_type']} of waybill {event['waybill_no']} at "
+            f"{format_timestamp(event['event_time'])} arrived after shipment {key} was closed at "
+            f"{format_timestamp(shipment.closed_at)} ({shipment.final_reason}, final view generation "
+            f"{shipment.generation} version {shipment.version}); it was pushed to supervision but is in no "
+            "lifecycle view"
+        ),
+        event_id=event["event_id"],
+    )
+
+
+class _Count(beam.DoFn):
+    """Counts records by name (kept out of the stateful DoFn: the DirectRunner drops metrics
+    incremented in timer callbacks)."""
+
+    def __init__(self, name_of: Any) -> None:
+        super().__init__()
+        self._name_of = name_of
+        self._counters: dict[str, Any] = {}
+
+    def process(self, record: dict[str, Any]) -> Iterator[dict[str, Any]]:
+        name = self._name_of(record)
+        if name not in self._counters:
+            self._counters[name] = Metrics.counter(METRICS_NAMESPACE, name)
+        self._counters[name].inc()
+        yield record
+
+
+def _change_counter(change: dict[str, Any]) -> str:
+    return f"lifecycle_{change['change']}"
+
+
+def _alert_counter(alert: dict[str, Any]) -> str:
+    return f"lifecycle_alerts_{alert['kind'].lower()}_{alert['status'].lower()}"
+
+
+def _view_counter(view: dict[str, Any]) -> str:
+    return "lifecycle_views"
+
+
+class TrackWaybillLifecycles(beam.PTransform):
+    """Identified courier events -> lifecycle views, alerts, dead letters, state changes.
+
+    Input: ``(waybill_no, {event_id, identification, event})`` as :class:`IdentifyWaybills`
+    emits them, each timestamped with its event_time. Output, all in the global window:
+
+    * ``views``: ``WaybillView`` records, a new version per change of a shipment; newer views
+      have a larger ``(generation, version)``, also across a state dropped and opened again;
+    * ``alerts``: ``WaybillAlert`` records (REAL_NAME_MISSING / STUCK, OPEN / CLOSED);
+    * ``dead_letter``: ``DeadLetter`` records of events for shipments already closed;
+    * ``state_changes``: ``{'change': 'opened'|'retired'|'cleared', 'waybill_no', 'at',
+      'opened_at'}``, counted as ``lifecycle_opened`` / ``_retired`` / ``_cleared``;
+    * ``events_with_merchant``: ``(courier event, merchant_id)`` for every event the stage
+      took, with the merchant of its shipment's ORDER_INFO so far (None before it arrives),
+      for the subscriber push: a scan itself does not name the merchant.
+
+    Args (event-time seconds):
+        registration_delay: after the first pickup, by when the sender must be registered.
+        stuck_after: silence after which an undelivered parcel is stuck.
+        retain_after_delivery: how long a delivered shipment's state is kept after its last
+            event, so late scans still join its view.
+        expire_after: how long an undelivered shipment's state is kept after its last event.
+        remember_closed_for: how long a closed shipment is remembered (a tombstone) so that
+            late events are dead-lettered; after it, a late event opens a new shipment (a new
+            generation, versions from 1).
+
+    See the module docstring for a worked example.
+    """
+
+    def __init__(
+        self,
+        registration_delay: float = 30 * 60,
+        stuck_after: float = 24 * 3600,
+        retain_after_delivery: float = 24 * 3600,
+        expire_after: float = 7 * 24 * 3600,
+        remember_closed_for: float = 7 * 24 * 3600,
+    ) -> None:
+        super().__init__()
+        self.settings = Settings(
+            registration_delay=timedelta(seconds=registration_delay),
+            stuck_after=timedelta(seconds=stuck_after),
+            retain_after_delivery=timedelta(seconds=retain_after_delivery),
+            expire_after=timedelta(seconds=expire_after),
+            remember_closed_for=timedelta(seconds=remember_closed_for),
+        )
+
+    def expand(self, identified: beam.PCollection) -> dict[str, beam.PCollection]:
+        results = (
+            identified
+            | "KeyByMasterWaybill" >> beam.Map(_by_master).with_output_types(tuple[str, dict[str, Any]])
+            | "TrackShipments"
+            >> beam.ParDo(TrackShipmentsFn(self.settings)).with_outputs(ALERTS, DEAD_LETTER, STATE_CHANGES, EVENTS_WITH_MERCHANT, main=VIEWS)
+        )
+        return {
+            VIEWS: results[VIEWS] | "CountViews" >> beam.ParDo(_Count(_view_counter)),
+            ALERTS: results[ALERTS] | "CountAlerts" >> beam.ParDo(_Count(_alert_counter)),
+            DEAD_LETTER: results[DEAD_LETTER],
+            STATE_CHANGES: results[STATE_CHANGES] | "CountStateChanges" >> beam.ParDo(_Count(_change_counter)),
+            EVENTS_WITH_MERCHANT: results[EVENTS_WITH_MERCHANT],
+        }
+
+
+@dataclasses.dataclass(frozen=True)
+class LiveStates:
+    """The lifecycle counters of a run: shipments opened, retired (final view written) and
+    cleared (state dropped)."""
+
+    opened: int
+    retired: int
+    cleared: int
+
+    @property
+    def live_views(self) -> int:
+        """Shipments with a full state (not yet final)."""
+        return self.opened - self.retired
+
+    @property
+    def live_keys(self) -> int:
+        """Keys holding any state, tombstones included."""
+        return self.opened - self.cleared
+
+    def summary_line(self) -> str:
+        return (
+            f"waybill states: opened {self.opened:,}, final {self.retired:,}, dropped {self.cleared:,}; "
+            f"live {self.live_views:,} (+{self.live_keys - self.live_views:,} tombstones)"
+        )
+
+
+def read_live_states(result: PipelineResult) -> LiveStates:
+    """The lifecycle counters of a running or finished job."""
+    values = read_counters(result)
+    return LiveStates(
+        opened=values.get(f"lifecycle_{OPENED}", 0),
+        retired=values.get(f"lifecycle_{RETIRED}", 0),
+        cleared=values.get(f"lifecycle_{CLEARED}", 0),
+    )
+
+
+def live_by_day(changes: Iterable[dict[str, Any]], time_zone: str) -> list[str]:
+    """One line per local day, from the first opening to the last retirement: shipments
+    opened and retired that day, and how many were live (opened, not retired yet; event time)
+    at 06:00, 12:00, 18:00 and midnight.
+
+    Example (a 2-day run, 24 h retention after delivery)::
+
+        2026-11-18  opened 3,412  final     0  live at 06 12 18 24 h:     0  1,210  2,874  3,412
+        2026-11-19  opened 3,398  final 2,950  live at 06 12 18 24 h: 3,280  3,650  4,120  3,860
+
+    Rising by day and falling at night, flat from day to day: state is bounded.
+    """
+    zone = ZoneInfo(time_zone)
+    records = list(changes)
+    opened = sorted(c["at"] for c in records if c["change"] == OPENED)
+    retired = sorted(c["at"] for c in records if c["change"] == RETIRED)
+    if not opened:
+        return []
+    first = opened[0].astimezone(zone).date()
+    last = max(opened[-1], retired[-1] if retired else opened[-1]).astimezone(zone).date()
+    lines = []
+    for offset in range((last - first).days + 1):
+        day = first + timedelta(days=offset)
+        start = datetime.combine(day, datetime.min.time(), zone)
+        end = datetime.combine(day + timedelta(days=1), datetime.min.time(), zone)
+        instants = [start + timedelta(hours=h) for h in (6, 12, 18)] + [end]
+        live = [bisect_right(opened, i) - bisect_right(retired, i) for i in instants]
+        made = bisect_left(opened, end) - bisect_left(opened, start)
+        ended = bisect_left(retired, end) - bisect_left(retired, start)
+        lines.append(
+            f"{day}  opened {made:>6,}  final {ended:>6,}  live at 06 12 18 24 h: " + "  ".join(f"{n:>6,}" for n in live)
+        )
+    return lines

@@ -1,0 +1,409 @@
+"""One shipment's lifecycle and its rules, as plain Python (no Beam): what the lifecycle stage keeps per key.
+
+A shipment is a master waybill with the pieces that name it as ``parent_waybill_no`` (a
+single-piece waybill is a shipment of one). :class:`Shipment` takes courier events in any
+order (:meth:`Shipment.add`) and deadlines as event time passes (:meth:`Shipment.fire`), and
+answers with the records to emit: new versions of the ``WaybillView``, ``WaybillAlert``
+records, and state changes (opened / retired / cleared) for the live-state counters.
+
+Deadlines (:meth:`Shipment.next_due` is the earliest; the stage sets one event-time timer there):
+
+* real-name: first pickup of the shipment + ``registration_delay``. Registered by then:
+  COMPLIANT. Not: an OPEN ``REAL_NAME_MISSING`` alert; a registration received later closes it.
+* stuck, per parcel with at least one scan and no DELIVERED scan: last scan + ``stuck_after``.
+  One OPEN ``STUCK`` alert per silence; a newer scan closes it and starts a new watch.
+* retire: last event + ``retain_after_delivery`` once every parcel is delivered, else last
+  event + ``expire_after``. A final view (``is_final``) is emitted, and the shipment shrinks
+  to a tombstone (number, generation and last version, when and why it closed).
+* clear: retired + ``remember_closed_for``: the tombstone is dropped. Until then a late event
+  for the shipment is recognised (and dead-lettered by the stage); after it, it opens a new
+  shipment: a new ``generation`` whose versions start again at 1 (see :attr:`Shipment.generation`).
+
+Versions: a view's ``(generation, version)`` is larger than that of every earlier view of the
+same waybill number. Example: W's state opens at wall-clock time g1 and emits views
+(g1, 1) ... (g1, 4), the last one final; its tombstone is dropped a week later (event time);
+a late scan then opens a new state at wall-clock time g2 > g1, whose views are (g2, 1), (g2, 2):
+newer than (g1, 4) although their version is lower.
+"""
+from __future__ import annotations
+
+import bisect
+import dataclasses
+import time
+import uuid
+from datetime import datetime, timedelta, timezone
+from typing import Any, Optional
+
+from pipeline.stages.identify import WAYBILL_NAMESPACE, identification
+
+Record = dict[str, Any]
+Output = tuple[str, Record]  # (VIEW | ALERT | CHANGE, record)
+
+VIEW = "view"
+ALERT = "alert"
+CHANGE = "change"
+
+OPENED = "opened"
+RETIRED = "retired"
+CLEARED = "cleared"
+
+# The kinds of WaybillAlert.
+REAL_NAME_MISSING = "REAL_NAME_MISSING"
+STUCK = "STUCK"
+
+_STATUS_OF_SCAN = {
+    "PICKUP": "PICKED_UP",
+    "DEPART": "IN_TRANSIT",
+    "ARRIVE": "IN_TRANSIT",
+    "DISPATCH": "OUT_FOR_DELIVERY",
+    "DELIVERED": "DELIVERED",
+    "EXCEPTION": "EXCEPTION",
+}
+
+
+@dataclasses.dataclass(frozen=True)
+class Settings:
+    """The event-time durations of the lifecycle rules (see the module docstring)."""
+
+    registration_delay: timedelta = timedelta(minutes=30)
+    stuck_after: timedelta = timedelta(hours=24)
+    retain_after_delivery: timedelta = timedelta(hours=24)
+    expire_after: timedelta = timedelta(days=7)
+    remember_closed_for: timedelta = timedelta(days=7)
+
+    def __post_init__(self) -> None:
+        for field in dataclasses.fields(self):
+            value = getattr(self, field.name)
+            if value <= timedelta(0):
+                raise ValueError(f"{field.name} must be a positive duration, got {value}")
+
+
+@dataclasses.dataclass
+class Track:
+    """One parcel's scans (``WaybillScan`` records, kept in event-time order)."""
+
+    waybill_no: str
+    parent_waybill_no: Optional[str]
+    scans: list[Record] = dataclasses.field(default_factory=list)
+    stuck_on: Optional[Record] = None  # while a STUCK alert is open: the last scan before the silence
+    stuck_deadline: Optional[datetime] = None  # and the deadline that raised it
+
+    def add(self, scan: Record) -> bool:
+        """Inserts ``scan`` in event-time order; False if the same event_id is already there."""
+        if any(s["event_id"] == scan["event_id"] for s in self.scans):
+            return False
+        keys = [(s["event_time"], s["event_id"]) for s in self.scans]
+        self.scans.insert(bisect.bisect(keys, (scan["event_time"], scan["event_id"])), scan)
+        return True
+
+    @property
+    def delivered_at(self) -> Optional[datetime]:
+        return next((s["event_time"] for s in self.scans if s["scan"]["scan_type"] == "DELIVERED"), None)
+
+    @property
+    def last_scan(self) -> Optional[Record]:
+        return self.scans[-1] if self.scans else None
+
+    @property
+    def status(self) -> str:
+        return self._status(self.delivered_at)
+
+    def _status(self, delivered_at: Optional[datetime]) -> str:
+        if delivered_at is not None:
+            return "DELIVERED"
+        return _STATUS_OF_SCAN[self.scans[-1]["scan"]["scan_type"]] if self.scans else "AWAITING_PICKUP"
+
+    def record(self) -> Record:
+        """The ``ParcelTrack`` record."""
+        delivered_at = self.delivered_at  # a walk over the scans: once
+        return {
+            "identification": identification(self.waybill_no, self.parent_waybill_no),
+            "status": self._status(delivered_at),
+            "scans": list(self.scans),
+            "last_scan_time": self.scans[-1]["event_time"] if self.scans else None,
+            "delivered_at": delivered_at,
+            "stuck_since": self.stuck_on["event_time"] if self.stuck_on else None,
+        }
+
+
+@dataclasses.dataclass
+class Shipment:
+    """The state of one shipment (key: the master waybill number); see the module docstring.
+
+    Example (default settings; ``tests/test_lifecycle.py`` runs it)::
+
+        s = Shipment.open("WB1", pickup.event_time)       # pickup: a PICKUP scan at 10:00
+        s.add(pickup)                  # -> [view v1]
+        s.next_due(Settings())         # -> 10:30, the real-name deadline
+        s.fire(10:30, Settings())      # -> [alert REAL_NAME_MISSING OPEN, view v2 (MISSING)]
+        s.next_due(Settings())         # -> 10:00 the next day: 24 h after the last scan
+        s.fire(10:00 + 8 days, ...)    # -> [alert STUCK OPEN, view v3, final view v4 (EXPIRED after
+                                       #     7 days without events), change 'retired']
+
+    """
+
+    waybill_no: str
+    first_event_at: datetime
+    last_event_at: datetime
+    # When this state was opened: wall-clock microseconds since the epoch. A state opened again
+    # after the tombstone was dropped is opened later in real time (the drop and the late event
+    # come after everything of the old state), so its generation is larger, and its views,
+    # versions 1, 2, ... again, still compare newer by (generation, version). 0 in states
+    # pickled before the field existed, older than any real generation.
+    generation: int = 0
+    version: int = 0
+    tracks: dict[str, Track] = dataclasses.field(default_factory=dict)
+    outlet_id: str = ""
+    courier_id: Optional[str] = None
+    pickup: Optional[Record] = None  # the earliest PICKUP scan of any parcel
+    registration: Optional[Record] = None
+    registered_at: Optional[datetime] = None
+    order_info: Optional[Record] = None
+    order_info_at: Optional[datetime] = None
+    real_name_status: str = "PENDING"
+    real_name_deadline: Optional[datetime] = None  # set when the real-name deadline passed
+    closed_at: Optional[datetime] = None  # set once retired: the shipment is a tombstone
+    final_reason: Optional[str] = None
+    cleared: bool = False  # the tombstone expired: the stage drops the state
+
+    @classmethod
+    def open(cls, waybill_no: str, at: datetime) -> Shipment:
+        """A new state for ``waybill_no``, first event at ``at``, of a new generation (now)."""
+        return cls(waybill_no=waybill_no, first_event_at=at, last_event_at=at, generation=time.time_ns() // 1000)
+
+    # --- events -------------------------------------------------------------------------
+
+    def add(self, event: Record) -> list[Output]:
+        """Takes one validated courier event of this shipment; returns what to emit.
+
+        Raises:
+            ValueError: the shipment is closed (the stage checks :attr:`closed_at` first).
+        """
+        if self.closed_at is not None:
+            raise ValueError(f"shipment {self.waybill_no} closed at {self.closed_at}; it takes no events")
+        at: datetime = event["event_time"]
+        self.first_event_at = min(self.first_event_at, at)
+        self.last_event_at = max(self.last_event_at, at)
+        if not self.outlet_id or (self.pickup is None and at <= self.first_event_at):
+            self.outlet_id, self.courier_id = event["outlet_id"], event["courier_id"]
+        kind = event["event_type"]
+        if kind == "TRACK_SCAN":
+            outputs, changed = self._add_scan(event)
+        elif kind == "REAL_NAME_REGISTRATION":
+            outputs, changed = self._add_registration(event)
+        else:
+            outputs, changed = self._add_order_info(event)
+        return outputs + ([self._view(at)] if changed else [])
+
+    def _add_scan(self, event: Record) -> tuple[list[Output], bool]:
+        number = event["waybill_no"]
+        track = self.tracks.setdefault(number, Track(number, event["parent_waybill_no"]))
+        scan = {
+            "event_id": event["event_id"],
+            "event_time": event["event_time"],
+            "outlet_id": event["outlet_id"],
+            "courier_id": event["courier_id"],
+            "scan": dict(event["payload"]),
+        }
+        if not track.add(scan):
+            return [], False
+        outputs = []
+        if scan["scan"]["scan_type"] == "PICKUP" and (self.pickup is None or scan["event_time"] < self.pickup["event_time"]):
+            self.pickup = scan
+            self.outlet_id, self.courier_id = scan["outlet_id"], scan["courier_id"]
+        if track.stuck_on is not None and scan["event_time"] > track.stuck_on["event_time"]:
+            outputs.append(self._stuck_alert(track, "CLOSED", scan["event_time"], closed_by=scan))
+            track.stuck_on = track.stuck_deadline = None
+        return outputs, True
+
+    def _add_registration(self, event: Record) -> tuple[list[Output], bool]:
+        at = event["event_time"]
+        if self.registered_at is not None and at >= self.registered_at:
+            return [], False  # the earliest registration is the one that counts
+        self.registration, self.registered_at = dict(event["payload"]), at
+        if self.real_name_status != "MISSING":
+            return [], True
+        assert self.real_name_deadline is not None  # MISSING is set when the deadline passes
+        self.real_name_status = "COMPLIANT" if at <= self.real_name_deadline else "REGISTERED_LATE"
+        return [self._real_name_alert("CLOSED", at)], True
+
+    def _add_order_info(self, event: Record) -> tuple[list[Output], bool]:
+        at = event["event_time"]
+        if self.order_info_at is not None and at < self.order_info_at:
+            return [], False  # the latest order information is the one that counts
+        if self.order_info == event["payload"] and self.order_info_at == at:
+            return [], False
+        self.order_info, self.order_info_at = dict(event["payload"]), at
+        return [], True
+
+    # --- deadlines ----------------------------------------------------------------------
+
+    def _dues(self, settings: Settings) -> list[tuple[datetime, int, str, str]]:
+        """Pending deadlines: ``(due, tie order, action, waybill_no)``."""
+        if self.closed_at is not None:
+            return [] if self.cleared else [(self.closed_at + settings.remember_closed_for, 3, CLEARED, "")]
+        dues = []
+        if self.pickup is not None and self.real_name_status == "PENDING":
+            dues.append((self.pickup["event_time"] + settings.registration_delay, 0, "real_name", ""))
+        all_delivered = bool(self.tracks)
+        for number, track in self.tracks.items():
+            delivered = track.delivered_at is not None  # a walk over the scans: once per track
+            all_delivered = all_delivered and delivered
+            if track.scans and not delivered and track.stuck_on is None:
+                dues.append((track.scans[-1]["event_time"] + settings.stuck_after, 1, "stuck", number))
+        keep_for = settings.retain_after_delivery if all_delivered else settings.expire_after
+        dues.append((self.last_event_at + keep_for, 2, "delivered" if all_delivered else "expired", ""))
+        return sorted(dues)
+
+    def next_due(self, settings: Settings) -> Optional[datetime]:
+        """The earliest pending deadline (where the stage sets its timer); None once cleared."""
+        dues = self._dues(settings)
+        return dues[0][0] if dues else None
+
+    def fire(self, now: datetime, settings: Settings) -> list[Output]:
+        """Handles every deadline at or before ``now`` (event time), earliest first.
+
+        Example: a shipment picked up at 10:00 and never registered, with nothing else
+        happening: ``fire(10:30)`` gives the OPEN alert and a view (MISSING);
+        ``fire(10:00 next day)`` a STUCK alert and a view; ``fire(+7 days)`` the final view
+        (EXPIRED) and a ``retired`` change; ``fire(+7 more days)`` a ``cleared`` change.
+        """
+        outputs: list[Output] = []
+        while True:
+            dues = [d for d in self._dues(settings) if d[0] <= now]
+            if not dues:
+                return outputs
+            due, _, action, number = dues[0]
+            if action == "real_name":
+                outputs += self._real_name_deadline(due)
+            elif action == "stuck":
+                track = self.tracks[number]
+                track.stuck_on, track.stuck_deadline = track.scans[-1], due
+                outputs += [self._stuck_alert(track, "OPEN", due), self._view(due)]
+            elif action == CLEARED:
+                self.cleared = True
+                outputs.append(self._change(CLEARED, due))
+            else:
+                outputs += self._retire(due, action.upper())
+
+    def _real_name_deadline(self, due: datetime) -> list[Output]:
+        self.real_name_deadline = due
+        if self.registered_at is not None and self.registered_at <= due:
+            self.real_name_status = "COMPLIANT"
+            return [self._view(due)]
+        self.real_name_status = "MISSING"
+        outputs = [self._real_name_alert("OPEN", due)]
+        if self.registered_at is not None:  # received before the deadline passed, stamped after it
+            self.real_name_status = "REGISTERED_LATE"
+            outputs.append(self._real_name_alert("CLOSED", due))
+        return outputs + [self._view(due)]
+
+    def _retire(self, due: datetime, reason: str) -> list[Output]:
+        self.final_reason = reason
+        final = self._view(due, final=True)
+        self.closed_at = due
+        self.tracks, self.pickup, self.registration, self.order_info = {}, None, None, None
+        return [final, self._change(RETIRED, due)]
+
+    # --- records ------------------------------------------------------------------------
+
+    def _view(self, as_of: datetime, final: bool = False) -> Output:
+        self.version += 1
+        master = self.tracks.get(self.waybill_no) or Track(self.waybill_no, None)
+        return VIEW, {
+            "waybill_no": self.waybill_no,
+            "version": self.version,
+            "generation": self.generation,
+            "master": master.record(),
+            "pieces": [t.record() for n, t in sorted(self.tracks.items()) if n != self.waybill_no],
+            "outlet_id": self.outlet_id,
+            "courier_id": self.courier_id,
+            "real_name_registration": self.registration,
+            "registered_at": self.registered_at,
+            "real_name_status": self.real_name_status,
+            "order_info": self.order_info,
+            "order_info_at": self.order_info_at,
+            "as_of": as_of,
+            "is_final": final,
+            "final_reason": self.final_reason if final else None,
+            "emitted_at": _now(),
+        }
+
+    def _real_name_alert(self, status: str, at: datetime) -> Output:
+        assert self.pickup is not None and self.real_name_deadline is not None
+        pickup_time, deadline = self.pickup["event_time"], self.real_name_deadline
+        if status == "OPEN":
+            message = (
+                f"shipment {self.waybill_no} was picked up at {pickup_time.isoformat()} and has no "
+                f"real-name registration by {deadline.isoformat()}"
+            )
+        else:
+            assert self.registered_at is not None
+            message = (
+                f"shipment {self.waybill_no}: real-name registration made at "
+                f"{self.registered_at.isoformat()}, deadline {deadline.isoformat()} ({self.real_name_status})"
+            )
+        return ALERT, self._alert(
+            f"{REAL_NAME_MISSING}/{self.waybill_no}", REAL_NAME_MISSING, status,
+            identification(self.waybill_no, None), self.pickup, at, deadline, message,
+            pickup_time=pickup_time, closed_by_time=self.registered_at if status == "CLOSED" else None,
+        )
+
+    def _stuck_alert(self, track: Track, status: str, at: datetime, closed_by: Optional[Record] = None) -> Output:
+        last, deadline = track.stuck_on, track.stuck_deadline
+        assert last is not None and deadline is not None
+        if closed_by is None:
+            message = f"parcel {track.waybill_no} ({track.status}) has had no scan since {last['event_time'].isoformat()}"
+        else:
+            message = (
+                f"parcel {track.waybill_no} scanned again ({closed_by['scan']['scan_type']}) "
+                f"at {closed_by['event_time'].isoformat()}"
+            )
+        return ALERT, self._alert(
+            f"{STUCK}/{track.waybill_no}/{last['event_time'].isoformat()}", STUCK, status,
+            identification(track.waybill_no, track.parent_waybill_no), last, at, deadline, message,
+            last_scan=last, closed_by_time=closed_by["event_time"] if closed_by else None,
+        )
+
+    def _alert(
+        self, name: str, kind: str, status: str, ident: Record, scan: Record, at: datetime,
+        deadline: datetime, message: str, pickup_time: Optional[datetime] = None,
+        last_scan: Optional[Record] = None, closed_by_time: Optional[datetime] = None,
+    ) -> Record:
+        return {
+            "alert_id": str(uuid.uuid5(WAYBILL_NAMESPACE, name)),
+            "kind": kind,
+            "status": status,
+            "identification": ident,
+            "outlet_id": scan["outlet_id"],
+            "courier_id": scan["courier_id"],
+            "merchant_id": self.order_info["merchant_id"] if self.order_info else None,
+            "pickup_time": pickup_time,
+            "last_scan": last_scan,
+            "deadline": deadline,
+            "closed_by_time": closed_by_time,
+            "event_time": at,
+            "message": message,
+            "emitted_at": _now(),
+        }
+
+    def _change(self, change: str, at: datetime) -> Output:
+        return CHANGE, {"change": change, "waybill_no": self.waybill_no, "at": at, "opened_at": self.first_event_at}
+
+    def opened(self) -> Output:
+        """The ``opened`` state change of a new shipment."""
+        return self._change(OPENED, self.first_event_at)
+
+
+def alert_event_id(alert: Record) -> str:
+    """The id of one ``WaybillAlert`` record, unique and the same on every run: an alert's OPEN
+    and CLOSED records share their ``alert_id``, so the status is part of it.
+
+    >>> alert_event_id({"alert_id": "5f0c...", "status": "CLOSED"})
+    '5f0c...:CLOSED'
+    """
+    return f"{alert['alert_id']}:{alert['status']}"
+
+
+def _now() -> datetime:
+    return datetime.now(timezone.utc)

@@ -1,10 +1,10 @@
 #!/usr/bin/env bash
 # waybill-pipeline, locally, in one command.
 #
-#   ./run_local.sh [job options]   run the job on the DirectRunner in streaming mode
+#   ./run_local.sh [job options]   run the job on the local runner in streaming mode
 #                                  (default: a synthetic day of 20,000 messages; --help lists options)
 #   ./run_local.sh --batch [job options]
-#                                  the same job in batch mode (FnApiRunner): every timer fires and
+#                                  the same job in batch mode: every timer fires and
 #                                  every output is complete; e.g. --days 5 for five synthetic days
 #   ./run_local.sh --pubsub [--events N] [--measure] [job options]
 #                                  the same job reading and writing Pub/Sub topics on a local
@@ -29,16 +29,19 @@ if [ ! -x .venv/bin/python ] || [ setup.py -nt .venv/.installed ]; then
   touch .venv/.installed
 fi
 
+# Beam's DirectRunner with the local speed-ups (pipeline/local/runner/); --runner=... overrides it.
+LOCAL_RUNNER=pipeline.local.runner.LocalRunner
+
 if [ "${1:-}" = "--test" ]; then
   shift
   exec .venv/bin/python -m pytest tests "$@"
 fi
 if [ "${1:-}" = "--batch" ]; then
   shift
-  exec .venv/bin/python -m pipeline --runner=DirectRunner "$@"
+  exec .venv/bin/python -m pipeline --runner="$LOCAL_RUNNER" "$@"
 fi
 if [ "${1:-}" = "--pubsub" ]; then
   shift
   exec .venv/bin/python -m pipeline.local.pubsub "$@"
 fi
-exec .venv/bin/python -m pipeline --runner=DirectRunner --streaming "$@"
+exec .venv/bin/python -m pipeline --runner="$LOCAL_RUNNER" --streaming "$@"

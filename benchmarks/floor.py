@@ -33,32 +33,50 @@ from benchmarks.keyed_work import account_digests, order_movements, shipment_out
 from benchmarks.plain_state import MAIN, tagged
 from benchmarks.written import written
 from pipeline import graph
-from pipeline.model import schemas
-from pipeline.stages import stats
-from pipeline.stages.calendar_days import DEFAULT_TIME_ZONE, CalendarDays, DaysUntilClosed
-from pipeline.model.catalog import DEFAULT_CATALOG
-from pipeline.io.current_view import SqliteCurrentView
-from pipeline.delivery.deliver import DeliverBatchFn
 from pipeline.config import DEFAULT_ROUTING, DEFAULT_SUBSCRIPTIONS, DEFAULT_TARGETS, DeliveryConfig
+from pipeline.delivery.deliver import DeliverBatchFn
+from pipeline.delivery.folders import FOLDER_LINES
 from pipeline.delivery.records import DeliveryRequest
 from pipeline.fanout.digests import AccountDigestFn, SendAccountDigests
-from pipeline.delivery.folders import FOLDER_LINES
+from pipeline.fanout.routing import RouteOrderFn
+from pipeline.fanout.subscriptions import (
+    MatchSubscriptionsFn,
+    SubscribableEvent,
+    from_alert,
+    from_courier_event,
+    from_order_event,
+)
+from pipeline.io.current_view import SqliteCurrentView
+from pipeline.model import schemas
+from pipeline.model.catalog import DEFAULT_CATALOG
+from pipeline.model.json_records import to_json_line
+from pipeline.model.messages import RawMessage
+from pipeline.stages import stats
+from pipeline.stages.calendar_days import DEFAULT_TIME_ZONE, CalendarDays, DaysUntilClosed
 from pipeline.stages.identify import identify
 from pipeline.stages.inventory import (
-    REPLENISHMENT_SUGGESTION, AttachCatalogItemFn, Movement, OrderMovementsFn, OrderStep, RunningStockFn,
-    SuggestReplenishments, order_step,
+    REPLENISHMENT_SUGGESTION,
+    AttachCatalogItemFn,
+    Movement,
+    OrderMovementsFn,
+    OrderStep,
+    RunningStockFn,
+    SuggestReplenishments,
+    order_step,
 )
-from pipeline.model.json_records import to_json_line
 from pipeline.stages.lifecycle import (
-    ALERTS, DEAD_LETTER, EVENTS_WITH_MERCHANT, STATE_CHANGES, WAYBILL_ALERT, WAYBILL_STATE_CHANGE, WAYBILL_VIEW,
-    TrackShipmentsFn, TrackWaybillLifecycles, master_waybill_no,
+    ALERTS,
+    DEAD_LETTER,
+    EVENTS_WITH_MERCHANT,
+    STATE_CHANGES,
+    WAYBILL_ALERT,
+    WAYBILL_STATE_CHANGE,
+    WAYBILL_VIEW,
+    TrackShipmentsFn,
+    TrackWaybillLifecycles,
+    master_waybill_no,
 )
-from pipeline.model.messages import RawMessage
-from pipeline.fanout.routing import RouteOrderFn
 from pipeline.stages.stats import FormatDailyStat
-from pipeline.fanout.subscriptions import (
-    MatchSubscriptionsFn, SubscribableEvent, from_alert, from_courier_event, from_order_event,
-)
 from pipeline.stages.supervision import ToSupervisionRecordFn, is_compliance_alert
 from pipeline.stages.validate import EventTag, ValidateEventsFn
 

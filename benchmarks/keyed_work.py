@@ -20,9 +20,9 @@ from apache_beam.transforms.window import GlobalWindow
 from benchmarks.plain_state import Alarm, Bag, Cell, fire_until_quiet, tagged
 from pipeline.delivery.records import DeliveryRequest
 from pipeline.fanout.digests import AccountDigestFn
+from pipeline.fanout.subscriptions import SubscribableEvent
 from pipeline.stages.inventory import Movement, OrderMovementsFn, OrderStep, RunningStockFn
 from pipeline.stages.lifecycle import TrackShipmentsFn
-from pipeline.fanout.subscriptions import SubscribableEvent
 
 Tagged = tuple[str, Any]
 

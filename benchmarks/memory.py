@@ -39,7 +39,7 @@ from apache_beam.utils.timestamp import Duration
 
 from benchmarks.stages import graph_facts, graph_options, messages_source
 from benchmarks.workload import first_day, traffic
-from pipeline.local.cli import launch
+from pipeline.launcher import launch
 
 _HOUR_S = 3600
 _PROCESSING_STEP = Duration(seconds=60)

@@ -23,30 +23,44 @@ from apache_beam.utils.timestamp import Duration
 from benchmarks.keyed_work import Tagged, account_digests, order_movements, shipment_outputs, sku_suggestions
 from benchmarks.written import written
 from pipeline import graph
-from pipeline.model import schemas
-from pipeline.stages import stats
-from pipeline.local.accounting import read_counters
-from pipeline.stages.calendar_days import DEFAULT_TIME_ZONE, CalendarDays, DaysUntilClosed
-from pipeline.model.catalog import DEFAULT_CATALOG
-from pipeline.io.current_view import UpsertCurrentView
-from pipeline.delivery.deliver import DeliverBatchFn
 from pipeline.config import DEFAULT_ROUTING, DEFAULT_SUBSCRIPTIONS, DEFAULT_TARGETS, DeliveryConfig
+from pipeline.delivery.deliver import DeliverBatchFn
+from pipeline.delivery.folders import FOLDER_LINES
 from pipeline.delivery.records import DeliveryOutput
 from pipeline.delivery.targets import TargetKind
 from pipeline.fanout.digests import AccountDigestFn, SendAccountDigests
-from pipeline.delivery.folders import FOLDER_LINES
+from pipeline.fanout.routing import RouteOrderFn
+from pipeline.fanout.subscriptions import MatchSubscriptionsFn, from_alert, from_courier_event, from_order_event
+from pipeline.io.current_view import UpsertCurrentView
+from pipeline.local.accounting import read_counters
+from pipeline.model import schemas
+from pipeline.model.catalog import DEFAULT_CATALOG
+from pipeline.model.json_records import to_json_line
+from pipeline.stages import stats
+from pipeline.stages.calendar_days import DEFAULT_TIME_ZONE, CalendarDays, DaysUntilClosed
 from pipeline.stages.identify import identify
 from pipeline.stages.inventory import (
-    REPLENISHMENT_SUGGESTION, AttachCatalogItemFn, OrderMovementsFn, RunningStockFn, SuggestReplenishments, order_step,
+    REPLENISHMENT_SUGGESTION,
+    AttachCatalogItemFn,
+    OrderMovementsFn,
+    RunningStockFn,
+    SuggestReplenishments,
+    order_step,
 )
-from pipeline.model.json_records import to_json_line
 from pipeline.stages.lifecycle import (
-    ALERTS, DEAD_LETTER, EVENTS_WITH_MERCHANT, STATE_CHANGES, VIEWS, WAYBILL_ALERT, WAYBILL_STATE_CHANGE,
-    WAYBILL_VIEW, TrackShipmentsFn, TrackWaybillLifecycles, master_waybill_no,
+    ALERTS,
+    DEAD_LETTER,
+    EVENTS_WITH_MERCHANT,
+    STATE_CHANGES,
+    VIEWS,
+    WAYBILL_ALERT,
+    WAYBILL_STATE_CHANGE,
+    WAYBILL_VIEW,
+    TrackShipmentsFn,
+    TrackWaybillLifecycles,
+    master_waybill_no,
 )
-from pipeline.fanout.routing import RouteOrderFn
 from pipeline.stages.stats import FormatDailyStat
-from pipeline.fanout.subscriptions import MatchSubscriptionsFn, from_alert, from_courier_event, from_order_event
 from pipeline.stages.supervision import ToSupervisionRecordFn, is_compliance_alert
 from pipeline.stages.validate import EventTag, ValidateEventsFn
 

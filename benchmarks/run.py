@@ -41,16 +41,20 @@ from pathlib import Path
 from typing import Any, Callable, Optional
 
 import apache_beam as beam
-from apache_beam.options.pipeline_options import WorkerOptions
 
 from benchmarks.stages import (
-    NAIVE_STAGES, STAGES, Inputs, Measurement, measure_floor, measure_graph, measure_naive, measure_stage,
+    NAIVE_STAGES,
+    STAGES,
+    Inputs,
+    Measurement,
+    measure_floor,
+    measure_graph,
+    measure_naive,
+    measure_stage,
 )
 from benchmarks.workload import build_workload, first_day, traffic
-from pipeline.stages.calendar_days import DEFAULT_TIME_ZONE
 from pipeline.local.emulator import EmulatorUnavailable, find_jar, find_java
-from pipeline.local.runner.introspection import memoize_dofn_introspection
-from pipeline.local.runner import size_state_cache_as_configured
+from pipeline.stages.calendar_days import DEFAULT_TIME_ZONE
 
 
 @dataclass(frozen=True)
@@ -94,16 +98,13 @@ def _batch_row(name: str, runs: list[Measurement], events: int) -> dict[str, Any
 def measure_batch(sizes: Sizes, repeats: int) -> list[dict[str, Any]]:
     """The floor, the naive peer, each stage and the whole graph; each row's events = messages.
 
-    Every Beam row runs as the job itself does on the FnApiRunner (``pipeline.local.cli.launch``):
-    with the SDK state cache Dataflow's workers have by default (none; see
-    :func:`pipeline.local.runner.size_state_cache_as_configured`) and DoFn introspection cached
-    (:mod:`pipeline.local.runner.introspection`). ``whole graph, fixed cost`` is the whole graph over
+    Every Beam row runs on the local runner in batch (:class:`pipeline.local.runner.LocalRunner`:
+    the FnApiRunner with the SDK state cache Dataflow's workers have by default, none, and DoFn
+    introspection cached), as ``./run_local.sh --batch`` does. ``whole graph, fixed cost`` is the whole graph over
     no message at all (building the graph, starting the runner, writing empty outputs): the
     ``whole graph, per event`` row subtracts it, and is what a long-running job pays per event;
     the naive peer gets the same two rows.
     """
-    size_state_cache_as_configured("FnApiRunner", WorkerOptions().max_cache_memory_usage_mb)
-    memoize_dofn_introspection("FnApiRunner")
     messages = traffic(1, sizes.batch_events, first_day(1))
     workload = build_workload([m.message for m in messages])
     events = len(workload.messages)

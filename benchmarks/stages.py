@@ -24,28 +24,30 @@ from apache_beam.runners.runner import PipelineResult
 
 from benchmarks import naive_beam
 from benchmarks.floor import run_floor
-from benchmarks.written import written
 from benchmarks.workload import ReadElements, Workload, save
+from benchmarks.written import written
 from pipeline import graph
+from pipeline.fanout.routing import DEFAULT_ROUTING, RouteOrders, load_routing_table
+from pipeline.io.sinks import WriteJsonLines
+from pipeline.launcher import launch
 from pipeline.local import accounting
+from pipeline.local.runner_choice import LOCAL_RUNNER
+from pipeline.local.waybill_report import read_live_states
 from pipeline.model import schemas
-from pipeline.stages.calendar_days import DEFAULT_TIME_ZONE
 from pipeline.model.catalog import DEFAULT_CATALOG
+from pipeline.model.messages import RawMessage
+from pipeline.options import WaybillOptions
+from pipeline.stages.calendar_days import DEFAULT_TIME_ZONE
 from pipeline.stages.dedup import DeduplicateEvents
 from pipeline.stages.identify import IdentifyWaybills
 from pipeline.stages.inventory import SuggestReplenishments
-from pipeline.stages.lifecycle import TrackWaybillLifecycles, read_live_states
-from pipeline.local.cli import launch
-from pipeline.model.messages import RawMessage
-from pipeline.options import WaybillOptions
-from pipeline.fanout.routing import DEFAULT_ROUTING, RouteOrders, load_routing_table
-from pipeline.io.sinks import WriteJsonLines
+from pipeline.stages.lifecycle import TrackWaybillLifecycles
 from pipeline.stages.stats import ComputeDailyStats
 from pipeline.stages.supervision import PushSupervision
 from pipeline.stages.validate import ValidateEvents
 
 Result = TypeVar("Result")
-RUNNER_OPTIONS = ["--runner=FnApiRunner", "--direct_num_workers=1", "--direct_running_mode=in_memory"]
+RUNNER_OPTIONS = [f"--runner={LOCAL_RUNNER}", "--direct_num_workers=1", "--direct_running_mode=in_memory"]
 _DEDUP_HORIZON_S = 24 * 3600
 
 
@@ -162,8 +164,8 @@ def measure_naive(inputs: Inputs, time_zone: str) -> Measurement:
 
 
 def graph_options(output_dir: Path, extra: list[str] | None = None) -> WaybillOptions:
-    """The job's options for a run over pre-generated messages."""
-    return WaybillOptions([f"--output_dir={output_dir}", "--source=synthetic", *(extra or [])])
+    """The job's options for a run over pre-generated messages, on the local runner unless ``extra`` names another."""
+    return WaybillOptions([f"--runner={LOCAL_RUNNER}", f"--output_dir={output_dir}", "--source=synthetic", *(extra or [])])
 
 
 class messages_source:

@@ -27,13 +27,14 @@ import time
 from typing import Any
 
 from pipeline import options as job_options
-from pipeline.local import publish
-from pipeline.local.emulator import PubsubEmulator
-from pipeline.local.pubsub import LocalRun, Traffic, create_topics, job_argv
-from pipeline.local.cli import clear_outputs, launch
-from pipeline.options import WaybillOptions
-from pipeline.local.output_drain import OutputDrain
 from pipeline.io.synthetic import TrafficProfile
+from pipeline.launcher import launch
+from pipeline.local import publish
+from pipeline.local.cli import clear_outputs
+from pipeline.local.emulator import PubsubEmulator
+from pipeline.local.output_drain import OutputDrain
+from pipeline.local.pubsub import LocalRun, Traffic, create_topics, job_argv
+from pipeline.options import WaybillOptions
 
 IDLE_S = 5.0
 _PUBLISH_TIMEOUT_S = 300.0

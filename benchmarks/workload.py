@@ -22,8 +22,8 @@ from apache_beam.transforms.window import TimestampedValue
 
 from pipeline.io import synthetic
 from pipeline.model.dead_letter import InvalidInput
-from pipeline.stages.identify import identify
 from pipeline.model.messages import Encoding, RawMessage
+from pipeline.stages.identify import identify
 from pipeline.stages.validate import EventTag, validate_message
 
 Event = dict[str, Any]

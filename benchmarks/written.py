@@ -14,7 +14,6 @@ from pathlib import Path
 from typing import Any
 
 from pipeline import graph
-
 from pipeline.stages import stats
 
 

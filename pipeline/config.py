@@ -16,9 +16,9 @@ from apache_beam.io.filesystems import FileSystems
 
 from pipeline.delivery.targets import DeliveryTarget, TargetKind, load_targets
 from pipeline.fanout.routing import DEFAULT_ROUTING, RoutingTable, parse_routing_table
-from pipeline.io.sinks import is_local_path
 from pipeline.fanout.subscriptions import DEFAULT_CONFIG as DEFAULT_SUBSCRIPTIONS
 from pipeline.fanout.subscriptions import Subscription, check_targets, load_subscriptions
+from pipeline.io.sinks import is_local_path
 
 DEFAULT_TARGETS = Path(__file__).resolve().parent / "data" / "targets.json"
 __all__ = ["DEFAULT_ROUTING", "DEFAULT_SUBSCRIPTIONS", "DEFAULT_TARGETS", "DeliveryConfig", "read_text"]

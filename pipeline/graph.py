@@ -7,28 +7,34 @@ import apache_beam as beam
 from apache_beam.options.pipeline_options import StandardOptions
 
 from pipeline import options as job_options
-from pipeline.model import schemas
-from pipeline.io.current_view import UpsertCurrentView
-from pipeline.delivery.deliver import DeliverMessages
 from pipeline.config import DeliveryConfig, read_text
+from pipeline.delivery.deliver import DeliverMessages
 from pipeline.delivery.records import DeliveryOutput, delivery_request
 from pipeline.delivery.targets import TargetKind, load_targets
 from pipeline.fanout.digests import SendAccountDigests
+from pipeline.fanout.routing import RouteOrders
+from pipeline.fanout.subscriptions import CollectSubscribableEvents, MatchSubscriptions
+from pipeline.io.current_view import UpsertCurrentView
+from pipeline.io.sinks import WriteJsonLines, WritePubSub, is_local_path
+from pipeline.io.sources import ReadFiles, ReadPubSub, ReadSynthetic
+from pipeline.model import schemas
+from pipeline.model.json_records import to_json
+from pipeline.options import WaybillOptions
 from pipeline.stages.dedup import DUPLICATES_TAG, DeduplicateEvents
 from pipeline.stages.identify import IdentifyWaybills
 from pipeline.stages.inventory import REPLENISHMENT_SUGGESTION, SuggestReplenishments
-from pipeline.model.json_records import to_json
 from pipeline.stages.lifecycle import (
-    ALERTS, EVENTS_WITH_MERCHANT, STATE_CHANGES, VIEWS, WAYBILL_ALERT, WAYBILL_STATE_CHANGE, WAYBILL_VIEW,
+    ALERTS,
+    EVENTS_WITH_MERCHANT,
+    STATE_CHANGES,
+    VIEWS,
+    WAYBILL_ALERT,
+    WAYBILL_STATE_CHANGE,
+    WAYBILL_VIEW,
     TrackWaybillLifecycles,
 )
-from pipeline.options import WaybillOptions
-from pipeline.fanout.routing import RouteOrders
 from pipeline.stages.shipment import alert_event_id
-from pipeline.io.sinks import WriteJsonLines, WritePubSub, is_local_path
-from pipeline.io.sources import ReadFiles, ReadPubSub, ReadSynthetic
 from pipeline.stages.stats import ComputeDailyStats
-from pipeline.fanout.subscriptions import CollectSubscribableEvents, MatchSubscriptions
 from pipeline.stages.supervision import PushComplianceAlerts, PushSupervision
 from pipeline.stages.validate import EventTag, ValidateEvents
 

@@ -9,9 +9,9 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from apache_beam.options.pipeline_options import PipelineOptions, StandardOptions
 
+from pipeline.config import DEFAULT_ROUTING, DEFAULT_SUBSCRIPTIONS, DEFAULT_TARGETS
 from pipeline.io import synthetic
 from pipeline.model.catalog import DEFAULT_CATALOG
-from pipeline.config import DEFAULT_ROUTING, DEFAULT_SUBSCRIPTIONS, DEFAULT_TARGETS
 
 SOURCES = ("synthetic", "file", "pubsub")
 _View = TypeVar("_View", bound=PipelineOptions)

@@ -9,9 +9,6 @@ Register in ``tests/conftest.py`` with ``pytest_plugins = ["tests.pubsub_fixture
   a subscription on it, deleted after the test.
 * ``pull_until`` / ``running``: poll an output subscription with a deadline, and run a
   streaming pipeline that is cancelled when the block ends (streaming never finishes).
-* ``stock_direct_runner`` (autouse): every test starts with Beam's own DirectRunner; what
-  ``pipeline.local.cli.launch`` patches into it for a local run (``pipeline.local.runner.pubsub_io``) is
-  undone after each test.
 """
 from __future__ import annotations
 
@@ -24,28 +21,11 @@ from dataclasses import dataclass
 from typing import Any, NoReturn
 
 import pytest
-from apache_beam.runners.direct import executor
-from apache_beam.runners.direct.transform_evaluator import _PubSubReadEvaluator
 
 from pipeline.local.emulator import EmulatorUnavailable, PubsubEmulator
 
 PROJECT = "waybill-test"
 REQUIRE_ENV = "WAYBILL_REQUIRE_EMULATOR"
-
-
-# Beam's own methods, read before any test could patch them.
-_STOCK_DIRECT_RUNNER = {
-    (_PubSubReadEvaluator, "_get_subscriber_client"): _PubSubReadEvaluator.__dict__["_get_subscriber_client"],
-    (executor, "MetricsContainer"): executor.MetricsContainer,
-}
-
-
-@pytest.fixture(autouse=True)
-def stock_direct_runner() -> Iterator[None]:
-    """Restores Beam's DirectRunner methods (and the executor's metrics containers) after each test."""
-    yield
-    for (owner, name), stock in _STOCK_DIRECT_RUNNER.items():
-        setattr(owner, name, stock)
 
 
 def skip_or_fail(reason: str) -> NoReturn:

@@ -1,6 +1,6 @@
 """The production job, built offline for Dataflow (``--dry_run=True``), is what we deploy.
 
-Each dry run builds the whole graph through ``pipeline.local.cli.launch`` in about a second, with no
+Each dry run builds the whole graph through ``pipeline.launcher.launch`` in about a second, with no
 credentials and no network. The negative tests change the graph the way a careless edit would
 (a renamed step, a DirectRunner-only transform) and show that the check reports it.
 """
@@ -17,7 +17,6 @@ from apache_beam.runners.direct.direct_runner import _get_pubsub_transform_overr
 from apache_beam.testing.test_stream import TestStream
 
 from pipeline import graph
-
 from pipeline.deploy import dataflow_graph
 from pipeline.deploy.dataflow_graph import DryRunJob
 from pipeline.options import WaybillOptions
@@ -143,19 +142,19 @@ def test_the_direct_runners_pubsub_read_fails_the_check(build_also: Callable[[Ca
 
 
 def test_test_stream_and_local_only_code_fail_the_check(build_also: Callable[[Callable[..., Any]], None]) -> None:
-    from pipeline.local.runner import pubsub_io as direct_pubsub
+    from pipeline.local import runner_choice
 
     def add_local_steps(p: beam.Pipeline, options: WaybillOptions) -> None:
         p | "ReplayEvents" >> TestStream().add_elements([b"x"]) | "Drop" >> beam.Map(len)
         # Create's one-element MaybeReshuffle passes its input through: not reported.
-        p | "Seed" >> beam.Create([None]) | "SpeedUp" >> beam.Map(lambda _: direct_pubsub.speed_up_direct_pubsub(None))
+        p | "Seed" >> beam.Create([None]) | "Resolve" >> beam.Map(lambda _: runner_choice.resolve_runner(None, True))
 
     build_also(add_local_steps)
     found = dataflow_graph.problems(dataflow_graph.dry_run_job(), dataflow_graph.read_golden())
 
     assert sorted(problem for problem in found if not problem.startswith("step ")) == [
         "ReplayEvents: leaf step beam:transform:teststream:v1 is not a Dataflow primitive",
-        "SpeedUp: its pickled beam:dofn:pickled_python_info:v1 refers to pipeline.local.runner.pubsub_io",
+        "Resolve: its pickled beam:dofn:pickled_python_info:v1 refers to pipeline.local",
     ]
     assert "step new or renamed: ReplayEvents" in found
 

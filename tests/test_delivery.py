@@ -33,15 +33,13 @@ from pytest_httpserver import HTTPServer
 from standardwebhooks import Webhook
 from werkzeug import Request, Response
 
-from pipeline.model import json_records
-
-from pipeline.model import schemas
 from pipeline.delivery.adaptive_batch import AdaptiveBatchSize, Pressure
 from pipeline.delivery.deliver import DeliverBatchFn, DeliverMessages
 from pipeline.delivery.records import DeliveryRequest, delivery_request
+from pipeline.delivery.retries import RetryPolicy, parse_retry_after
 from pipeline.delivery.targets import DeliveryTarget, load_targets
 from pipeline.local.emulator import PubsubEmulator
-from pipeline.delivery.retries import RetryPolicy, parse_retry_after
+from pipeline.model import json_records, schemas
 from tests.pubsub_fixtures import PROJECT, TopicAndSubscription, pull_until
 
 pytest_plugins = ["tests.pubsub_fixtures"]

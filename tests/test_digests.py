@@ -17,8 +17,6 @@ from cloudevents.core.formats.json import JSONFormat
 from benchmarks.plain_state import Alarm, Cell
 from pipeline.delivery.records import DeliveryRequest
 from pipeline.fanout.digests import DIGEST_TYPE, MAX_NOTABLE_LISTED, AccountDigestFn, AccountProfile, SendAccountDigests
-from pipeline.stages.identify import identify
-from pipeline.stages.lifecycle import ALERTS, EVENTS_WITH_MERCHANT, TrackWaybillLifecycles
 from pipeline.fanout.subscriptions import (
     BINARY,
     CollectSubscribableEvents,
@@ -29,6 +27,8 @@ from pipeline.fanout.subscriptions import (
     from_courier_event,
     from_order_event,
 )
+from pipeline.stages.identify import identify
+from pipeline.stages.lifecycle import ALERTS, EVENTS_WITH_MERCHANT, TrackWaybillLifecycles
 from tests.test_subscriptions import (
     at,
     order_event,

@@ -1,14 +1,11 @@
-"""The DirectRunner's watermark refresh with each bundle scanned once: the same watermarks as Beam's own."""
+"""The local runner's watermark refresh with each bundle scanned once: the same watermarks as Beam's own."""
 from __future__ import annotations
 
 import random
-import subprocess
-import sys
 from types import SimpleNamespace
 from typing import Any
 
 import apache_beam as beam
-import pytest
 from apache_beam import pvalue
 from apache_beam.options.pipeline_options import PipelineOptions, StandardOptions
 from apache_beam.runners.direct.bundle_factory import _Bundle
@@ -20,8 +17,8 @@ from apache_beam.transforms.window import FixedWindows, GlobalWindow
 from apache_beam.utils.timestamp import Timestamp
 from apache_beam.utils.windowed_value import WindowedValue
 
-from pipeline.local.runner import bundle_scans as direct_bundle_scans
-from pipeline.local.runner.bundle_scans import earliest_timestamp, scan_bundles_once
+from pipeline.local.runner import install
+from pipeline.local.runner.bundle_scans import ADJUSTMENT, earliest_timestamp
 
 
 def _bundle(timestamps: list[int]) -> _Bundle:
@@ -46,10 +43,14 @@ def _watermarks(rng: random.Random) -> _TransformWatermarks:
 
 
 def test_refresh_gives_the_watermarks_of_beams_own_refresh() -> None:
+    stock_refresh = _TransformWatermarks.refresh
+    assert install([ADJUSTMENT])
+    refresh = _TransformWatermarks.refresh
+    assert refresh is not stock_refresh
     for seed in range(300):
         stock, ours = _watermarks(random.Random(seed)), _watermarks(random.Random(seed))
         for _ in range(2):  # the second refresh reads the kept earliest timestamps
-            advanced = (direct_bundle_scans._STOCK_REFRESH(stock), direct_bundle_scans.refresh(ours))
+            advanced = (stock_refresh(stock), refresh(ours))
             assert advanced[0] == advanced[1], seed
             assert (ours._input_watermark, ours._output_watermark) == (stock._input_watermark, stock._output_watermark), seed
 
@@ -60,26 +61,12 @@ def test_earliest_timestamp_of_a_bundle() -> None:
     assert WatermarkManager.WATERMARK_POS_INF > Timestamp(micros=10)
 
 
-def test_other_runners_are_left_alone() -> None:
-    check = (
-        "from apache_beam.runners.direct.executor import TransformExecutor as E\n"
-        "from apache_beam.runners.direct.watermark_manager import _TransformWatermarks as W\n"
-        "from pipeline.local.runner.bundle_scans import scan_bundles_once\n"
-        "before = (E.__init__, W.refresh)\n"
-        "assert scan_bundles_once('DataflowRunner') is False and scan_bundles_once('FnApiRunner') is False\n"
-        "assert (E.__init__, W.refresh) == before\n"
-    )
-    subprocess.run([sys.executable, "-c", check], check=True)
-
-
 def _with_side_total(element: int, total: Any) -> tuple[int, int]:
     return element, total
 
 
-def test_windows_and_side_inputs_work_on_the_streaming_direct_runner(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(_TransformWatermarks, "refresh", _TransformWatermarks.refresh)
-    monkeypatch.setattr(direct_bundle_scans.TransformExecutor, "__init__", direct_bundle_scans.TransformExecutor.__init__)
-    assert scan_bundles_once("BundleBasedDirectRunner")
+def test_windows_and_side_inputs_work_on_the_streaming_direct_runner() -> None:
+    assert install([ADJUSTMENT])
     options = PipelineOptions([])
     options.view_as(StandardOptions).streaming = True
     p = beam.Pipeline(runner="BundleBasedDirectRunner", options=options)

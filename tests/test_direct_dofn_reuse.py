@@ -1,18 +1,16 @@
-"""The streaming DirectRunner with one set-up DoFn instance per step: setup once, every bundle served."""
+"""The local runner's one set-up DoFn instance per step: setup once, every bundle served."""
 from __future__ import annotations
 
-import subprocess
-import sys
 from typing import Iterator
 
 import apache_beam as beam
 import pytest
 from apache_beam.options.pipeline_options import PipelineOptions, StandardOptions
-from apache_beam.runners.direct import transform_evaluator
 from apache_beam.testing.test_stream import TestStream
 from apache_beam.testing.util import assert_that, equal_to
 
-from pipeline.local.runner.dofn_reuse import reuse_dofns_across_bundles
+from pipeline.local.runner import install
+from pipeline.local.runner.dofn_reuse import ADJUSTMENT
 
 CALLS: list[tuple[str, int]] = []  # (method, id of the DoFn instance), in this process
 
@@ -32,26 +30,12 @@ class RecordingFn(beam.DoFn):
 
 
 @pytest.fixture
-def reused(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
-    """The reuse in effect for one test; Beam's own evaluator afterwards."""
-    monkeypatch.setattr(transform_evaluator, "pickler", transform_evaluator.pickler)
-    monkeypatch.setattr(transform_evaluator, "DoFnRunner", transform_evaluator.DoFnRunner)
-    assert reuse_dofns_across_bundles("BundleBasedDirectRunner")
-    assert reuse_dofns_across_bundles("DirectRunner")  # idempotent
+def reused() -> Iterator[None]:
+    """The reuse in effect for one test (the suite's fixture puts Beam's own evaluator back)."""
+    assert install([ADJUSTMENT])
+    assert install([ADJUSTMENT])  # idempotent
     CALLS.clear()
     yield
-
-
-def test_other_runners_are_left_alone() -> None:
-    check = (
-        "from apache_beam.runners.direct import transform_evaluator as t\n"
-        "from pipeline.local.runner.dofn_reuse import reuse_dofns_across_bundles\n"
-        "before = (t.pickler, t.DoFnRunner)\n"
-        "assert reuse_dofns_across_bundles('DataflowRunner') is False\n"
-        "assert reuse_dofns_across_bundles('FnApiRunner') is False\n"
-        "assert (t.pickler, t.DoFnRunner) == before\n"
-    )
-    subprocess.run([sys.executable, "-c", check], check=True)
 
 
 def test_each_step_sets_up_one_copy_once_for_all_its_bundles(reused: None) -> None:

@@ -1,8 +1,6 @@
-"""The DirectRunner's cached DoFn introspection: the same answers, computed once, inert elsewhere."""
+"""The local runner's cached DoFn introspection: the same answers, computed once."""
 from __future__ import annotations
 
-import subprocess
-import sys
 from typing import Any, Iterator
 from unittest import mock
 
@@ -14,7 +12,8 @@ from apache_beam.testing.util import assert_that, equal_to
 from apache_beam.transforms import core, userstate
 from apache_beam.transforms.userstate import ReadModifyWriteStateSpec
 
-from pipeline.local.runner.introspection import memoize_dofn_introspection, specs_key
+from pipeline.local.runner import install
+from pipeline.local.runner.introspection import ADJUSTMENT, specs_key
 
 COUNT = ReadModifyWriteStateSpec("count", VarIntCoder())
 
@@ -26,17 +25,6 @@ class CountPerKeyFn(beam.DoFn):
         yield element[0], seen
 
 
-def test_other_runners_are_left_alone() -> None:
-    check = (
-        "from apache_beam.transforms import core, userstate\n"
-        "from pipeline.local.runner.introspection import memoize_dofn_introspection\n"
-        "before = (userstate.get_dofn_specs, core.get_function_args_defaults)\n"
-        "assert memoize_dofn_introspection('DataflowRunner') is False\n"
-        "assert (userstate.get_dofn_specs, core.get_function_args_defaults) == before\n"
-    )
-    subprocess.run([sys.executable, "-c", check], check=True)
-
-
 def test_pickled_copies_share_one_key_and_a_lambda_that_declares_state_is_not_cached() -> None:
     assert specs_key(pickler.roundtrip(CountPerKeyFn())) is CountPerKeyFn
     copies = [pickler.roundtrip(core.CallableWrapperDoFn(lambda x: x + 1)) for _ in range(2)]
@@ -45,8 +33,8 @@ def test_pickled_copies_share_one_key_and_a_lambda_that_declares_state_is_not_ca
 
 
 def test_specs_are_the_stock_answers_and_inspected_once_per_class() -> None:
-    assert memoize_dofn_introspection("DirectRunner")
-    assert memoize_dofn_introspection("BundleBasedDirectRunner")  # idempotent
+    assert install([ADJUSTMENT])
+    assert install([ADJUSTMENT])  # idempotent
 
     class TimedCountFn(CountPerKeyFn):  # a class no earlier test has asked about
         pass
@@ -63,7 +51,7 @@ def test_specs_are_the_stock_answers_and_inspected_once_per_class() -> None:
 
 
 def test_a_stateful_streaming_step_still_keeps_state_per_key() -> None:
-    assert memoize_dofn_introspection("BundleBasedDirectRunner")
+    assert install([ADJUSTMENT])
     stream = (
         TestStream().add_elements([("a", 1), ("b", 1)]).add_elements([("a", 2)]).advance_watermark_to_infinity()
     )

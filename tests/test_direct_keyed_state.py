@@ -1,10 +1,8 @@
-"""The DirectRunner's keyed state: the timers the stock walk finds, asking only the due keys; equal, independent copies."""
+"""The local runner's keyed state: the timers the stock walk finds, asking only the due keys; equal, independent copies."""
 from __future__ import annotations
 
 import copy
 import random
-import subprocess
-import sys
 from typing import Any, Iterator
 
 import apache_beam as beam
@@ -24,14 +22,21 @@ from apache_beam.transforms.trigger import (
     InMemoryUnmergedState,
     _CombiningValueStateTag,
 )
-from apache_beam.transforms.trigger import _ReadModifyWriteStateTag as ReadModifyWriteStateTag
 from apache_beam.transforms.trigger import _ListStateTag as BagStateTag
+from apache_beam.transforms.trigger import _ReadModifyWriteStateTag as ReadModifyWriteStateTag
 from apache_beam.transforms.userstate import ReadModifyWriteStateSpec, TimerSpec, on_timer
 from apache_beam.transforms.window import FixedWindows, GlobalWindow, TimestampedValue
 from apache_beam.utils.timestamp import Timestamp
 
-from pipeline.local.runner import keyed_state as direct_keyed_state
-from pipeline.local.runner.keyed_state import earliest_due, shallow_copy, speed_up_direct_keyed_state
+from pipeline.local.runner import install
+from pipeline.local.runner.keyed_state import (
+    ADJUSTMENT,
+    TimerIndex,
+    earliest_due,
+    index_of,
+    shallow_copier,
+    without_extraction_once,
+)
 
 
 class CountingState(DirectUnmergedState):
@@ -44,27 +49,12 @@ class CountingState(DirectUnmergedState):
         return super().get_timers(*args, **kwargs)
 
 
-def test_other_runners_are_left_alone() -> None:
-    check = (
-        "from apache_beam.runners.direct.watermark_manager import _TransformWatermarks as T\n"
-        "from apache_beam.transforms.trigger import InMemoryUnmergedState as S\n"
-        "from pipeline.local.runner.keyed_state import speed_up_direct_keyed_state\n"
-        "from apache_beam.transforms.trigger import _CombiningValueStateTag as C\n"
-        "before = (T.extract_transform_timers, S.copy, C.without_extraction)\n"
-        "assert speed_up_direct_keyed_state('DataflowRunner') is False\n"
-        "assert (T.extract_transform_timers, S.copy, C.without_extraction) == before\n"
-    )
-    subprocess.run([sys.executable, "-c", check], check=True)
-
-
 def test_a_look_fires_the_due_timers_and_asks_only_their_keys() -> None:
-    assert speed_up_direct_keyed_state("DirectRunner")
-    assert speed_up_direct_keyed_state("BundleBasedDirectRunner")  # idempotent
-    from pipeline.local.runner.keyed_state import _index_of
-
+    assert install([ADJUSTMENT])
+    assert install([ADJUSTMENT])  # idempotent
     keyed_states: dict[Any, Any] = {}
     watermarks = _TransformWatermarks(TestClock(), keyed_states, "step")
-    index = _index_of(watermarks)
+    index = index_of(watermarks)
     window = GlobalWindow()
     for key in range(1_000):  # expiry timers far ahead, as de-duplication sets them
         keyed_states[key] = state = CountingState()
@@ -97,7 +87,7 @@ def test_a_shallow_copy_equals_the_stock_copy_and_is_independent_of_the_original
     state.add_state(window, BagStateTag("bag"), b"first")
     state.set_global_state(ReadModifyWriteStateTag("hold"), [Timestamp(1)])
     before = copy.deepcopy((state.timers, state.state, state.global_state))  # what the stock copy() holds
-    shallow = shallow_copy(state)
+    shallow = shallow_copier(InMemoryUnmergedState)(state)
     assert (shallow.timers, shallow.state, shallow.global_state) == before
     shallow.clear_timer(window, "user/expiry", TimeDomain.WATERMARK)
     shallow.add_state(window, BagStateTag("bag"), b"second")
@@ -130,7 +120,7 @@ class DeadlineFn(beam.DoFn):
 
 
 def test_timers_of_many_keys_fire_on_the_streaming_direct_runner() -> None:
-    assert speed_up_direct_keyed_state("DirectRunner")
+    assert install([ADJUSTMENT])
     keys = [f"k{i}" for i in range(50)]
     stream = (
         TestStream()
@@ -140,7 +130,7 @@ def test_timers_of_many_keys_fire_on_the_streaming_direct_runner() -> None:
         .advance_watermark_to(300)  # every key is due
         .advance_watermark_to_infinity()  # (timers due only at infinity never fire: stock Beam)
     )
-    options = PipelineOptions(runner="DirectRunner")
+    options = PipelineOptions(runner="BundleBasedDirectRunner")
     options.view_as(StandardOptions).streaming = True
     with beam.Pipeline(options=options) as p:
         outputs = p | stream | beam.ParDo(DeadlineFn())
@@ -148,8 +138,6 @@ def test_timers_of_many_keys_fire_on_the_streaming_direct_runner() -> None:
 
 
 def test_the_index_finds_the_keys_a_walk_of_every_key_finds() -> None:
-    from pipeline.local.runner.keyed_state import TimerIndex
-
     rng = random.Random(7)
     index, states = TimerIndex(), {key: InMemoryUnmergedState() for key in range(200)}
     window = GlobalWindow()
@@ -208,7 +196,7 @@ def _triggered_panes() -> list[tuple[str, int]]:
 
 def test_trigger_state_tags_are_made_once_and_the_panes_stay_the_same(monkeypatch: pytest.MonkeyPatch) -> None:
     made: list[str] = []
-    stock = direct_keyed_state._STOCK_WITHOUT_EXTRACTION
+    stock = _CombiningValueStateTag.without_extraction
 
     def counted(tag: Any) -> Any:
         made.append(tag.tag)
@@ -219,10 +207,7 @@ def test_trigger_state_tags_are_made_once_and_the_panes_stay_the_same(monkeypatc
     stock_made = len(made)
 
     made.clear()
-    monkeypatch.setattr(direct_keyed_state, "_STOCK_WITHOUT_EXTRACTION", counted)
-    monkeypatch.setattr(direct_keyed_state, "_NO_EXTRACTION", {})
-    assert speed_up_direct_keyed_state("BundleBasedDirectRunner")
-    monkeypatch.setattr(_CombiningValueStateTag, "without_extraction", direct_keyed_state.without_extraction_once)
+    monkeypatch.setattr(_CombiningValueStateTag, "without_extraction", without_extraction_once(counted))
     assert _triggered_panes() == stock_panes
     assert ("a", 116) in stock_panes  # the late pane, accumulating: 1 + 2 + 3 + 10 + 100
     assert len(made) == len(set(made)) < stock_made  # one class per tag, not one per state access

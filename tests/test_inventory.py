@@ -14,11 +14,15 @@ from apache_beam.testing.util import assert_that, equal_to
 from apache_beam.transforms.window import TimestampedValue
 from apache_beam.utils.timestamp import Timestamp
 
-from pipeline.model import schemas
-
 from pipeline.io import synthetic
+from pipeline.model import schemas
 from pipeline.model.catalog import DEFAULT_CATALOG, default_catalog, parse_catalog
-from pipeline.stages.inventory import REPLENISHMENT_SUGGESTION, AttachCatalogItemFn, SuggestReplenishments, apply_movement
+from pipeline.stages.inventory import (
+    REPLENISHMENT_SUGGESTION,
+    AttachCatalogItemFn,
+    SuggestReplenishments,
+    apply_movement,
+)
 
 DAY = datetime(2026, 11, 21, 1, 0, tzinfo=timezone.utc)  # 09:00 in Shanghai
 ITEM = {

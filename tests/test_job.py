@@ -1,4 +1,5 @@
-"""The command-line contract, end to end: ``python -m pipeline ...`` on files and synthetic traffic."""
+"""The command-line contract, end to end: ``python -m pipeline ...`` on files and synthetic traffic, on the
+local runner as ``./run_local.sh`` runs it (stock Beam runs are in test_stock_beam_paths)."""
 from __future__ import annotations
 
 import collections
@@ -14,9 +15,10 @@ from pytest_httpserver import HTTPServer
 from standardwebhooks import Webhook
 from werkzeug import Response
 
-from pipeline.io import synthetic
 from pipeline.config import DEFAULT_TARGETS
-from pipeline.local.cli import run
+from pipeline.io import synthetic
+from pipeline.local import cli
+from pipeline.local.runner_choice import LOCAL_RUNNER
 from pipeline.model.messages import Encoding
 
 FIXTURES = Path(__file__).parent / "fixtures"
@@ -24,6 +26,11 @@ EXPECTED_DEAD_LETTERS = collections.Counter(
     {"not_json": 2, "missing_field": 3, "unknown_enum": 1, "bad_timestamp": 2, "payload_mismatch": 1,
      "absurd_timestamp": 1, "unknown_schema": 1, "wrong_type": 1}
 )
+
+
+def run(argv: list[str]) -> Any:
+    """``python -m pipeline`` in this process, on the local runner unless ``argv`` names another."""
+    return cli.run([f"--runner={LOCAL_RUNNER}", *argv])
 
 
 def read_output(folder: Path) -> list[dict]:
@@ -102,7 +109,7 @@ def test_module_entry_point_exits_zero_when_balanced(tmp_path: Path) -> None:
 def test_several_synthetic_days_print_live_waybill_states_by_day(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    accounting = run(["--runner=DirectRunner", "--days=3", "--events=600", "--day=2026-11-10", f"--output_dir={tmp_path}"])
+    accounting = run(["--days=3", "--events=600", "--day=2026-11-10", f"--output_dir={tmp_path}"])
 
     assert accounting.balanced and accounting.inputs == 3 * 600
     printed = capsys.readouterr().out
@@ -129,7 +136,7 @@ def test_units_subscribers_and_supervision_over_a_signed_webhook_are_delivered_a
         ]
         (tmp_path / "targets.json").write_text(json.dumps(targets))
         result = run([
-            "--runner=DirectRunner", "--events=800", "--seed=3", "--day=2026-11-21", f"--output_dir={tmp_path / 'out'}",
+            "--events=800", "--seed=3", "--day=2026-11-21", f"--output_dir={tmp_path / 'out'}",
             f"--delivery_targets={tmp_path / 'targets.json'}", "--supervision_target=regulator",
         ])
     finally:
@@ -192,7 +199,7 @@ def test_stuck_alerts_reach_merchant_and_outlet_subscribers_and_real_name_alerts
     #             REAL_NAME_MISSING OPEN and CLOSED; delivered, never stuck
     #   WB...103  no ORDER_INFO (no merchant), outlet OUT-003, registered, PICKUP 11:10: STUCK
     result = run([
-        "--runner=DirectRunner", "--source=file", f"--input={FIXTURES / 'lifecycle_alerts.jsonl'}",
+        "--source=file", f"--input={FIXTURES / 'lifecycle_alerts.jsonl'}",
         f"--output_dir={tmp_path / 'out'}", *_folder_targets_and_subscriptions(tmp_path),
     ])
 

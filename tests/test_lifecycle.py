@@ -21,11 +21,12 @@ from apache_beam.transforms.window import TimestampedValue
 from apache_beam.utils.timestamp import Timestamp
 
 from pipeline import graph
-
-from pipeline.model import schemas
-
-from pipeline.io import synthetic
 from pipeline import options as job_options
+from pipeline.io import synthetic
+from pipeline.local.waybill_report import live_by_day, read_live_states
+from pipeline.model import schemas
+from pipeline.model.messages import Encoding
+from pipeline.options import WaybillOptions
 from pipeline.stages.dedup import DeduplicateEvents
 from pipeline.stages.identify import IdentifyWaybills, identify
 from pipeline.stages.lifecycle import (
@@ -37,11 +38,7 @@ from pipeline.stages.lifecycle import (
     WAYBILL_ALERT,
     WAYBILL_VIEW,
     TrackWaybillLifecycles,
-    live_by_day,
-    read_live_states,
 )
-from pipeline.model.messages import Encoding
-from pipeline.options import WaybillOptions
 from pipeline.stages.shipment import Settings, Shipment
 from pipeline.stages.validate import EventTag, ValidateEvents
 

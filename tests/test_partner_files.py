@@ -20,15 +20,14 @@ import apache_beam as beam
 import pytest
 from apache_beam.options.pipeline_options import PipelineOptions
 
-from pipeline.partner import job as partner_files
-
+from pipeline.local import partner_cli
+from pipeline.local.points_api import Fault, PointsApi, healthy, pressure_plan
 from pipeline.partner import file_format as partner_format
-
+from pipeline.partner import job as partner_files
 from pipeline.partner import keys as partner_keys
 from pipeline.partner.feedback import partners_from, read_feedback
 from pipeline.partner.file_format import FileRejected, Row, RowRejection
 from pipeline.partner.keys import Partner
-from pipeline.local.points_api import Fault, PointsApi, healthy, pressure_plan
 
 PARTNER = "ACME-BANK"
 MEMBERS = [f"M{i:06d}" for i in range(1, 501)]
@@ -80,7 +79,7 @@ def encrypted(rows: list[str], key_id: str = "k1", key: str = KEY, partner: str 
 
 
 def run_job(inbox: Path, keys: Path, api: PointsApi, out: Path, *extra: str) -> None:
-    partner_files.run([
+    partner_cli.run([
         f"--inbox={inbox}", f"--partner_keys={keys}", f"--points_api={api.url}", f"--output_dir={out}",
         "--slow_seconds=0.2", "--max_attempts=4", "--retry_seconds=10", "--runner=FnApiRunner", *extra,
     ])
@@ -215,7 +214,7 @@ def test_a_run_killed_half_way_then_rerun_credits_each_row_once(tmp_path: Path) 
     (tmp_path / "inbox" / "ACME-KILL.wbpf").write_bytes(encrypted(rows))
     valid = {f"TX-{n:07d}" for n in range(1, 20_001) if n not in flaws}
     with PointsApi(lambda number, size: Fault(delay_s=0.5)) as api:
-        args = [sys.executable, "-m", "pipeline.partner.job", f"--inbox={tmp_path / 'inbox'}", f"--partner_keys={keys}",
+        args = [sys.executable, "-m", "pipeline.partner", f"--inbox={tmp_path / 'inbox'}", f"--partner_keys={keys}",
                 f"--points_api={api.url}", f"--output_dir={tmp_path / 'out'}", "--min_batch=2500", "--max_batch=2500",
                 "--slow_seconds=5", "--runner=FnApiRunner"]
         job = subprocess.Popen(args, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
@@ -268,7 +267,7 @@ def test_the_streaming_job_watches_the_inbox_and_builds_for_dataflow(tmp_path: P
     # Not run locally: Beam 2.77's BundleBasedDirectRunner cannot run the splittable DoFns under
     # MatchContinuously (Watch, PeriodicImpulse), and Prism is not installed here; so the
     # streaming graph is built as a Dataflow job, offline (--dry_run).
-    args, _ = partner_files.argument_parser().parse_known_args([
+    args, _ = partner_cli.argument_parser().parse_known_args([
         "--inbox=gs://waybill-test-bucket/inbox/", "--partner_keys=gs://waybill-test-bucket/keys.json",
         "--points_api=https://points.example.com/credits", "--output_dir=gs://waybill-test-bucket/partners"])
     options = PipelineOptions([
@@ -281,5 +280,5 @@ def test_the_streaming_job_watches_the_inbox_and_builds_for_dataflow(tmp_path: P
     assert job.proto.type.name == "JOB_TYPE_STREAMING"
     assert {"WatchInbox", "CreditPartnerFiles/CreditPoints", "CreditPartnerFiles/WriteFeedback"} <= names
     with pytest.raises(ValueError, match="--streaming cannot run on the BundleBasedDirectRunner"):
-        partner_files.run([f"--inbox={tmp_path}", f"--partner_keys={write_config(tmp_path)}",
+        partner_cli.run([f"--inbox={tmp_path}", f"--partner_keys={write_config(tmp_path)}",
                            "--points_api=http://127.0.0.1:1/credits", "--streaming"])

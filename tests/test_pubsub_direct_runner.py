@@ -1,11 +1,12 @@
 """Pub/Sub on Beam's streaming DirectRunner, against the real emulator.
 
 Answers, as tests that keep answering: (a) does the BundleBasedDirectRunner take element
-timestamps from ``timestamp_attribute``; (b) is ``speed_up_direct_pubsub`` inert on other
-runners and effective on the DirectRunner; (c) does the emulator stop without leftovers.
+timestamps from ``timestamp_attribute``; (b) does the local runner's Pub/Sub adjustment
+(``pipeline.local.runner.pubsub_io``) pull ahead and stop cleanly; (c) does the emulator stop
+without leftovers.
 
 Streaming pipelines never finish: each test runs one, polls the output subscription with a
-deadline, then cancels it. The speed-up is undone after each test that applies it.
+deadline, then cancels it. The suite's fixture undoes the adjustment after each test.
 """
 from __future__ import annotations
 
@@ -21,23 +22,23 @@ import pytest
 from apache_beam.io import PubsubMessage
 from apache_beam.io.gcp.pubsub import _PubSubWriteDoFn
 from apache_beam.options.pipeline_options import PipelineOptions
-from apache_beam.runners.direct.direct_runner import BundleBasedDirectRunner
 from apache_beam.runners.direct.transform_evaluator import _PubSubReadEvaluator
 from apache_beam.transforms.window import FixedWindows
 from google.api_core.exceptions import DeadlineExceeded
 from google.pubsub_v1.types import PubsubMessage as PubsubMessageProto
 from google.pubsub_v1.types import PullResponse, ReceivedMessage
 
-from pipeline.local.runner import pubsub_io as direct_pubsub
-from pipeline.local.runner.pubsub_io import FastPullSubscriber, speed_up_direct_pubsub
 from pipeline.local.emulator import (
     EMULATOR_HOST_ENV,
     EmulatorError,
     EmulatorUnavailable,
     PubsubEmulator,
-    find_java,
     find_jar,
+    find_java,
 )
+from pipeline.local.runner import install
+from pipeline.local.runner import pubsub_io as direct_pubsub
+from pipeline.local.runner.pubsub_io import FastPullSubscriber
 from pipeline.model.json_records import format_timestamp
 from tests.pubsub_fixtures import (
     PROJECT,
@@ -102,7 +103,7 @@ def test_direct_runner_takes_element_timestamps_from_timestamp_attribute(
             datetime(2026, 11, 21, 1, 30, 0, 123456, _UTC),
         ),
     }
-    speed_up_direct_pubsub("BundleBasedDirectRunner")  # only the pull changes, not the parsing
+    install([direct_pubsub.ADJUSTMENT])  # only the pull changes, not the parsing
     p = _streaming_pipeline()
     (
         p
@@ -126,37 +127,17 @@ def test_direct_runner_takes_element_timestamps_from_timestamp_attribute(
     assert got == want
 
 
-# -- (b) the speed-up: inert elsewhere, effective on the DirectRunner ---------------------
+# -- (b) the speed-up: effective on the DirectRunner ----------------------------------------
 
 
-@pytest.mark.parametrize(
-    "runner",
-    [
-        "DataflowRunner",
-        "apache_beam.runners.dataflow.dataflow_runner.DataflowRunner",
-        "PrismRunner",
-        "FlinkRunner",
-        "PortableRunner",
-    ],
-)
-def test_speed_up_is_inert_on_other_runners(runner: str, stock_read_evaluator: Any) -> None:
-    assert speed_up_direct_pubsub(runner) is False
-    assert _PubSubReadEvaluator.__dict__["_get_subscriber_client"] is stock_read_evaluator
-    assert _PubSubWriteDoFn.BUFFER_SIZE_ELEMENTS == STOCK_WRITE_BUFFER
-    assert _PubSubWriteDoFn.__dict__["_flush"] is STOCK_WRITE_FLUSH
-
-
-@pytest.mark.parametrize(
-    "runner", ["DirectRunner", "BundleBasedDirectRunner", None, BundleBasedDirectRunner()]
-)
-def test_speed_up_applies_once_on_direct_runners(runner: Any, stock_read_evaluator: Any) -> None:
-    assert speed_up_direct_pubsub(runner) is True
+def test_installed_the_read_pulls_ahead_and_the_write_publishes_large_requests(stock_read_evaluator: Any) -> None:
+    assert install([direct_pubsub.ADJUSTMENT])
     patched = _PubSubReadEvaluator.__dict__["_get_subscriber_client"]
     assert patched is not stock_read_evaluator
     assert _PubSubWriteDoFn.BUFFER_SIZE_ELEMENTS == direct_pubsub.WRITE_BUFFER_MESSAGES
     assert _PubSubWriteDoFn.__dict__["_flush"] is direct_pubsub.publish_buffer
 
-    assert speed_up_direct_pubsub(runner) is True  # idempotent: not wrapped twice
+    assert install([direct_pubsub.ADJUSTMENT])  # idempotent: not wrapped twice
     assert _PubSubReadEvaluator.__dict__["_get_subscriber_client"] is patched
 
 
@@ -305,7 +286,7 @@ def test_window_fires_in_seconds_after_an_idle_subscription_when_sped_up(
     the window fires about a second after the event. Measured: stock 29.2 s, sped up 0.7-1.3 s.
     """
     source, sink = pubsub_topics("idle-in"), pubsub_topics("idle-out")
-    assert speed_up_direct_pubsub("BundleBasedDirectRunner")
+    assert install([direct_pubsub.ADJUSTMENT])
     p = _streaming_pipeline()
     (
         p

@@ -2,15 +2,14 @@
 the real job graph in streaming against the emulator, plus ``run_local.sh --pubsub``'s entry.
 
 Each integration test runs a streaming job, pulls its output topics until the expected count
-or a deadline, then cancels it. The DirectRunner patches that ``pipeline.local.cli.launch`` applies
-are undone after each test (the autouse ``stock_direct_runner`` of tests/pubsub_fixtures.py).
+or a deadline, then cancels it.
 """
 from __future__ import annotations
 
 import collections
 import os
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any
@@ -18,32 +17,22 @@ from typing import Any
 import apache_beam as beam
 import pytest
 from apache_beam.io import PubsubMessage
-from apache_beam.metrics import Metrics
-from apache_beam.metrics.metric import MetricsFilter
 from apache_beam.options.pipeline_options import PipelineOptions
-from apache_beam.runners.direct import executor
-from apache_beam.testing.test_stream import TestStream
 
 from pipeline import graph
-
-from pipeline.local import accounting
-
-from pipeline.local import pubsub as local_pubsub
-
-from pipeline.local import publish
-
-from pipeline.model import schemas
-
-from pipeline.io import synthetic
 from pipeline import options as job_options
-from pipeline.local.runner.pubsub_io import count_every_bundle, speed_up_direct_pubsub
-from pipeline.local.emulator import EmulatorUnavailable, PubsubEmulator, find_jar, find_java
-from pipeline.model.json_records import format_timestamp
-from pipeline.local.cli import launch
-from pipeline.model.messages import Encoding
-from pipeline.options import WaybillOptions
+from pipeline.io import synthetic
 from pipeline.io.sinks import to_pubsub_message
 from pipeline.io.sources import from_pubsub
+from pipeline.launcher import launch
+from pipeline.local import accounting, publish
+from pipeline.local import pubsub as local_pubsub
+from pipeline.local.emulator import EmulatorUnavailable, PubsubEmulator, find_jar, find_java
+from pipeline.local.runner import install, pubsub_io
+from pipeline.model import schemas
+from pipeline.model.json_records import format_timestamp
+from pipeline.model.messages import Encoding
+from pipeline.options import WaybillOptions
 from tests.pubsub_fixtures import PROJECT, TopicAndSubscription, pull_until, running, skip_or_fail
 
 pytest_plugins = ["tests.pubsub_fixtures"]
@@ -82,8 +71,9 @@ def test_bad_pubsub_options_name_the_value_and_the_fix(argv: list[str], error: s
 
 def test_topics_replace_files_and_step_labels_stay(tmp_path: Path) -> None:
     def top_level(argv: list[str]) -> dict[str, beam.PTransform]:
-        p = beam.Pipeline(options=PipelineOptions(argv))
-        graph.build(p, WaybillOptions(argv))
+        options = WaybillOptions(argv)
+        p = beam.Pipeline(options=options)
+        graph.build(p, options)
         return {t.full_label: t.transform for t in p.transforms_stack[0].parts}
 
     def labels(argv: list[str]) -> set[str]:
@@ -188,47 +178,6 @@ def test_publish_keeps_the_rate() -> None:
     assert report.seconds >= 0.2  # message i leaves at i / rate: the 21st at 0.2 s
 
 
-def test_count_every_bundle_is_inert_on_other_runners(stock_direct_runner: None) -> None:
-    stock = executor.MetricsContainer
-    assert count_every_bundle("DataflowRunner") is False
-    assert executor.MetricsContainer is stock
-    assert count_every_bundle("BundleBasedDirectRunner") is True
-    assert executor.MetricsContainer is not stock
-
-
-class _CountFn(beam.DoFn):
-    def __init__(self) -> None:
-        self._seen = Metrics.counter("test", "seen")
-
-    def process(self, element: int) -> Iterator[int]:
-        self._seen.inc()
-        yield element
-
-
-def _counted_in_streaming(rounds: int) -> int:
-    """What the counter of a ParDo says after ``rounds`` arrivals of 3 elements each (a bundle each)."""
-    stream = TestStream()
-    for round_ in range(rounds):
-        stream = stream.add_elements([round_ * 3, round_ * 3 + 1, round_ * 3 + 2]).advance_watermark_to(round_ + 1)
-    p = beam.Pipeline(runner="BundleBasedDirectRunner", options=PipelineOptions([], streaming=True))
-    _ = p | stream.advance_watermark_to_infinity() | beam.ParDo(_CountFn())
-    result = p.run()
-    result.wait_until_finish()
-    counters = result.metrics().query(MetricsFilter().with_name("seen"))["counters"]
-    return sum(c.committed for c in counters)
-
-
-def test_stock_direct_runner_counts_only_the_first_bundle(stock_direct_runner: None) -> None:
-    """Why count_every_bundle exists: if this starts failing, Beam counts every bundle now."""
-    assert _counted_in_streaming(4) == 3
-
-
-def test_count_every_bundle_counts_each_bundle_once(stock_direct_runner: None) -> None:
-    assert count_every_bundle("BundleBasedDirectRunner") is True
-    assert count_every_bundle("DirectRunner") is True  # idempotent
-    assert _counted_in_streaming(4) == 12
-
-
 # -- against the emulator --------------------------------------------------------------------
 
 
@@ -238,7 +187,7 @@ def _streaming_pipeline() -> beam.Pipeline:
 
 @pytest.mark.integration
 def test_a_bad_timestamp_attribute_fails_the_read(
-    pubsub_emulator: PubsubEmulator, pubsub_topics: TopicFactory, stock_direct_runner: None,
+    pubsub_emulator: PubsubEmulator, pubsub_topics: TopicFactory,
     caplog: pytest.LogCaptureFixture,
 ) -> None:
     """Why ReadPubSub reads without timestamp_attribute: with it, Beam parses event_time in the
@@ -246,7 +195,7 @@ def test_a_bad_timestamp_attribute_fails_the_read(
     pulled with it is lost for this delivery) and nothing can dead-letter it. If this test
     starts failing, Beam handles it now: reconsider pipeline.io.sources.ReadPubSub."""
     source, sink = pubsub_topics("badts-in"), pubsub_topics("badts-out")
-    speed_up_direct_pubsub("BundleBasedDirectRunner")
+    install([pubsub_io.ADJUSTMENT])
     p = _streaming_pipeline()
     (
         p
@@ -339,7 +288,7 @@ def _children(pid: int) -> set[int]:
 
 @pytest.mark.integration
 def test_job_pushes_each_valid_event_once_and_dead_letters_the_rest_via_pubsub(
-    pubsub_emulator: PubsubEmulator, pubsub_topics: TopicFactory, stock_direct_runner: None, tmp_path: Path
+    pubsub_emulator: PubsubEmulator, pubsub_topics: TopicFactory, tmp_path: Path
 ) -> None:
     courier, order = pubsub_topics("courier"), pubsub_topics("order")
     supervision, dead = pubsub_topics("supervision"), pubsub_topics("deadletter")
@@ -372,7 +321,7 @@ def test_job_pushes_each_valid_event_once_and_dead_letters_the_rest_via_pubsub(
 
 @pytest.mark.integration
 def test_run_local_pubsub_entry_prints_a_balanced_accounting(
-    tmp_path: Path, capsys: pytest.CaptureFixture[str], stock_direct_runner: None
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     try:
         find_java(), find_jar()

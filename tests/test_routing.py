@@ -15,14 +15,12 @@ from apache_beam.options.pipeline_options import PipelineOptions
 from apache_beam.testing.test_pipeline import TestPipeline
 from apache_beam.testing.util import assert_that, equal_to
 
-from pipeline.model import json_records
-
-from pipeline.model import schemas
-from pipeline.model.catalog import write_catalog
 from pipeline.delivery.records import DeliveryRequest
-from pipeline.local.runner.pubsub_io import speed_up_direct_pubsub
-from pipeline.local.emulator import PubsubEmulator
 from pipeline.fanout.routing import DEFAULT_ROUTING, RouteOrderFn, RouteOrders, load_routing_table, parse_routing_table
+from pipeline.local.emulator import PubsubEmulator
+from pipeline.local.runner import install, pubsub_io
+from pipeline.model import json_records, schemas
+from pipeline.model.catalog import write_catalog
 from tests.pubsub_fixtures import TopicAndSubscription, running
 
 pytest_plugins = ["tests.pubsub_fixtures"]
@@ -186,10 +184,9 @@ def _record(request: Any) -> None:
 @pytest.mark.integration
 def test_a_streaming_job_picks_up_a_replaced_catalog_without_a_restart(
     pubsub_emulator: PubsubEmulator, pubsub_topics: Callable[[str], TopicAndSubscription], catalog: Path,
-    stock_direct_runner: None,
 ) -> None:
     source = pubsub_topics("orders")
-    speed_up_direct_pubsub("BundleBasedDirectRunner")
+    install([pubsub_io.ADJUSTMENT])
     p = beam.Pipeline(runner="BundleBasedDirectRunner", options=PipelineOptions(streaming=True))
     (
         p

@@ -16,8 +16,6 @@ from cloudevents.core.formats.json import JSONFormat
 from cloudevents.v1 import http as legacy_http
 
 from pipeline.delivery.records import DeliveryRequest
-from pipeline.stages.identify import identify
-from pipeline.stages.shipment import ALERT, Settings, Shipment
 from pipeline.fanout.subscriptions import (
     BINARY,
     STRUCTURED,
@@ -35,6 +33,8 @@ from pipeline.fanout.subscriptions import (
     load_subscriptions,
     read_subscriptions,
 )
+from pipeline.stages.identify import identify
+from pipeline.stages.shipment import ALERT, Settings, Shipment
 
 T0 = datetime(2026, 11, 21, 2, 0, tzinfo=timezone.utc)
 

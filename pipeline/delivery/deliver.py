@@ -55,14 +55,14 @@ from typing import Any, Callable, Iterable, Iterator, Mapping, Optional, Union
 import apache_beam as beam
 from apache_beam.metrics import Metrics
 
-from pipeline.model.dead_letter import METRICS_NAMESPACE, ErrorKind, Stage, dead_letter_record
+from pipeline.delivery.folders import FOLDER_LINES, WritePayloadLines, folder_targets
 from pipeline.delivery.records import DeliveryOutput, DeliveryRequest, batch_id
+from pipeline.delivery.retries import Verdict
 from pipeline.delivery.state import ChunkOutcome, Unit, run_state
 from pipeline.delivery.targets import DeliveryTarget, TargetKind, targets_by_id
-from pipeline.delivery.folders import FOLDER_LINES, WritePayloadLines, folder_targets
 from pipeline.delivery.topics import ClientFactory, TopicPublisher
-from pipeline.delivery.retries import Verdict
 from pipeline.delivery.webhooks import AttemptResult, WebhookClient, signed_headers
+from pipeline.model.dead_letter import METRICS_NAMESPACE, ErrorKind, Stage, dead_letter_record
 
 _LOGGER = logging.getLogger(__name__)
 

@@ -15,11 +15,11 @@ from datetime import datetime, timezone
 from typing import Mapping, Optional
 
 from pipeline.delivery.adaptive_batch import AdaptiveBatchSize, Pressure
-from pipeline.model.dead_letter import ErrorKind
 from pipeline.delivery.records import DeliveryRequest
-from pipeline.delivery.targets import DeliveryTarget
 from pipeline.delivery.retries import Verdict
+from pipeline.delivery.targets import DeliveryTarget
 from pipeline.delivery.webhooks import AttemptResult
+from pipeline.model.dead_letter import ErrorKind
 
 
 class RunState:

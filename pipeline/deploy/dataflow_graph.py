@@ -3,7 +3,7 @@
 Beam's DataflowRunner with ``--dry_run=True`` translates the pipeline into the Dataflow job it
 would submit and stops there: no credentials, no network, about a second. This module builds the
 job for the deployed configuration (:data:`DEPLOY_ARGS`: Pub/Sub in and out, ``gs://`` outputs)
-through :func:`pipeline.local.cli.launch`, the same runner resolution a real deployment goes through,
+through :func:`pipeline.launcher.launch`, the path a real deployment goes through,
 and checks it:
 
 * the job is a streaming job;
@@ -42,9 +42,7 @@ from google.cloud import dataflow
 from google.protobuf import wrappers_pb2
 from google.protobuf.message import DecodeError, Message
 
-from pipeline.local import cli as main
-from pipeline import options as job_options
-from pipeline.options import WaybillOptions
+from pipeline.launcher import launch, parse_options
 
 _LOGGER = logging.getLogger(__name__)
 
@@ -92,17 +90,8 @@ DATAFLOW_PRIMITIVES = frozenset({
 LOCAL_ONLY_MODULES = (
     "apache_beam.runners.direct",
     "apache_beam.testing",
-    "pipeline.local.runner.pubsub_io",
-    "pipeline.local.runner.introspection",
-    "pipeline.local.runner.keyed_state",
-    "pipeline.local.runner.gc_thresholds",
-    "pipeline.local.runner.dofn_reuse",
-    "pipeline.local.runner.bundle_scans",
-    "pipeline.local.runner.state_values",
-    "pipeline.local.output_drain",
-    "pipeline.local.runner",
-    "pipeline.local.pubsub",
-    "pipeline.local.emulator",
+    "pipeline.local",
+    "pipeline.deploy",
 )
 # Payload protos that hold further FunctionSpecs (the pickled DoFn, WindowFn, CombineFn).
 _NESTED_PAYLOADS: dict[str, type[Message]] = {
@@ -155,9 +144,7 @@ def dry_run_job(argv: Sequence[str] = DEPLOY_ARGS) -> DryRunJob:
     """Builds the Dataflow job for ``argv`` (which must hold ``--dry_run=True``) without submitting it."""
     if "--dry_run=True" not in argv:
         raise ValueError(f"dry_run_job needs --dry_run=True in its arguments, got {list(argv)!r}")
-    options = WaybillOptions(list(argv))
-    job_options.validate(options)
-    result = main.launch(options)
+    result = launch(parse_options(list(argv)))
     job = getattr(result, "job", None)
     if job is None:
         raise ValueError(f"the runner returned no Dataflow job (is --runner=DataflowRunner?), got {result!r}")
@@ -225,7 +212,7 @@ def direct_runner_code(pipeline: beam_runner_api_pb2.Pipeline) -> list[str]:
        and transform of a step is decompressed (not unpickled: nothing of it runs) and must not
        name a module of :data:`LOCAL_ONLY_MODULES`. Cloudpickle stores a class or function of
        an importable module as its module and name, so a DoFn from
-       ``apache_beam.runners.direct`` or a lambda that calls ``pipeline.local.runner.pubsub_io`` shows up.
+       ``apache_beam.runners.direct`` or a lambda that calls into ``pipeline.local`` shows up.
        A pickle this code cannot read is a problem too, so a change of Beam's pickle format
        fails loudly instead of passing unchecked.
     """

@@ -76,13 +76,22 @@ from apache_beam.transforms.timeutil import TimeDomain
 from apache_beam.transforms.userstate import ReadModifyWriteStateSpec, TimerSpec, on_timer
 from apache_beam.utils.timestamp import Timestamp
 
-from pipeline.model.dead_letter import METRICS_NAMESPACE
 from pipeline.delivery.records import DeliveryRequest
-from pipeline.model.json_records import format_timestamp
 from pipeline.fanout.subscriptions import (
-    EXCEPTION, ORDER, ORDER_INFO, REAL_NAME_REGISTRATION, SOURCE, STUCK, TRACK_SCAN, WAYBILL_ALERT,
-    SubscribableEvent, Subscription, cloud_event_request,
+    EXCEPTION,
+    ORDER,
+    ORDER_INFO,
+    REAL_NAME_REGISTRATION,
+    SOURCE,
+    STUCK,
+    TRACK_SCAN,
+    WAYBILL_ALERT,
+    SubscribableEvent,
+    Subscription,
+    cloud_event_request,
 )
+from pipeline.model.dead_letter import METRICS_NAMESPACE
+from pipeline.model.json_records import format_timestamp
 
 _LOGGER = logging.getLogger(__name__)
 

@@ -54,13 +54,11 @@ import apache_beam as beam
 from apache_beam.io.filesystems import FileSystems
 from apache_beam.metrics import Metrics
 
-from pipeline.model import json_records
-
-from pipeline.model import schemas
-from pipeline.model.catalog import DEFAULT_CATALOG, CatalogItem, load_catalog
-from pipeline.model.dead_letter import METRICS_NAMESPACE, ErrorKind, Stage, dead_letter_record
 from pipeline.delivery.records import DeliveryRequest, delivery_request
 from pipeline.delivery.targets import TARGET_ID_PATTERN
+from pipeline.model import json_records, schemas
+from pipeline.model.catalog import DEFAULT_CATALOG, CatalogItem, load_catalog
+from pipeline.model.dead_letter import METRICS_NAMESPACE, ErrorKind, Stage, dead_letter_record
 
 _LOGGER = logging.getLogger(__name__)
 

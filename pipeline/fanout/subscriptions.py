@@ -41,11 +41,11 @@ from cloudevents.core.bindings.http import to_binary, to_structured
 from cloudevents.core.formats.json import JSONFormat
 from cloudevents.core.v1.event import CloudEvent
 
+from pipeline.delivery.records import DeliveryRequest
 from pipeline.model import schemas
 from pipeline.model.dead_letter import METRICS_NAMESPACE
-from pipeline.delivery.records import DeliveryRequest
-from pipeline.stages.identify import identification
 from pipeline.model.json_records import to_json
+from pipeline.stages.identify import identification
 from pipeline.stages.shipment import REAL_NAME_MISSING, STUCK, alert_event_id
 
 _LOGGER = logging.getLogger(__name__)

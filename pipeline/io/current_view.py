@@ -47,9 +47,9 @@ from typing import Any, Iterable, Optional
 import apache_beam as beam
 from apache_beam.metrics import Metrics
 
+from pipeline.io.sinks import is_local_path
 from pipeline.model.dead_letter import METRICS_NAMESPACE
 from pipeline.model.json_records import format_timestamp
-from pipeline.io.sinks import is_local_path
 
 _LOGGER = logging.getLogger(__name__)
 

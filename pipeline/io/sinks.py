@@ -13,9 +13,7 @@ import apache_beam as beam
 from apache_beam.io import PubsubMessage, fileio
 from apache_beam.transforms import trigger, window
 
-from pipeline.model import json_records
-
-from pipeline.model import schemas
+from pipeline.model import json_records, schemas
 
 FileNaming = Callable[..., str]
 

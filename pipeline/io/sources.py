@@ -10,9 +10,8 @@ import apache_beam as beam
 import fastavro
 from apache_beam.io import PubsubMessage, fileio
 
-from pipeline.model import schemas
-
 from pipeline.io import synthetic
+from pipeline.model import schemas
 from pipeline.model.messages import Encoding, RawMessage
 
 

@@ -24,9 +24,7 @@ from zoneinfo import ZoneInfo
 
 import fastavro
 
-from pipeline.model import json_records
-
-from pipeline.model import schemas
+from pipeline.model import json_records, schemas
 from pipeline.model.dead_letter import ErrorKind, InvalidInput
 from pipeline.model.messages import Encoding, RawMessage
 

@@ -15,8 +15,8 @@ from typing import Optional
 from apache_beam.metrics.metric import MetricsFilter
 from apache_beam.runners.runner import PipelineResult
 
-from pipeline.model.dead_letter import METRICS_NAMESPACE
 from pipeline.io.sinks import is_local_path
+from pipeline.model.dead_letter import METRICS_NAMESPACE
 
 
 @dataclasses.dataclass(frozen=True)

@@ -1,4 +1,9 @@
-"""Entry point: ``python -m pipeline [options]`` (``--help`` lists them)."""
+"""The command line: ``python -m pipeline [options]`` (``--help`` lists them).
+
+Runs the job to the end on a local runner, with a progress line every second, then prints the
+accounting, the deliveries, the output files' line counts and the day's statistics; on Dataflow it
+submits the job and returns.
+"""
 from __future__ import annotations
 
 import argparse
@@ -10,28 +15,19 @@ import sys
 import threading
 from pathlib import Path
 
-import apache_beam as beam
-from apache_beam.options.pipeline_options import StandardOptions, TestOptions, WorkerOptions
+from apache_beam.options.pipeline_options import StandardOptions, TestOptions
 from apache_beam.runners.runner import PipelineResult
 
 from pipeline import graph
-
-from pipeline.local import accounting
-
-from pipeline.local import stats_report
 from pipeline import options as job_options
-from pipeline.local.runner.bundle_scans import scan_bundles_once
-from pipeline.local.runner.dofn_reuse import reuse_dofns_across_bundles
-from pipeline.local.runner.gc_thresholds import collect_garbage_less_often
-from pipeline.local.runner.introspection import memoize_dofn_introspection
-from pipeline.local.runner.keyed_state import speed_up_direct_keyed_state
-from pipeline.local.runner.pubsub_io import count_every_bundle, speed_up_direct_pubsub
-from pipeline.local.runner.state_values import keep_state_values_as_objects
-from pipeline.model.json_records import read_folder
-from pipeline.stages.lifecycle import WAYBILL_STATE_CHANGE, live_by_day, read_live_states
-from pipeline.local.runner import resolve_runner, runs_in_process, size_state_cache_as_configured
-from pipeline.options import WaybillOptions
 from pipeline.io.sinks import is_local_path
+from pipeline.launcher import launch, parse_options
+from pipeline.local import accounting, stats_report
+from pipeline.local.runner_choice import LOCAL_RUNNER, resolve_runner, runs_in_process
+from pipeline.local.waybill_report import live_by_day, read_live_states
+from pipeline.model.json_records import read_folder
+from pipeline.options import WaybillOptions
+from pipeline.stages.lifecycle import WAYBILL_STATE_CHANGE
 
 _LOGGER = logging.getLogger(__name__)
 _PROGRESS_SECONDS = 1.0
@@ -50,8 +46,9 @@ def help_text() -> str:
     WaybillOptions._add_argparse_args(parser)
     parser.add_argument(
         "--runner", default=None,
-        help="Beam runner. Default: the DirectRunner (BundleBasedDirectRunner with --streaming, "
-        "else FnApiRunner); DataflowRunner to deploy.",
+        help="Beam runner. Default: Beam's DirectRunner, pinned to its BundleBasedDirectRunner with "
+        f"--streaming, else its FnApiRunner; {LOCAL_RUNNER} for the same with local speed-ups "
+        "(what ./run_local.sh uses); DataflowRunner to deploy.",
     )
     parser.add_argument("--streaming", action="store_true", help="run in streaming mode. Default: batch.")
     return parser.format_help()
@@ -68,14 +65,14 @@ def run(argv: list[str] | None = None) -> accounting.Accounting:
     if "--help" in argv or "-h" in argv:
         print(help_text())
         return nothing_counted
-    options = WaybillOptions(argv)
-    job_options.validate(options)
+    options = parse_options(argv)
+    standard = options.view_as(StandardOptions)
+    standard.runner = resolve_runner(standard.runner, standard.streaming)
     clear_outputs(options.output_dir)
     result = launch(options)
-    runner = options.view_as(StandardOptions).runner
-    if not runs_in_process(runner):
+    if not runs_in_process(standard.runner):
         verb = "built (dry run), not submitted" if options.view_as(TestOptions).dry_run else "submitted"
-        print(f"{runner}: job {verb}; it runs without this process (see the README runbook).", flush=True)
+        print(f"{standard.runner}: job {verb}; it runs without this process (see the README runbook).", flush=True)
         return nothing_counted
     _wait_with_progress(result)
     final = accounting.read_accounting(result)
@@ -92,37 +89,6 @@ def run(argv: list[str] | None = None) -> accounting.Accounting:
               "'SELECT day, metric, dimension, key, value, timing FROM daily_stats'", flush=True)
         Path(options.output_dir, "accounting.json").write_text(json.dumps(dataclasses.asdict(final), indent=2))
     return final
-
-
-def launch(options: WaybillOptions) -> PipelineResult:
-    """Starts the job described by validated ``options`` and returns at once.
-
-    The one place that resolves the runner: ``DirectRunner`` is pinned (see
-    :mod:`pipeline.local.runner`) and, on the DirectRunner only, the Pub/Sub read is sped up
-    and its counters fixed (:mod:`pipeline.local.runner.pubsub_io`), its DoFn introspection cached
-    (:mod:`pipeline.local.runner.introspection`), its due timers found through an index and its keyed
-    state copied shallowly (:mod:`pipeline.local.runner.keyed_state`), each bundle's elements scanned once
-    (:mod:`pipeline.local.runner.bundle_scans`), one DoFn instance per step set up once
-    (:mod:`pipeline.local.runner.dofn_reuse`) and garbage collected less often
-    (:mod:`pipeline.local.runner.gc_thresholds`), all inert on any other runner;
-    the FnApiRunner gets the state cache the options ask for, as Dataflow workers do
-    (:mod:`pipeline.local.runner`).
-    """
-    standard = options.view_as(StandardOptions)
-    standard.runner = resolve_runner(standard.runner, standard.streaming)
-    speed_up_direct_pubsub(standard.runner)
-    count_every_bundle(standard.runner)
-    memoize_dofn_introspection(standard.runner)
-    speed_up_direct_keyed_state(standard.runner)
-    keep_state_values_as_objects(standard.runner)
-    scan_bundles_once(standard.runner)
-    reuse_dofns_across_bundles(standard.runner)
-    collect_garbage_less_often(standard.runner)
-    size_state_cache_as_configured(standard.runner, options.view_as(WorkerOptions).max_cache_memory_usage_mb)
-    _LOGGER.info("running on %s (%s)", standard.runner, "streaming" if standard.streaming else "batch")
-    pipeline = beam.Pipeline(options=options)
-    graph.build(pipeline, options)
-    return pipeline.run()
 
 
 def _wait_with_progress(result: PipelineResult) -> None:

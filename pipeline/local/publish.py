@@ -32,13 +32,10 @@ from pathlib import Path
 from typing import Any
 from zoneinfo import ZoneInfo
 
-from pipeline.model import json_records
-
-from pipeline.model import schemas
-
 from pipeline.io import synthetic
-from pipeline.model.dead_letter import InvalidInput
 from pipeline.local.cli import configure_logging
+from pipeline.model import json_records, schemas
+from pipeline.model.dead_letter import InvalidInput
 from pipeline.model.messages import Encoding, RawMessage
 from pipeline.stages.validate import decode_message
 

@@ -4,7 +4,7 @@ Starts the emulator on a free 127.0.0.1 port, creates the topics ``courier-event
 ``order-events``, ``supervision`` and ``dead-letter`` (each with a subscription; the job reads
 the first two, this module drains the last two; the supervision topic also carries the
 real-name compliance alerts, told apart by their ``schema`` attribute), runs the streaming job
-on the DirectRunner, publishes a synthetic day of traffic and prints the job's progress line
+on the local runner (:class:`~pipeline.local.runner.LocalRunner`; ``--runner`` chooses another), publishes a synthetic day of traffic and prints the job's progress line
 every second. When the traffic is published and everything is accounted for (the job's
 ``inputs`` equals what was published, the counters balance and every pushed record / dead
 letter has arrived on its topic, every order in its files) - or on Ctrl-C, or when nothing
@@ -40,16 +40,15 @@ from typing import Any
 from apache_beam.runners.runner import PipelineResult, PipelineState
 
 from pipeline import graph
-
-from pipeline.local import accounting
-
-from pipeline.local import publish
 from pipeline import options as job_options
-from pipeline.local.emulator import EmulatorError, EmulatorUnavailable, PubsubEmulator
-from pipeline.local.cli import clear_outputs, configure_logging, launch
-from pipeline.options import WaybillOptions
-from pipeline.local.output_drain import OutputDrain
 from pipeline.io.synthetic import TrafficProfile
+from pipeline.launcher import launch
+from pipeline.local import accounting, publish
+from pipeline.local.cli import clear_outputs, configure_logging
+from pipeline.local.emulator import EmulatorError, EmulatorUnavailable, PubsubEmulator
+from pipeline.local.output_drain import OutputDrain
+from pipeline.local.runner_choice import LOCAL_RUNNER
+from pipeline.options import WaybillOptions
 
 _LOGGER = logging.getLogger(__name__)
 PROJECT = "waybill-local"
@@ -222,11 +221,12 @@ def parse_args(argv: list[str] | None) -> tuple[argparse.Namespace, list[str]]:
 
 
 def job_argv(topics: LocalTopics, passed: list[str], day: str) -> list[str]:
-    """The job's options: the user's, the topics, streaming on the DirectRunner, and a 48 h
+    """The job's options: the user's, the topics, streaming on the local runner, and a 48 h
     de-duplication horizon unless the user gives one (see the module docstring)."""
     defaults = ["--streaming", f"--project={PROJECT}", f"--day={day}"]
-    if not any(arg.startswith("--dedup_horizon_hours") for arg in passed):
-        defaults.append("--dedup_horizon_hours=48")
+    for flag, value in (("--runner", LOCAL_RUNNER), ("--dedup_horizon_hours", "48")):
+        if not any(arg.startswith(flag) for arg in passed):
+            defaults.append(f"{flag}={value}")
     return [*passed, *defaults, *topics.job_options()]
 
 

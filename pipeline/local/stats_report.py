@@ -23,7 +23,6 @@ from pipeline.io.current_view import figure_key, pane_rank
 from pipeline.model.json_records import read_folder
 from pipeline.stages.stats import TOTAL_DIMENSION
 
-
 DAILY_STAT = "com.waybill.DailyStat"
 STATS_DIR = "stats"
 Stat = dict[str, Any]

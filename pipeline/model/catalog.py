@@ -19,7 +19,6 @@ from typing import Any, Iterable, Optional
 
 from apache_beam.io.filesystems import FileSystems
 
-
 DEFAULT_CATALOG = Path(__file__).resolve().parents[1] / "data" / "catalog.jsonl"
 
 CatalogItem = dict[str, Any]  # sku, initial_stock, reorder_threshold, reorder_quantity, manufacturer_id, product_name

@@ -34,7 +34,6 @@ from apache_beam.io import fileio
 from apache_beam.io.filesystems import FileSystems
 
 from pipeline.partner import file_format as partner_format
-
 from pipeline.partner import keys as partner_keys
 from pipeline.partner.keys import Partner
 

@@ -1,6 +1,6 @@
 """Partner files: decrypt, check, credit in adaptive batches, answer every file with feedback.
 
-``python -m pipeline.partner.job --help``. The stage, :class:`CreditPartnerFiles`, takes the
+``python -m pipeline.partner --help`` runs it (:mod:`pipeline.local.partner_cli`). The stage, :class:`CreditPartnerFiles`, takes the
 matched files (``fileio.MatchFiles`` in batch, ``fileio.MatchContinuously`` in streaming)::
 
     file ─► ReadPartnerFiles ─┬─ refused file ─────────────────────────────► exception file
@@ -26,14 +26,9 @@ below the 2,500-row floor; here the file reader hands ``DeliverBatchFn`` lists o
 from __future__ import annotations
 
 import argparse
-import json
 import logging
 import os
-import random
-import sys
-import time
 import uuid
-from pathlib import Path
 from typing import Any, Iterable, Iterator, Optional, Union
 
 import apache_beam as beam
@@ -41,25 +36,26 @@ from apache_beam.io import fileio
 from apache_beam.io.filesystem import CompressionTypes, FileMetadata
 from apache_beam.io.filesystems import FileSystems
 from apache_beam.metrics import Metrics
-from apache_beam.options.pipeline_options import PipelineOptions, StandardOptions
-from apache_beam.runners.runner import PipelineResult
 from apache_beam.options.value_provider import StaticValueProvider
 from apache_beam.utils.timestamp import Timestamp
 
-from pipeline.local import accounting
-
-from pipeline.partner import file_format as partner_format
-
-from pipeline.partner import keys as partner_keys
-from pipeline.model.dead_letter import METRICS_NAMESPACE, ErrorKind, Stage, dead_letter_record
 from pipeline.delivery.deliver import DeliverBatchFn
 from pipeline.delivery.records import DeliveryOutput, DeliveryRequest, delivery_request
-from pipeline.delivery.targets import DeliveryTarget
-from pipeline.local.runner import resolve_runner, runs_in_process
-from pipeline.partner.feedback import FeedbackDoc, FeedbackSink, FileSummary, feedback_doc, output_name, partners_from, row_line
-from pipeline.partner.file_format import FileRejected, Row
 from pipeline.delivery.retries import RetryPolicy
+from pipeline.delivery.targets import DeliveryTarget
 from pipeline.io.sinks import WriteJsonLines
+from pipeline.model.dead_letter import METRICS_NAMESPACE, ErrorKind, Stage, dead_letter_record
+from pipeline.partner import file_format as partner_format
+from pipeline.partner.feedback import (
+    FeedbackDoc,
+    FeedbackSink,
+    FileSummary,
+    feedback_doc,
+    output_name,
+    partners_from,
+    row_line,
+)
+from pipeline.partner.file_format import FileRejected, Row
 
 _LOGGER = logging.getLogger(__name__)
 
@@ -236,49 +232,6 @@ class CreditPartnerFiles(beam.PTransform):
         return {"receipts": receipts, "dead_letter": dead, "feedback": docs | "WriteFeedback" >> self.write}
 
 
-# ---------------------------------------------------------------- the command line
-
-
-def argument_parser() -> argparse.ArgumentParser:
-    """The tool's own options; what it does not know (--runner, --streaming, --project, ...) goes to
-    Beam. Not a ``PipelineOptions`` subclass: Beam parses every subclass together, and the job's
-    ``WaybillOptions`` already has ``--output_dir`` with another meaning."""
-    parser = argparse.ArgumentParser(prog="python -m pipeline.partner.job", description=(
-        "Credit loyalty points from encrypted partner files through the delivery layer, in batches that adapt "
-        "to the points API, and answer every file with an encrypted feedback (or exception) file. Beam's own "
-        "options are accepted too: --streaming (watch --inbox), --runner (default: the DirectRunner), --project, ..."))
-    parser.add_argument("--inbox", default=None, help="partner files to read: a file, a folder (its *.wbpf "
-                        "files) or a glob; local or gs://. In streaming, watched for new files. No default.")
-    parser.add_argument("--partner_keys", default=None, help="the partner key configuration, a JSON file "
-                        "(format in the README); read by the workers, never part of the job graph. No default.")
-    parser.add_argument("--points_api", default=None, help="URL the credits are POSTed to (a JSON array per "
-                        "batch, Standard Webhooks headers). No default.")
-    parser.add_argument("--points_api_secret", default=None, help="whsec_<base64> signing secret of the points "
-                        "API. Default: unsigned.")
-    parser.add_argument("--output_dir", default="output", help="feedback/ (the outbox), partner_receipts/ and "
-                                                               "partner_dead_letter/ go here. Default: output.")
-    parser.add_argument("--poll_seconds", type=float, default=10.0, help="with --streaming, how often the inbox "
-                                                                         "is listed. Default: 10.")
-    parser.add_argument("--run_seconds", type=float, default=0.0, help="with --streaming on this machine, stop "
-                                                                       "after this long; 0 runs until Ctrl-C. Default: 0.")
-    parser.add_argument("--min_batch", type=int, default=2500, help="smallest batch of rows. Default: 2500.")
-    parser.add_argument("--max_batch", type=int, default=5000, help="largest batch of rows. Default: 5000.")
-    parser.add_argument("--slow_seconds", type=float, default=2.0, help="an answer slower than this shrinks the "
-                                                                        "batches. Default: 2.0.")
-    parser.add_argument("--max_attempts", type=int, default=6, help="attempts per batch. Default: 6.")
-    parser.add_argument("--retry_seconds", type=float, default=120.0, help="time budget per batch, retries "
-                                                                           "included. Default: 120.")
-    parser.add_argument("--split_rows", type=int, default=50_000, help="rows per work item handed to the "
-                                                                       "delivery layer. Default: 50000.")
-    parser.add_argument("--write_sample", default=None, help="write a sample into this folder (keys, members, "
-                        "inbox/ with one encrypted file, some rows invalid), print how to run it, and exit.")
-    parser.add_argument("--sample_rows", type=int, default=10_000, help="rows of the --write_sample file. "
-                                                                        "Default: 10000.")
-    parser.add_argument("--read_feedback", default=None, help="decrypt and print a feedback or exception file "
-                                                              "(needs --partner_keys), and exit.")
-    return parser
-
-
 def points_target(options: argparse.Namespace) -> DeliveryTarget:
     """The points API as a batch-endpoint delivery target."""
     return DeliveryTarget(
@@ -312,102 +265,3 @@ def build(p: beam.Pipeline, options: argparse.Namespace, streaming: bool) -> dic
     out["dead_letter"] | "WriteDeadLetters" >> WriteJsonLines(
         FileSystems.join(options.output_dir, "partner_dead_letter"), "DeadLetter", streaming)
     return out
-
-
-def write_sample(folder: str, rows: int, seed: int = 7) -> Path:
-    """A partner ``ACME-BANK`` (key, 2,000 members) and one encrypted file in ``folder/inbox``;
-    about 1 row in 50 breaks a rule. Keeps an existing ``partner_keys.json``. Returns the file."""
-    root = Path(folder)
-    (root / "inbox").mkdir(parents=True, exist_ok=True)
-    keys = root / "partner_keys.json"
-    if not keys.exists():
-        (root / "acme-members.txt").write_text("".join(f"M{i:06d}\n" for i in range(1, 2001)))
-        config = {"ACME-BANK": {"keys": {"k1": partner_keys.new_key()}, "members_file": "acme-members.txt",
-                                "max_points": 100_000}}
-        keys.write_text(json.dumps(config, indent=2) + "\n")
-    partner = partner_keys.load_partners(keys.read_text(), lambda name: (root / name).read_text())["ACME-BANK"]
-    rng = random.Random(seed)
-    lines = []
-    for n in range(1, rows + 1):
-        member, points, when = f"M{rng.randint(1, 2000):06d}", str(rng.randint(1, 5000)), "2026-11-21T07:59:00+08:00"
-        flaw = rng.randrange(50)
-        member, points, when = ("M999999" if flaw == 0 else member, "0" if flaw == 1 else points,
-                                "yesterday" if flaw == 2 else when)
-        lines.append(f"ACME-BANK,{member},{points},TX-{n:08d},{when}")
-    target = root / "inbox" / f"ACME-{seed:04d}-{rows}.wbpf"
-    with target.open("wb") as out:
-        partner_format.encrypt_text(partner_format.partner_file_lines(
-            "ACME-BANK", target.stem, "2026-11-21T08:00:00Z", lines), out, partner)
-    return target
-
-
-def _progress(result: PipelineResult) -> str:
-    c = accounting.read_counters(result)
-    return (f"files {c.get('partner_files_read', 0):,} (refused {c.get('partner_files_refused', 0):,}) | rows read "
-            f"{c.get('partner_rows_read', 0):,} | credited {c.get(f'delivery_delivered_{TARGET_ID}', 0):,} | rejected "
-            f"{c.get('partner_rows_rejected', 0):,} | failed {c.get(f'delivery_dead_lettered_{TARGET_ID}', 0):,} | "
-            f"answers {c.get('partner_feedback_files', 0) + c.get('partner_exception_files', 0):,}")
-
-
-def run(argv: Optional[list[str]] = None) -> PipelineResult | None:
-    """Parses ``argv`` and runs: to the end in batch; in streaming until Ctrl-C or --run_seconds
-    (a remote runner's job is submitted and left running)."""
-    options, beam_args = argument_parser().parse_known_args(list(sys.argv[1:] if argv is None else argv))
-    if options.write_sample:
-        sample = write_sample(options.write_sample, options.sample_rows)
-        root = options.write_sample
-        print(f"wrote {sample} and {root}/partner_keys.json. Try:\n  python -m pipeline.local.points_api --port 8088 --faults &\n"
-              f"  python -m pipeline.partner.job --inbox {root}/inbox --partner_keys {root}/partner_keys.json "
-              f"--points_api http://127.0.0.1:8088/credits --output_dir {root}/out\n  python -m pipeline.partner.job "
-              f"--partner_keys {root}/partner_keys.json --read_feedback {root}/out/feedback/{sample.stem}.feedback.wbpf")
-        return None
-    missing = [f"--{name}" for name in ("partner_keys",) + (() if options.read_feedback else ("inbox", "points_api"))
-               if not getattr(options, name)]
-    if missing:
-        raise ValueError(f"missing {', '.join(missing)} (see --help)")
-    partners = partners_from(options.partner_keys)  # fails early on a bad configuration
-    if options.read_feedback:
-        from pipeline.partner.feedback import read_feedback
-        with FileSystems.open(options.read_feedback, compression_type=CompressionTypes.UNCOMPRESSED) as stream:
-            print("\n".join(read_feedback(stream, partners)))
-        return None
-    beam_options = PipelineOptions(beam_args)
-    standard = beam_options.view_as(StandardOptions)
-    standard.runner = resolve_runner(standard.runner, standard.streaming)
-    if standard.streaming and standard.runner == "BundleBasedDirectRunner":
-        raise ValueError("--streaming cannot run on the BundleBasedDirectRunner: Beam 2.77's cannot run the splittable "
-                         "DoFns of MatchContinuously; use --runner=DataflowRunner (or PrismRunner where Prism is installed)")
-    p = beam.Pipeline(options=beam_options)
-    build(p, options, standard.streaming)
-    result = p.run()
-    if not runs_in_process(standard.runner):
-        print(f"{standard.runner}: job submitted; it runs without this process.", flush=True)
-        return result
-    if not standard.streaming:
-        result.wait_until_finish()
-        print(_progress(result), flush=True)
-        return result
-    started = time.monotonic()
-    try:
-        while not options.run_seconds or time.monotonic() - started < options.run_seconds:
-            print(_progress(result), file=sys.stderr, flush=True)
-            time.sleep(min(2.0, options.poll_seconds))
-    except KeyboardInterrupt:
-        pass
-    result.cancel()  # on the DirectRunner wait_until_finish() never returns after cancel (Beam 2.77)
-    print(_progress(result), flush=True)
-    return result
-
-
-def main() -> None:
-    from pipeline.local.cli import configure_logging
-    configure_logging()
-    try:
-        run()
-    except ValueError as error:
-        print(f"error: {error}", file=sys.stderr)
-        sys.exit(2)
-
-
-if __name__ == "__main__":
-    main()

@@ -51,9 +51,9 @@ from apache_beam.transforms.window import GlobalWindow, TimestampedValue
 from apache_beam.utils.timestamp import Duration, Timestamp
 
 from pipeline.model import schemas
-from pipeline.stages.calendar_days import to_datetime
 from pipeline.model.catalog import DEFAULT_CATALOG, CatalogItem, load_catalog
 from pipeline.model.dead_letter import METRICS_NAMESPACE
+from pipeline.stages.calendar_days import to_datetime
 
 _LOGGER = logging.getLogger(__name__)
 

@@ -48,10 +48,10 @@ from apache_beam.utils.timestamp import MIN_TIMESTAMP, Duration, Timestamp
 from apache_beam.utils.windowed_value import PaneInfo, PaneInfoTiming
 
 from pipeline.model import schemas
-from pipeline.stages.bundle_sums import SumPerKeyWithinBundle
-from pipeline.stages.calendar_days import DEFAULT_TIME_ZONE, CalendarDays, DaysUntilClosed, to_datetime
 from pipeline.model.dead_letter import METRICS_NAMESPACE, ErrorKind, Stage, dead_letter_record
 from pipeline.model.json_records import format_timestamp
+from pipeline.stages.bundle_sums import SumPerKeyWithinBundle
+from pipeline.stages.calendar_days import DEFAULT_TIME_ZONE, CalendarDays, DaysUntilClosed, to_datetime
 
 _LOGGER = logging.getLogger(__name__)
 

@@ -11,11 +11,7 @@ from apache_beam import pvalue
 from apache_beam.metrics import Metrics
 from apache_beam.transforms.window import TimestampedValue
 
-from pipeline.model import json_records
-
-from pipeline.model import rules
-
-from pipeline.model import schemas
+from pipeline.model import json_records, rules, schemas
 from pipeline.model.dead_letter import (
     METRICS_NAMESPACE,
     ErrorKind,

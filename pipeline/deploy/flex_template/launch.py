@@ -18,20 +18,14 @@ from __future__ import annotations
 import logging
 import sys
 
-from apache_beam.options.pipeline_options import StandardOptions
-
-from pipeline import options as job_options
-from pipeline.local.cli import launch
-from pipeline.options import WaybillOptions
+from pipeline.launcher import launch, parse_options
 
 _LOGGER = logging.getLogger(__name__)
 
 
 def submit(argv: list[str]) -> None:
     """Parses, validates and submits the job in streaming mode; returns once it is submitted."""
-    options = WaybillOptions(argv)
-    options.view_as(StandardOptions).streaming = True
-    job_options.validate(options)
+    options = parse_options([*argv, "--streaming"])
     result = launch(options)
     _LOGGER.info("submitted: %s", getattr(result, "job_id", lambda: "dry run, not submitted")())
 

@@ -1,86 +1,120 @@
-"""The local runner choice: the one place that knows about Beam's DirectRunner variants.
+"""``LocalRunner``: Beam's DirectRunner with this project's local speed-ups, chosen by name.
 
-``--runner=DirectRunner`` is a switching runner: it tries to download and start Prism, then
-runs on the FnApiRunner (batch) when the graph has no Pub/Sub or TestStream, and only else on
-the BundleBasedDirectRunner. So a streaming run on a bounded source would silently run as a
-batch, where processing-time triggers crash (apache/beam#19070), and the Prism download is
-attempted on every run. This module pins the DirectRunner explicitly; other runners
-(DataflowRunner, ...) pass through untouched.
+    python -m pipeline --runner=pipeline.local.runner.LocalRunner --streaming
 
-:data:`DIRECT_RUNNERS` is the only list of DirectRunner names in the package:
-:mod:`pipeline.local.runner.pubsub_io` asks :func:`is_direct_runner` before it changes anything.
+In streaming it runs the pipeline on Beam's ``BundleBasedDirectRunner``, in batch on the
+``FnApiRunner``, after installing that mode's adjustments (:data:`STREAMING_ADJUSTMENTS`,
+:data:`BATCH_ADJUSTMENTS`): each replaces named Beam internals, and its module says which, why,
+and the measured gain. ``./run_local.sh``, ``python -m pipeline.local.pubsub`` and the benchmarks
+select this runner; ``--runner=DirectRunner``, ``TestPipeline``, the FnApiRunner and Dataflow run
+stock Beam and never import this package.
+
+The adjustments are written for one Beam version (:data:`WRITTEN_FOR`). On any other, or if
+anything they replace is missing, :func:`install` logs one warning and changes nothing: the
+pipeline runs on stock Beam. Installed adjustments stay for the life of the process (a streaming
+pipeline goes on running after ``run_pipeline`` returns); :func:`uninstall` puts stock Beam back.
 """
 from __future__ import annotations
 
-from typing import Any
+import logging
+from typing import Any, Iterable
 
-# Names (lower case, last part of a dotted path) that mean Beam's switching DirectRunner,
-# which resolve_runner pins to a concrete runner.
-SWITCHING_DIRECT_RUNNERS = frozenset({"direct", "directrunner", "switchingdirectrunner"})
-# Every runner of the DirectRunner family: they read Pub/Sub through the DirectRunner's own
-# evaluator (what pipeline.local.runner.pubsub_io speeds up).
-DIRECT_RUNNERS = SWITCHING_DIRECT_RUNNERS | {"bundlebaseddirectrunner", "testdirectrunner"}
-# Runners that run the job inside this process (the launcher waits for them and reads counters).
-IN_PROCESS_RUNNERS = DIRECT_RUNNERS | {"fnapirunner"}
+import apache_beam as beam
+from apache_beam.options.pipeline_options import PipelineOptions, StandardOptions
+from apache_beam.runners.runner import PipelineResult, PipelineRunner
+
+from pipeline.local.runner import (
+    bundle_scans,
+    counters,
+    dofn_reuse,
+    gc_thresholds,
+    introspection,
+    keyed_state,
+    pubsub_io,
+    state_cache,
+    state_values,
+)
+from pipeline.local.runner.adjustment import Adjustment, Change
+
+_LOGGER = logging.getLogger(__name__)
+
+WRITTEN_FOR = "2.77.0"
+STREAMING_ADJUSTMENTS: tuple[Adjustment, ...] = (
+    pubsub_io.ADJUSTMENT,
+    counters.ADJUSTMENT,
+    introspection.ADJUSTMENT,
+    keyed_state.ADJUSTMENT,
+    state_values.ADJUSTMENT,
+    bundle_scans.ADJUSTMENT,
+    dofn_reuse.ADJUSTMENT,
+    gc_thresholds.ADJUSTMENT,
+)
+BATCH_ADJUSTMENTS: tuple[Adjustment, ...] = (
+    state_cache.ADJUSTMENT,
+    introspection.ADJUSTMENT,
+    keyed_state.ADJUSTMENT,
+)
+
+_installed: dict[tuple[int, str], tuple[str, Change]] = {}  # what a change changes -> (adjustment name, change)
 
 
-def _runner_name(runner: Any) -> str:
-    name = runner if isinstance(runner, str) else type(runner).__name__
-    return name.rsplit(".", 1)[-1].lower()
+def install(adjustments: Iterable[Adjustment], options: PipelineOptions | None = None) -> bool:
+    """Installs ``adjustments`` (those not installed yet); True if they are in effect.
 
-
-def is_direct_runner(runner: Any) -> bool:
-    """True for the DirectRunner family: a name, a dotted path or a runner object.
-
-    ``None`` is Beam's default runner, the DirectRunner.
-
-    >>> is_direct_runner("BundleBasedDirectRunner"), is_direct_runner(None), is_direct_runner("DataflowRunner")
-    (True, True, False)
+    On another Beam version than :data:`WRITTEN_FOR`, or when something an adjustment replaces
+    is missing, logs one warning, installs nothing and returns False.
     """
-    return runner is None or _runner_name(runner) in DIRECT_RUNNERS
-
-
-def runs_in_process(runner: Any) -> bool:
-    """True for the runners that run the job in this process (DirectRunner family, FnApiRunner).
-
-    >>> runs_in_process("FnApiRunner"), runs_in_process("DataflowRunner")
-    (True, False)
-    """
-    return runner is None or _runner_name(runner) in IN_PROCESS_RUNNERS
-
-
-def resolve_runner(runner: str | None, streaming: bool) -> str:
-    """The runner to run with.
-
-    Example::
-
-        >>> resolve_runner(None, streaming=True)
-        'BundleBasedDirectRunner'
-        >>> resolve_runner("DirectRunner", streaming=False)
-        'FnApiRunner'
-        >>> resolve_runner("DataflowRunner", streaming=True)
-        'DataflowRunner'
-    """
-    if runner is None or _runner_name(runner) in SWITCHING_DIRECT_RUNNERS:
-        return "BundleBasedDirectRunner" if streaming else "FnApiRunner"
-    return runner
-
-
-def size_state_cache_as_configured(runner: Any, cache_mb: int) -> bool:
-    """Gives the in-process FnApiRunner's SDK worker the state cache ``--max_cache_memory_usage_mb``
-    asks for (Beam's default, and so Dataflow's workers': 0, no cache); True if it applied.
-
-    Beam 2.77's in-memory FnApiRunner ignores the option and always caches 100 MB of user state
-    (``worker_handlers.STATE_CACHE_SIZE_MB``), weighing every cached value with ``objsize``,
-    which walks the globals of every loaded module (about 1,900 with Beam's GCP extra): about
-    2 ms per state write. Measured on this job's graph, 2,000 messages on the FnApiRunner
-    (``python -m benchmarks.run``): 24.2 s of CPU with the cache, 9.2 s without it; the
-    de-duplication stage alone 8.8 s and 0.47 s. So local batch runs, the test suite and the
-    benchmarks pay what Dataflow's workers pay, not more. Other runners are left alone.
-    """
-    if _runner_name(runner) != "fnapirunner":
+    if beam.__version__ != WRITTEN_FOR:
+        _LOGGER.warning("LocalRunner: its speed-ups are written for Beam %s, this is Beam %s: running on stock Beam",
+                        WRITTEN_FOR, beam.__version__)
         return False
-    from apache_beam.runners.portability.fn_api_runner import worker_handlers
-
-    worker_handlers.STATE_CACHE_SIZE_MB = cache_mb
+    options = options or PipelineOptions([])
+    try:
+        planned = [(adjustment.name, change) for adjustment in adjustments for change in adjustment.changes(options)]
+    except (ImportError, AttributeError) as error:
+        _LOGGER.warning("LocalRunner: a Beam internal its speed-ups replace is missing (%s): running on stock Beam", error)
+        return False
+    missing = [f"{type(change).__name__} of {name}" for name, change in planned if not change.exists()]
+    if missing:
+        _LOGGER.warning("LocalRunner: Beam internals its speed-ups replace are missing (%s): running on stock Beam",
+                        ", ".join(missing))
+        return False
+    for name, change in planned:
+        if change.key not in _installed:
+            change.apply()
+            _installed[change.key] = (name, change)
+            _LOGGER.debug("LocalRunner: installed %s", name)
     return True
+
+
+def uninstall() -> None:
+    """Puts back every Beam internal an installed adjustment replaced, last installed first."""
+    for _, change in reversed(list(_installed.values())):
+        change.restore()
+    _installed.clear()
+
+
+def installed() -> list[str]:
+    """The names of the installed adjustments, in the order they were installed."""
+    return list(dict.fromkeys(name for name, _ in _installed.values()))
+
+
+class LocalRunner(PipelineRunner):
+    """Beam's ``BundleBasedDirectRunner`` (streaming) or ``FnApiRunner`` (batch), with this
+    package's adjustments installed first."""
+
+    def run_pipeline(self, pipeline: beam.Pipeline, options: PipelineOptions) -> PipelineResult:
+        streaming = options.view_as(StandardOptions).streaming
+        if install(STREAMING_ADJUSTMENTS if streaming else BATCH_ADJUSTMENTS, options):
+            _LOGGER.info("LocalRunner (%s): %s", "streaming" if streaming else "batch", "; ".join(installed()))
+        runner: Any
+        if streaming:
+            from apache_beam.runners.direct.direct_runner import BundleBasedDirectRunner
+
+            runner = BundleBasedDirectRunner()
+        else:
+            from apache_beam.runners.portability.fn_api_runner import FnApiRunner
+
+            runner = FnApiRunner()
+        result: PipelineResult = runner.run_pipeline(pipeline, options)
+        return result

@@ -1,50 +1,35 @@
-"""Scans of every element of a bundle, done at most once per bundle, on Beam's streaming DirectRunner (local runs only).
+"""Each bundle's elements scanned at most once, on the streaming DirectRunner.
 
-Beam 2.77's ``BundleBasedDirectRunner`` walks all the elements of a bundle in two places that
-only need one number from them:
+Replaces: ``_TransformWatermarks.refresh`` in ``apache_beam/runners/direct/watermark_manager.py``
+and ``TransformExecutor.__init__`` in ``apache_beam/runners/direct/executor.py``.
 
-* **Refreshing a step's watermark** (``_TransformWatermarks.refresh`` in
-  ``apache_beam/runners/direct/watermark_manager.py``) finds the earliest timestamp of every
-  bundle still pending for the step by iterating each one (``TODO(ccy): we can have the
-  Bundle class keep track of the minimum timestamp``), and it runs after every bundle of every
-  step. A 5,000-message read round stays pending in the steps after it while they work, so it
-  was walked again and again: 807,000 timestamp comparisons in a 20,000-message run.
-* **Starting a bundle** (``TransformExecutor.__init__`` in ``executor.py``) finds the window
-  with the latest end among its elements, which only steps with side inputs use.
+Why: both walk every element of a bundle for one number. Refreshing a step's watermark finds the
+earliest timestamp of every bundle still pending for the step by iterating each one (Beam's
+``TODO(ccy): we can have the Bundle class keep track of the minimum timestamp``), after every
+bundle of every step: a 5,000-message read round stays pending in the steps after it while they
+work, so it was walked again and again (807,000 timestamp comparisons in a 20,000-message run).
+Starting a bundle finds the window with the latest end among its elements, which only steps
+with side inputs use. Here the refresh asks each committed bundle's earliest timestamp once and
+keeps it on the bundle (a committed bundle never changes), and steps without side inputs skip
+the latest-window scan. Watermarks come out as before.
 
-:func:`scan_bundles_once` makes the refresh use each pending bundle's earliest timestamp,
-computed the first time it is asked for and kept on the bundle (a committed bundle never
-changes), and skips the latest-window scan for steps without side inputs. Watermarks come out
-as before: ``tests/test_direct_bundle_scans.py`` compares the refresh with Beam's own.
-
-Measured (``python -m pipeline.local.pubsub --events 20000``, cProfile of the runner's one
-worker thread): the two scans took 3.8 of its 29 profiled seconds.
-
-Changes nothing unless the runner is a DirectRunner (:func:`pipeline.local.runner.is_direct_runner`);
-``pipeline.local.cli.launch`` calls it.
+Measured gain (cProfile of the runner's worker thread in ``python -m pipeline.local.pubsub
+--events 20000``): the two scans took 3.8 of its 29 profiled seconds.
 """
 from __future__ import annotations
 
-import logging
-from typing import Any
+from typing import Any, Callable, Optional
 
-from apache_beam.runners.direct.bundle_factory import _Bundle
-from apache_beam.runners.direct.executor import TransformExecutor
-from apache_beam.runners.direct.watermark_manager import WatermarkManager, _TransformWatermarks
-from apache_beam.runners.runner import PipelineRunner
-from apache_beam.utils.timestamp import TIME_GRANULARITY, Timestamp
+from apache_beam.options.pipeline_options import PipelineOptions
 
-from pipeline.local.runner import is_direct_runner
+from pipeline.local.runner.adjustment import Adjustment, Change, Replacement
 
-_LOGGER = logging.getLogger(__name__)
 _EARLIEST = "_waybill_earliest_timestamp"
-_STOCK_REFRESH = _TransformWatermarks.refresh
-_STOCK_EXECUTOR_INIT = TransformExecutor.__init__
 
 
-def earliest_timestamp(bundle: _Bundle) -> Timestamp | None:
-    """The earliest element timestamp of ``bundle`` (None if it has no element); computed once
-    when it is committed (it can no longer change)."""
+def earliest_timestamp(bundle: Any) -> Optional[Any]:
+    """The earliest element timestamp of a DirectRunner bundle (None if it has no element);
+    computed once when it is committed (it can no longer change)."""
     known = bundle.__dict__.get(_EARLIEST, False)
     if known is False:
         known = min((wv.timestamp for wv in bundle.get_elements_iterable()), default=None)
@@ -53,23 +38,26 @@ def earliest_timestamp(bundle: _Bundle) -> Timestamp | None:
     return known
 
 
-def refresh(self: _TransformWatermarks) -> bool:
-    """``_TransformWatermarks.refresh`` with each pending bundle's earliest timestamp asked once per bundle.
+def _refresh(watermark_manager: Any, time_granularity: Any) -> Callable[[Any], bool]:
+    positive_infinity = watermark_manager.WATERMARK_POS_INF
 
-    Returns True if the step's output watermark advanced.
-    """
-    with self._lock:
-        earliest = [t for t in map(earliest_timestamp, self._pending) if t is not None]
-        pending_holder = min(earliest) - TIME_GRANULARITY if earliest else WatermarkManager.WATERMARK_POS_INF
-        producer_watermark = min(
-            [tw.output_watermark for tw in self._input_transform_watermarks] + [WatermarkManager.WATERMARK_POS_INF]
-        )
-        self._input_watermark = max(self._input_watermark, min(pending_holder, producer_watermark))
-        earliest_hold = min(self._keyed_earliest_holds.values(), default=WatermarkManager.WATERMARK_POS_INF)
-        new_output_watermark = min(self._input_watermark, earliest_hold)
-        advanced: bool = new_output_watermark > self._output_watermark
-        self._output_watermark = new_output_watermark
-        return advanced
+    def refresh(self: Any) -> bool:
+        """``_TransformWatermarks.refresh`` with each pending bundle's earliest timestamp asked
+        once per bundle. Returns True if the step's output watermark advanced."""
+        with self._lock:
+            earliest = [t for t in map(earliest_timestamp, self._pending) if t is not None]
+            pending_holder = min(earliest) - time_granularity if earliest else positive_infinity
+            producer_watermark = min(
+                [tw.output_watermark for tw in self._input_transform_watermarks] + [positive_infinity]
+            )
+            self._input_watermark = max(self._input_watermark, min(pending_holder, producer_watermark))
+            earliest_hold = min(self._keyed_earliest_holds.values(), default=positive_infinity)
+            new_output_watermark = min(self._input_watermark, earliest_hold)
+            advanced: bool = new_output_watermark > self._output_watermark
+            self._output_watermark = new_output_watermark
+            return advanced
+
+    return refresh
 
 
 class _NoElements:
@@ -80,26 +68,27 @@ class _NoElements:
         return False
 
 
-def _executor_init(self: TransformExecutor, registry: Any, context: Any, input_bundle: Any, fired_timers: Any,
-                   applied_ptransform: Any, *rest: Any) -> None:
-    if applied_ptransform.side_inputs:  # the latest window maps the bundle onto its side inputs
-        _STOCK_EXECUTOR_INIT(self, registry, context, input_bundle, fired_timers, applied_ptransform, *rest)
-        return
-    no_elements: Any = _NoElements()
-    _STOCK_EXECUTOR_INIT(self, registry, context, no_elements, fired_timers, applied_ptransform, *rest)
-    self._input_bundle = input_bundle
+def _executor_init(stock_init: Callable[..., None]) -> Callable[..., None]:
+    def init(self: Any, registry: Any, context: Any, input_bundle: Any, fired_timers: Any,
+             applied_ptransform: Any, *rest: Any) -> None:
+        if applied_ptransform.side_inputs:  # the latest window maps the bundle onto its side inputs
+            stock_init(self, registry, context, input_bundle, fired_timers, applied_ptransform, *rest)
+            return
+        stock_init(self, registry, context, _NoElements(), fired_timers, applied_ptransform, *rest)
+        self._input_bundle = input_bundle
+
+    return init
 
 
-def scan_bundles_once(runner: str | PipelineRunner | None) -> bool:
-    """On a DirectRunner, each bundle's elements scanned at most once for its watermark, and not
-    at all for steps without side inputs; see the module.
+def _changes(options: PipelineOptions) -> list[Change]:
+    from apache_beam.runners.direct.executor import TransformExecutor
+    from apache_beam.runners.direct.watermark_manager import WatermarkManager, _TransformWatermarks
+    from apache_beam.utils.timestamp import TIME_GRANULARITY
 
-    Idempotent; returns whether it is (now) in effect; False, changing nothing, on other runners.
-    """
-    if not is_direct_runner(runner):
-        return False
-    if _TransformWatermarks.refresh is not refresh:
-        _TransformWatermarks.refresh = refresh  # type: ignore[method-assign]
-        TransformExecutor.__init__ = _executor_init  # type: ignore[method-assign,assignment]
-        _LOGGER.info("DirectRunner: bundle elements scanned once per bundle")
-    return True
+    return [
+        Replacement(_TransformWatermarks, "refresh", _refresh(WatermarkManager, TIME_GRANULARITY)),
+        Replacement(TransformExecutor, "__init__", _executor_init(TransformExecutor.__init__)),
+    ]
+
+
+ADJUSTMENT = Adjustment("bundle elements scanned once per bundle", _changes)

@@ -1,0 +1,4 @@
+"""``python -m pipeline.partner``: the partner-file job's command line."""
+from pipeline.local.partner_cli import main
+
+main()

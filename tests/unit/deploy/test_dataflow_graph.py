@@ -20,8 +20,11 @@ from pipeline import graph
 from pipeline.deploy import dataflow_graph
 from pipeline.deploy.dataflow_graph import DryRunJob
 from pipeline.options import WaybillOptions
+from tests.paths import ROOT
 
-FLEX_TEMPLATE = Path(__file__).resolve().parent.parent / "pipeline" / "deploy" / "flex_template"
+pytestmark = pytest.mark.slow  # each check builds the whole Dataflow job (1-3 s)
+
+FLEX_TEMPLATE = ROOT / "pipeline" / "deploy" / "flex_template"
 
 
 @pytest.fixture(scope="module")

@@ -3,11 +3,15 @@ from __future__ import annotations
 
 import subprocess
 import sys
-from pathlib import Path
 
-PACKAGE = Path(__file__).resolve().parent.parent / "pipeline"
+import pytest
+
+from tests.paths import ROOT
+
+PACKAGE = ROOT / "pipeline"
 
 
+@pytest.mark.slow
 def test_pipeline_package_is_mypy_clean() -> None:
     done = subprocess.run(
         [sys.executable, "-m", "mypy", str(PACKAGE), "--ignore-missing-imports", "--no-error-summary"],

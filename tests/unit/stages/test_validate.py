@@ -3,7 +3,6 @@ from __future__ import annotations
 
 import json
 from datetime import datetime, timezone
-from pathlib import Path
 
 import apache_beam as beam
 import pytest
@@ -16,9 +15,10 @@ from pipeline.model import schemas
 from pipeline.model.dead_letter import InvalidInput
 from pipeline.model.messages import Encoding, RawMessage
 from pipeline.stages.validate import EventTag, ValidateEvents, ValidateEventsFn, validate_message
+from tests.paths import FIXTURES
 
 NOW = datetime(2026, 11, 22, tzinfo=timezone.utc)
-EDGE_CASES = Path(__file__).parent / "fixtures" / "edge_cases.jsonl"
+EDGE_CASES = FIXTURES / "edge_cases.jsonl"
 
 # Line number of tests/fixtures/edge_cases.jsonl -> what must become of it (written by hand).
 EDGE_CASE_OUTCOMES = {

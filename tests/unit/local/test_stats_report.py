@@ -13,8 +13,9 @@ from pathlib import Path
 import pytest
 
 from pipeline.local.stats_report import day_table, latest, main, plot_convergence, read_stats, summary
+from tests.paths import FIXTURES
 
-FIXTURE = Path(__file__).parent / "fixtures" / "stats_report"
+FIXTURE = FIXTURES / "stats_report"
 
 TABLE_21 = """\
 Daily statistics for 2026-11-21 (Asia/Shanghai): latest figures

@@ -21,8 +21,8 @@ from fastavro.utils import generate_many
 
 from pipeline.model import schemas
 from pipeline.stages.lifecycle import WAYBILL_ALERT, WAYBILL_VIEW
+from tests.paths import FIXTURES
 
-FIXTURES = Path(__file__).parent / "fixtures"
 SCHEMA_FILES = sorted(schemas.SCHEMA_DIR.glob("*.avsc"))
 HISTORY = sorted((FIXTURES / "schema_history").glob("*/v*.avsc"))
 

@@ -5,14 +5,10 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 
-import pytest
-
 from pipeline.local.emulator import PubsubEmulator
 from pipeline.local.output_drain import OutputDrain
 from pipeline.model.schemas import NAMESPACE, SUPERVISION_RECORD
 from tests.pubsub_fixtures import TopicAndSubscription
-
-pytestmark = pytest.mark.integration
 
 
 def test_drain_counts_records_alerts_and_dead_letters_then_stops_its_process(

@@ -28,13 +28,13 @@ from pipeline.partner import keys as partner_keys
 from pipeline.partner.feedback import partners_from, read_feedback
 from pipeline.partner.file_format import FileRejected, Row, RowRejection
 from pipeline.partner.keys import Partner
+from tests.paths import ROOT
 
 PARTNER = "ACME-BANK"
 MEMBERS = [f"M{i:06d}" for i in range(1, 501)]
 KEY = base64.b64encode(bytes(range(32))).decode()
 OTHER_KEY = base64.b64encode(bytes(range(1, 33))).decode()
 WHEN = "2026-11-21T07:59:00+08:00"
-ROOT = Path(__file__).resolve().parent.parent
 
 
 def write_config(folder: Path) -> Path:

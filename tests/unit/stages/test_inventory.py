@@ -286,6 +286,7 @@ def _reference(orders: list[dict[str, Any]], catalog: dict[str, dict[str, Any]])
     return made
 
 
+@pytest.mark.slow
 def test_a_synthetic_day_matches_the_plain_python_reference() -> None:
     messages = synthetic.generate(synthetic.TrafficProfile(events=4000, seed=3))
     orders = [

@@ -20,8 +20,8 @@ from pipeline.io import synthetic
 from pipeline.local import cli
 from pipeline.local.runner_choice import LOCAL_RUNNER
 from pipeline.model.messages import Encoding
+from tests.paths import FIXTURES
 
-FIXTURES = Path(__file__).parent / "fixtures"
 EXPECTED_DEAD_LETTERS = collections.Counter(
     {"not_json": 2, "missing_field": 3, "unknown_enum": 1, "bad_timestamp": 2, "payload_mismatch": 1,
      "absurd_timestamp": 1, "unknown_schema": 1, "wrong_type": 1}

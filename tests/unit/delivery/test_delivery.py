@@ -27,7 +27,7 @@ import pytest
 from apache_beam.options.pipeline_options import PipelineOptions
 from apache_beam.testing.test_pipeline import TestPipeline
 from apache_beam.testing.test_stream import TestStream
-from apache_beam.testing.util import BeamAssertException, assert_that, equal_to
+from apache_beam.testing.util import BeamAssertException, assert_that
 from google.api_core import exceptions as gexc
 from pytest_httpserver import HTTPServer
 from standardwebhooks import Webhook
@@ -38,9 +38,7 @@ from pipeline.delivery.deliver import DeliverBatchFn, DeliverMessages
 from pipeline.delivery.records import DeliveryRequest, delivery_request
 from pipeline.delivery.retries import RetryPolicy, parse_retry_after
 from pipeline.delivery.targets import DeliveryTarget, load_targets
-from pipeline.local.emulator import PubsubEmulator
 from pipeline.model import json_records, schemas
-from tests.pubsub_fixtures import PROJECT, TopicAndSubscription, pull_until
 
 pytest_plugins = ["tests.pubsub_fixtures"]
 
@@ -221,6 +219,7 @@ def test_receipts_fit_the_avro_contract_and_its_json_form() -> None:
 # ---------------------------------------------------------------- one DoFn, real HTTP
 
 
+@pytest.mark.slow
 def test_every_fault_ends_delivered_or_dead_lettered_with_its_reason(server: HTTPServer) -> None:
     def faults(event_id: str, attempt: int) -> Reply:
         n = int(event_id.rsplit("-", 1)[1])
@@ -311,6 +310,7 @@ def test_batches_shrink_under_429_and_grow_again_after(server: HTTPServer) -> No
     assert_signed_and_idempotent(receiver)
 
 
+@pytest.mark.slow
 def test_batches_shrink_when_the_receiver_slows_down_and_grow_after(server: HTTPServer) -> None:
     # the first 16 events are answered slowly (0.4 s), the rest at once
     receiver = Receiver(
@@ -379,6 +379,7 @@ def check_accounting(expected: set[str], dead_kind: Optional[str]) -> Callable[[
     return check
 
 
+@pytest.mark.slow
 def test_deliver_messages_accounts_for_every_request_in_a_batch_pipeline(server: HTTPServer) -> None:
     erp = Receiver(server, "/erp", lambda e, attempt: Reply(500) if int(e[-3:]) % 3 == 0 and attempt == 1 else Reply(200))
     wms = Receiver(server, "/wms", lambda e, attempt: Reply(410) if e == "wms-005" else Reply(200))
@@ -600,39 +601,6 @@ def test_folder_targets_write_payload_lines_with_receipts(tmp_path: Path) -> Non
     assert counters["delivery_delivered_customs"] == 5
 
 
-@pytest.mark.integration
-def test_topic_targets_publish_to_the_emulator_and_dead_letter_a_missing_topic(
-    pubsub_emulator: PubsubEmulator, pubsub_topics: Callable[[str], TopicAndSubscription]
-) -> None:
-    wms = pubsub_topics("wms")
-    missing = f"projects/{PROJECT}/topics/never-created-{uuid.uuid4().hex[:8]}"
-    targets = [
-        DeliveryTarget("wms", topic=wms.topic, max_batch=10, initial_batch=10, retry=FAST_RETRY),
-        DeliveryTarget("gone", topic=missing, retry=FAST_RETRY),
-    ]
-    requests = [*requests_for("wms", 25, "wms"), *requests_for("gone", 3, "gone")]
-
-    p = TestPipeline()
-    out = p | beam.Create(requests) | "Deliver" >> DeliverMessages(targets, streaming=False, seed=1)
-    for target_id, expected, dead_kind in [
-        ("wms", {f"wms-{i:03d}" for i in range(25)}, None),
-        ("gone", {f"gone-{i:03d}" for i in range(3)}, "delivery_rejected"),
-    ]:
-        receipts = out["receipts"] | f"Receipts_{target_id}" >> beam.Filter(lambda r, t=target_id: r["target_id"] == t)
-        dead = out["dead_letter"] | f"DeadLetters_{target_id}" >> beam.Filter(
-            lambda d, t=target_id: d["attributes"]["target_id"] == t
-        )
-        merged = (receipts, dead) | f"Merge_{target_id}" >> beam.Flatten()
-        assert_that(merged, check_accounting(expected, dead_kind), label=f"Account_{target_id}")
-    reasons = out["dead_letter"] | beam.Map(lambda d: (d["event_id"], d["message"].split(":")[0], d["attributes"]["attempts"]))
-    assert_that(reasons, equal_to([(f"gone-{i:03d}", f"{missing} rejected the message, not retried", "1") for i in range(3)]),
-                label="NotFoundIsFinal")
-    p.run().wait_until_finish()
-
-    received = pull_until(pubsub_emulator, wms.subscription, 25, timeout_s=30)
-    assert sorted(m.attributes["event_id"] for m in received) == [f"wms-{i:03d}" for i in range(25)]
-    assert all(dict(m.attributes) == {"event_id": m.attributes["event_id"], "target_id": "wms"} for m in received)
-    assert all(json.loads(m.data)["event_id"] == m.attributes["event_id"] for m in received)
 
 
 def test_folder_targets_write_files_in_streaming_on_the_bundle_based_direct_runner(tmp_path: Path) -> None:

@@ -12,6 +12,7 @@ from benchmarks.run import QUICK, table
 from benchmarks.stages import Inputs, measure_graph, measure_naive
 from benchmarks.workload import build_workload, first_day, traffic
 from pipeline.stages.calendar_days import DEFAULT_TIME_ZONE
+from tests.paths import ROOT
 
 SAME = (*COUNTS, "lines", "delivered", "daily_totals")
 # Every output folder of the graph that 400 synthetic messages reach.
@@ -69,6 +70,6 @@ def test_a_child_of_a_large_process_reports_its_own_peak_memory() -> None:
     held[:: 4096] = b"x" * len(held[:: 4096])  # touch every page
     child = subprocess.run(
         [sys.executable, "-c", "from benchmarks.memory import peak_rss_mb; print(peak_rss_mb())"],
-        capture_output=True, text=True, check=True, cwd=Path(__file__).parent.parent,
+        capture_output=True, text=True, check=True, cwd=ROOT,
     )
     assert 0 < float(child.stdout) < 450

@@ -16,8 +16,8 @@ from pathlib import Path
 import pytest
 
 from pipeline.deploy.dataflow_graph import DEPLOY_ARGS
+from tests.paths import ROOT
 
-ROOT = Path(__file__).resolve().parent.parent
 LAUNCH = ROOT / "pipeline" / "deploy" / "flex_template" / "launch.py"
 REPORT = """
 import gc, json, sys
@@ -81,6 +81,7 @@ import apache_beam as beam
 from apache_beam.testing.test_pipeline import TestPipeline
 from apache_beam.testing.util import assert_that, equal_to
 from pipeline.local import cli
+from tests.paths import ROOT
 
 for argv in (["--runner=DirectRunner", "--streaming"], ["--runner=DirectRunner"], []):
     accounting = cli.run([*argv, "--events=200", "--day=2026-11-21", "--output_dir={tmp_path}"])

@@ -29,7 +29,7 @@ from pipeline.fanout.subscriptions import (
 )
 from pipeline.stages.identify import identify
 from pipeline.stages.lifecycle import ALERTS, EVENTS_WITH_MERCHANT, TrackWaybillLifecycles
-from tests.test_subscriptions import (
+from tests.unit.fanout.test_subscriptions import (
     at,
     order_event,
     order_info_event,

@@ -8,6 +8,7 @@ from typing import Any, Iterable
 from zoneinfo import ZoneInfo
 
 import apache_beam as beam
+import pytest
 from apache_beam.options.pipeline_options import PipelineOptions, StandardOptions
 from apache_beam.testing import test_pipeline, test_stream
 from apache_beam.testing.util import assert_that, equal_to
@@ -113,6 +114,7 @@ def only(metric: str, dimension: str) -> beam.PTransform:
 
 # --- streaming: early, on-time at local midnight, late correction, final ------------------
 
+@pytest.mark.slow
 def test_panes_of_a_shanghai_day_early_on_time_late_and_final() -> None:
     # 2026-11-21 in Asia/Shanghai runs from 2026-11-20T16:00Z to 2026-11-21T16:00Z.
     events = (
@@ -146,6 +148,7 @@ def test_panes_of_a_shanghai_day_early_on_time_late_and_final() -> None:
         )
 
 
+@pytest.mark.slow
 def test_event_later_than_allowed_lateness_goes_to_dead_letter() -> None:
     # Day 2026-11-21 (Shanghai) ends 2026-11-21T16:00Z and closes 48 h later, 2026-11-23T16:00Z.
     late_e3 = scan("e3", "2026-11-21T21:00:00+08:00")
@@ -190,6 +193,7 @@ def test_event_later_than_allowed_lateness_goes_to_dead_letter() -> None:
     p.run().wait_until_finish()
 
 
+@pytest.mark.slow
 def test_berlin_daylight_saving_days_have_23_and_25_hours() -> None:
     # 2026-03-29 (clocks forward): 2026-03-28T23:00Z .. 2026-03-29T22:00Z, 23 hours.
     # 2026-10-25 (clocks back):    2026-10-24T22:00Z .. 2026-10-25T23:00Z, 25 hours.
@@ -283,6 +287,7 @@ def last_figures(records: list[dict[str, Any]]) -> dict[tuple, int]:
     return final
 
 
+@pytest.mark.slow
 @settings(max_examples=4, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(seed=st.integers(0, 10_000), count=st.integers(1, 60))
 def test_last_figures_equal_a_recount_by_event_time_batch(seed: int, count: int) -> None:

@@ -137,6 +137,7 @@ def test_timers_of_many_keys_fire_on_the_streaming_direct_runner() -> None:
         assert_that(outputs, equal_to([(k, "event") for k in keys] + [(k, "deadline") for k in keys]))
 
 
+@pytest.mark.slow
 def test_the_index_finds_the_keys_a_walk_of_every_key_finds() -> None:
     rng = random.Random(7)
     index, states = TimerIndex(), {key: InMemoryUnmergedState() for key in range(200)}

@@ -164,6 +164,7 @@ def test_scans_arriving_out_of_order_end_in_event_time_order() -> None:
         )
 
 
+@pytest.mark.slow
 def test_pickup_without_registration_alerts_at_the_deadline_and_a_late_registration_closes_it() -> None:
     events = (
         test_stream.TestStream()
@@ -228,6 +229,7 @@ def test_a_registration_made_in_time_raises_no_alert_even_when_it_arrives_after_
         )
 
 
+@pytest.mark.slow
 def test_a_stuck_parcel_alerts_once_and_a_new_scan_closes_the_alert() -> None:
     events = (
         test_stream.TestStream()
@@ -274,6 +276,7 @@ def test_a_stuck_parcel_alerts_once_and_a_new_scan_closes_the_alert() -> None:
         )
 
 
+@pytest.mark.slow
 def test_a_multi_piece_shipment_lists_its_pieces_under_the_master() -> None:
     events = (
         test_stream.TestStream()
@@ -311,6 +314,7 @@ def test_a_multi_piece_shipment_lists_its_pieces_under_the_master() -> None:
         ]), label="OneState")
 
 
+@pytest.mark.slow
 def test_state_is_cleared_after_delivery_and_nothing_is_emitted_after_it() -> None:
     events = (
         test_stream.TestStream()
@@ -339,6 +343,7 @@ def test_state_is_cleared_after_delivery_and_nothing_is_emitted_after_it() -> No
         assert_that(out[DEAD_LETTER], equal_to([]), label="NoDeadLetters")
 
 
+@pytest.mark.slow
 def test_a_late_event_for_a_closed_waybill_is_dead_lettered_and_after_the_tombstone_reopens_newer() -> None:
     events = (
         test_stream.TestStream()
@@ -426,6 +431,7 @@ def test_retention_options_must_be_positive(flag: str, value: str) -> None:
         job_options.validate(WaybillOptions([f"--{flag}={value}"]))
 
 
+@pytest.mark.slow
 def test_the_job_hands_the_lifecycle_options_to_the_stage(tmp_path: Any) -> None:
     argv = ["--events=0", f"--output_dir={tmp_path}", "--registration_deadline_minutes=20", "--stuck_after_hours=12",
             "--retain_after_delivery_hours=6", "--expire_after_hours=48", "--remember_closed_for_hours=72.5"]
@@ -497,6 +503,7 @@ def expected_real_name_alerts(messages: list[synthetic.SyntheticMessage]) -> int
     )
 
 
+@pytest.mark.slow
 def test_several_synthetic_days_keep_live_states_flat_on_the_fnapi_runner() -> None:
     messages = synthetic_days()
     start_utc = datetime.combine(first_synthetic_day(), time(0), ZoneInfo(synthetic.TrafficProfile.time_zone))

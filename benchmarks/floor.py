@@ -32,11 +32,9 @@ from apache_beam.utils.windowed_value import PaneInfo, PaneInfoTiming
 from benchmarks.keyed_work import account_digests, order_movements, shipment_outputs, sku_suggestions
 from benchmarks.plain_state import MAIN, tagged
 from benchmarks.written import written
-from pipeline import graph
 from pipeline.config import DEFAULT_ROUTING, DEFAULT_SUBSCRIPTIONS, DEFAULT_TARGETS, DeliveryConfig
 from pipeline.delivery.deliver import DeliverBatchFn
-from pipeline.delivery.folders import FOLDER_LINES
-from pipeline.delivery.records import DeliveryRequest
+from pipeline.delivery.records import DeliveryOutput, DeliveryRequest
 from pipeline.fanout.digests import AccountDigestFn, SendAccountDigests
 from pipeline.fanout.routing import RouteOrderFn
 from pipeline.fanout.subscriptions import (
@@ -46,6 +44,7 @@ from pipeline.fanout.subscriptions import (
     from_courier_event,
     from_order_event,
 )
+from pipeline.io import outputs
 from pipeline.io.current_view import SqliteCurrentView
 from pipeline.model import schemas
 from pipeline.model.catalog import DEFAULT_CATALOG
@@ -65,20 +64,17 @@ from pipeline.stages.inventory import (
     order_step,
 )
 from pipeline.stages.lifecycle import (
-    ALERTS,
-    DEAD_LETTER,
-    EVENTS_WITH_MERCHANT,
-    STATE_CHANGES,
     WAYBILL_ALERT,
     WAYBILL_STATE_CHANGE,
     WAYBILL_VIEW,
+    LifecycleOutput,
     TrackShipmentsFn,
     TrackWaybillLifecycles,
     master_waybill_no,
 )
 from pipeline.stages.stats import FormatDailyStat
 from pipeline.stages.supervision import ToSupervisionRecordFn, is_compliance_alert
-from pipeline.stages.validate import EventTag, ValidateEventsFn
+from pipeline.stages.validate import ValidateEventsFn, ValidateOutput
 
 _ON_TIME = PaneInfo(True, True, PaneInfoTiming.ON_TIME, 0, 0)
 
@@ -131,7 +127,7 @@ class _Floor:
         self.result = FloorResult()
         self.days = CalendarDays(time_zone)
         self.counted: collections.Counter[tuple[IntervalWindow, stats.StatKey]] = collections.Counter()
-        self.seen: dict[str, set[str]] = {EventTag.COURIER.value: set(), EventTag.ORDER.value: set()}
+        self.seen: dict[str, set[str]] = {ValidateOutput.COURIER.value: set(), ValidateOutput.ORDER.value: set()}
         self.validate = ValidateEventsFn()
         self.supervise = ToSupervisionRecordFn()
         self.route = RouteOrderFn(self.config.routes, str(DEFAULT_CATALOG), uuid.uuid4().hex, None)
@@ -152,15 +148,15 @@ class _Floor:
     def take(self, message: RawMessage) -> None:
         self.result.inputs += 1
         for tag, value in tagged(self.validate.process(message)):
-            if tag == EventTag.DEAD_LETTER.value:
+            if tag == ValidateOutput.DEAD_LETTER.value:
                 self.result.dead_lettered += 1
-                self.out.record(graph.DEAD_LETTER_DIR, schemas.DEAD_LETTER, value)
+                self.out.record(outputs.DEAD_LETTER_DIR, schemas.DEAD_LETTER, value)
             elif value["event_id"] in self.seen[tag]:
                 self.result.duplicates += 1
             else:
                 self.seen[tag].add(value["event_id"])
-                self._count(stats.COURIER if tag == EventTag.COURIER.value else stats.ORDER, value)
-                (self._courier if tag == EventTag.COURIER.value else self._order)(value)
+                self._count(stats.COURIER if tag == ValidateOutput.COURIER.value else stats.ORDER, value)
+                (self._courier if tag == ValidateOutput.COURIER.value else self._order)(value)
 
     def _count(self, stream: str, event: dict[str, Any]) -> None:
         window = self.days.day_of(Timestamp.from_utc_datetime(event["event_time"]))
@@ -171,17 +167,17 @@ class _Floor:
         self.result.pushed += 1
         identified = identify(event)
         for record in self.supervise.process(identified):
-            self.out.record(graph.SUPERVISION_DIR, schemas.SUPERVISION_RECORD, record)
+            self.out.record(outputs.SUPERVISION_DIR, schemas.SUPERVISION_RECORD, record)
         self.shipments[master_waybill_no(identified)].append(event)
 
     def _order(self, event: dict[str, Any]) -> None:
         self.result.orders += 1
-        self.out.record(graph.ORDERS_DIR, schemas.ORDER_EVENT, event)
+        self.out.record(outputs.ORDERS_DIR, schemas.ORDER_EVENT, event)
         for tag, value in tagged(self.route.process(event)):
             if tag == MAIN:
                 self._request(value)
             else:
-                self.out.record(graph.DEAD_LETTER_DIR, schemas.DEAD_LETTER, value)
+                self.out.record(outputs.DEAD_LETTER_DIR, schemas.DEAD_LETTER, value)
         if event["status"] in ("PAID", "CANCELLED"):
             self.order_steps[event["order_id"]].append(order_step(event))
         self._subscribable(from_order_event(event))
@@ -201,12 +197,12 @@ class _Floor:
     def _deliver(self) -> None:
         batch, self.requests = self.requests, []
         for tag, value in tagged(self.deliver.process(batch)):
-            if tag == FOLDER_LINES:
+            if tag == DeliveryOutput.FOLDER_LINES.value:
                 self.out.text(*value)
             elif tag == MAIN:
-                self.out.record(graph.RECEIPTS_DIR, schemas.DELIVERY_RECEIPT, value)
+                self.out.record(outputs.RECEIPTS_DIR, schemas.DELIVERY_RECEIPT, value)
             else:
-                self.out.record(graph.DEAD_LETTER_DIR, schemas.DEAD_LETTER, value)
+                self.out.record(outputs.DEAD_LETTER_DIR, schemas.DEAD_LETTER, value)
 
     def finish(self) -> FloorResult:
         """The end of the input: the keyed stages run, the last batch is delivered, files are closed."""
@@ -226,17 +222,17 @@ class _Floor:
         for key, events in self.shipments.items():
             for tag, value in shipment_outputs(track, key, events):
                 if tag == MAIN:
-                    self.out.record(graph.WAYBILLS_DIR, WAYBILL_VIEW, value)
-                elif tag == ALERTS:
-                    self.out.record(graph.ALERTS_DIR, WAYBILL_ALERT, value)
+                    self.out.record(outputs.WAYBILLS_DIR, WAYBILL_VIEW, value)
+                elif tag == LifecycleOutput.ALERTS.value:
+                    self.out.record(outputs.ALERTS_DIR, WAYBILL_ALERT, value)
                     if is_compliance_alert(value):
-                        self.out.record(graph.SUPERVISION_COMPLIANCE_DIR, WAYBILL_ALERT, value)
+                        self.out.record(outputs.SUPERVISION_COMPLIANCE_DIR, WAYBILL_ALERT, value)
                     self._subscribable(from_alert(value))
-                elif tag == STATE_CHANGES:
-                    self.out.record(graph.WAYBILL_STATES_DIR, WAYBILL_STATE_CHANGE, value)
-                elif tag == DEAD_LETTER:
-                    self.out.record(graph.DEAD_LETTER_DIR, schemas.DEAD_LETTER, value)
-                elif tag == EVENTS_WITH_MERCHANT:
+                elif tag == LifecycleOutput.STATE_CHANGES.value:
+                    self.out.record(outputs.WAYBILL_STATES_DIR, WAYBILL_STATE_CHANGE, value)
+                elif tag == LifecycleOutput.DEAD_LETTER.value:
+                    self.out.record(outputs.DEAD_LETTER_DIR, schemas.DEAD_LETTER, value)
+                elif tag == LifecycleOutput.EVENTS_WITH_MERCHANT.value:
                     self._subscribable(from_courier_event(*value))
 
     def _stock(self) -> None:
@@ -251,7 +247,7 @@ class _Floor:
         stock = RunningStockFn(sort_by_event_time=True)
         for sku, movements in by_sku.items():
             for suggestion in sku_suggestions(stock, sku, movements):
-                self.out.record(graph.INVENTORY_DIR, REPLENISHMENT_SUGGESTION, suggestion)
+                self.out.record(outputs.INVENTORY_DIR, REPLENISHMENT_SUGGESTION, suggestion)
 
     def _daily_stats(self) -> None:
         closing_days = DaysUntilClosed(self.days.time_zone, Duration(seconds=stats.DEFAULT_ALLOWED_LATENESS_S))
@@ -265,8 +261,8 @@ class _Floor:
         for (window, stat_key), value in final.items():
             records += finals.process((stat_key, value), window=window, pane=_ON_TIME)
         for record in records:
-            self.out.record(graph.STATS_DIR, schemas.DAILY_STAT, record)
-        current_view = SqliteCurrentView(str(self.output_dir / graph.CURRENT_VIEW_FILE))
+            self.out.record(outputs.STATS_DIR, schemas.DAILY_STAT, record)
+        current_view = SqliteCurrentView(str(self.output_dir / outputs.CURRENT_VIEW_FILE))
         current_view.open()
         current_view.upsert(records)
         current_view.close()

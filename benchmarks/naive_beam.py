@@ -22,15 +22,14 @@ from apache_beam.utils.timestamp import Duration
 
 from benchmarks.keyed_work import Tagged, account_digests, order_movements, shipment_outputs, sku_suggestions
 from benchmarks.written import written
-from pipeline import graph
 from pipeline.config import DEFAULT_ROUTING, DEFAULT_SUBSCRIPTIONS, DEFAULT_TARGETS, DeliveryConfig
 from pipeline.delivery.deliver import DeliverBatchFn
-from pipeline.delivery.folders import FOLDER_LINES
 from pipeline.delivery.records import DeliveryOutput
 from pipeline.delivery.targets import TargetKind
 from pipeline.fanout.digests import AccountDigestFn, SendAccountDigests
 from pipeline.fanout.routing import RouteOrderFn
 from pipeline.fanout.subscriptions import MatchSubscriptionsFn, from_alert, from_courier_event, from_order_event
+from pipeline.io import outputs
 from pipeline.io.current_view import UpsertCurrentView
 from pipeline.local.accounting import read_counters
 from pipeline.model import schemas
@@ -48,25 +47,21 @@ from pipeline.stages.inventory import (
     order_step,
 )
 from pipeline.stages.lifecycle import (
-    ALERTS,
-    DEAD_LETTER,
-    EVENTS_WITH_MERCHANT,
-    STATE_CHANGES,
-    VIEWS,
     WAYBILL_ALERT,
     WAYBILL_STATE_CHANGE,
     WAYBILL_VIEW,
+    LifecycleOutput,
     TrackShipmentsFn,
     TrackWaybillLifecycles,
     master_waybill_no,
 )
 from pipeline.stages.stats import FormatDailyStat
 from pipeline.stages.supervision import ToSupervisionRecordFn, is_compliance_alert
-from pipeline.stages.validate import EventTag, ValidateEventsFn
+from pipeline.stages.validate import ValidateEventsFn, ValidateOutput
 
 NAMESPACE = "naive"
 COUNTS = ("inputs", "pushed", "orders", "dead_lettered", "duplicates")
-_LIFECYCLE_TAGS = (VIEWS, ALERTS, STATE_CHANGES, DEAD_LETTER, EVENTS_WITH_MERCHANT)
+_LIFECYCLE_TAGS = (LifecycleOutput.VIEWS.value, LifecycleOutput.ALERTS.value, LifecycleOutput.STATE_CHANGES.value, LifecycleOutput.DEAD_LETTER.value, LifecycleOutput.EVENTS_WITH_MERCHANT.value)
 
 
 def _counted(name: str) -> Callable[[Any], Any]:
@@ -86,7 +81,7 @@ def _first_copy(grouped: tuple[str, Iterable[dict[str, Any]]]) -> dict[str, Any]
 
 def _by_tag(outputs: list[Tagged]) -> Iterator[beam.pvalue.TaggedOutput]:
     for tag, value in outputs:
-        yield beam.pvalue.TaggedOutput(VIEWS if tag == "main" else tag, value)
+        yield beam.pvalue.TaggedOutput(LifecycleOutput.VIEWS.value if tag == "main" else tag, value)
 
 
 def _stamped(event: dict[str, Any]) -> TimestampedValue:
@@ -175,33 +170,33 @@ class NaiveGraph(beam.PTransform):
          | f"Write{label}" >> beam.io.WriteToText(f"{self.output_dir}/{folder}/naive", file_name_suffix=".jsonl"))
 
     def expand(self, messages: beam.PCollection) -> None:
-        tags = (EventTag.COURIER.value, EventTag.ORDER.value, EventTag.DEAD_LETTER.value)
+        tags = (ValidateOutput.COURIER.value, ValidateOutput.ORDER.value, ValidateOutput.DEAD_LETTER.value)
         validated = (messages
                      | "CountInputs" >> beam.Map(_counted("inputs"))
                      | "Validate" >> beam.ParDo(ValidateEventsFn()).with_outputs(*tags))
-        invalid = validated[EventTag.DEAD_LETTER.value] | "CountDeadLetters" >> beam.Map(_counted("dead_lettered"))
-        courier = unique_events(validated[EventTag.COURIER.value], "Courier")
-        orders = unique_events(validated[EventTag.ORDER.value], "Order") | "CountOrders" >> beam.Map(_counted("orders"))
+        invalid = validated[ValidateOutput.DEAD_LETTER.value] | "CountDeadLetters" >> beam.Map(_counted("dead_lettered"))
+        courier = unique_events(validated[ValidateOutput.COURIER.value], "Courier")
+        orders = unique_events(validated[ValidateOutput.ORDER.value], "Order") | "CountOrders" >> beam.Map(_counted("orders"))
 
         identified = courier | "Identify" >> beam.Map(identify)
         supervision = (identified
                        | "Supervise" >> beam.ParDo(ToSupervisionRecordFn())
                        | "CountPushed" >> beam.Map(_counted("pushed")))
-        self._write(supervision, graph.SUPERVISION_DIR, schemas.SUPERVISION_RECORD)
-        self._write(orders, graph.ORDERS_DIR, schemas.ORDER_EVENT)
+        self._write(supervision, outputs.SUPERVISION_DIR, schemas.SUPERVISION_RECORD)
+        self._write(orders, outputs.ORDERS_DIR, schemas.ORDER_EVENT)
         lifecycle = track_shipments(identified)
-        self._write(lifecycle[VIEWS], graph.WAYBILLS_DIR, WAYBILL_VIEW)
-        self._write(lifecycle[ALERTS], graph.ALERTS_DIR, WAYBILL_ALERT)
-        self._write(lifecycle[STATE_CHANGES], graph.WAYBILL_STATES_DIR, WAYBILL_STATE_CHANGE)
-        compliance = lifecycle[ALERTS] | "ComplianceAlerts" >> beam.Filter(is_compliance_alert)
-        self._write(compliance, graph.SUPERVISION_COMPLIANCE_DIR, WAYBILL_ALERT)
+        self._write(lifecycle[LifecycleOutput.VIEWS.value], outputs.WAYBILLS_DIR, WAYBILL_VIEW)
+        self._write(lifecycle[LifecycleOutput.ALERTS.value], outputs.ALERTS_DIR, WAYBILL_ALERT)
+        self._write(lifecycle[LifecycleOutput.STATE_CHANGES.value], outputs.WAYBILL_STATES_DIR, WAYBILL_STATE_CHANGE)
+        compliance = lifecycle[LifecycleOutput.ALERTS.value] | "ComplianceAlerts" >> beam.Filter(is_compliance_alert)
+        self._write(compliance, outputs.SUPERVISION_COMPLIANCE_DIR, WAYBILL_ALERT)
         routed = orders | "Route" >> beam.ParDo(RouteOrderFn(
             self.config.routes, str(DEFAULT_CATALOG), "naive", None)).with_outputs("dead_letter", main="requests")
-        self._write(replenishments(orders), graph.INVENTORY_DIR, REPLENISHMENT_SUGGESTION)
+        self._write(replenishments(orders), outputs.INVENTORY_DIR, REPLENISHMENT_SUGGESTION)
         subscribable = (
             orders | "OrdersToSubscribable" >> beam.Map(from_order_event),
-            lifecycle[EVENTS_WITH_MERCHANT] | "CourierToSubscribable" >> beam.MapTuple(from_courier_event),
-            lifecycle[ALERTS] | "AlertsToSubscribable" >> beam.Map(from_alert),
+            lifecycle[LifecycleOutput.EVENTS_WITH_MERCHANT.value] | "CourierToSubscribable" >> beam.MapTuple(from_courier_event),
+            lifecycle[LifecycleOutput.ALERTS.value] | "AlertsToSubscribable" >> beam.Map(from_alert),
         ) | "AllSubscribable" >> beam.Flatten()
         requests = (
             routed["requests"],
@@ -210,12 +205,12 @@ class NaiveGraph(beam.PTransform):
         ) | "AllRequests" >> beam.Flatten()
         delivery_dead_letters = self._deliver(requests)
         daily = daily_stats(courier, orders, self.time_zone)
-        self._write(daily, graph.STATS_DIR, schemas.DAILY_STAT)
-        daily | "UpsertCurrentView" >> UpsertCurrentView(f"{self.output_dir}/{graph.CURRENT_VIEW_FILE}")
+        self._write(daily, outputs.STATS_DIR, schemas.DAILY_STAT)
+        daily | "UpsertCurrentView" >> UpsertCurrentView(f"{self.output_dir}/{outputs.CURRENT_VIEW_FILE}")
         dead_letters = (
-            invalid, lifecycle[DEAD_LETTER], routed["dead_letter"], delivery_dead_letters,
+            invalid, lifecycle[LifecycleOutput.DEAD_LETTER.value], routed["dead_letter"], delivery_dead_letters,
         ) | "AllDeadLetters" >> beam.Flatten()
-        self._write(dead_letters, graph.DEAD_LETTER_DIR, schemas.DEAD_LETTER)
+        self._write(dead_letters, outputs.DEAD_LETTER_DIR, schemas.DEAD_LETTER)
 
     def _digests(self, subscribable: beam.PCollection) -> beam.PCollection:
         digests = SendAccountDigests(self.config.subscriptions, streaming=False)
@@ -235,14 +230,14 @@ class NaiveGraph(beam.PTransform):
             requests
             | "Batch" >> beam.BatchElements(min_batch_size=1, max_batch_size=largest)
             | "Deliver" >> beam.ParDo(DeliverBatchFn(self.config.targets, "naive"))
-            .with_outputs(DeliveryOutput.DEAD_LETTER.value, FOLDER_LINES, main=DeliveryOutput.RECEIPTS.value)
+            .with_outputs(DeliveryOutput.DEAD_LETTER.value, DeliveryOutput.FOLDER_LINES.value, main=DeliveryOutput.RECEIPTS.value)
         )
-        self._write(delivered[DeliveryOutput.RECEIPTS.value], graph.RECEIPTS_DIR, schemas.DELIVERY_RECEIPT)
+        self._write(delivered[DeliveryOutput.RECEIPTS.value], outputs.RECEIPTS_DIR, schemas.DELIVERY_RECEIPT)
         for target in self.config.targets.values():
             if target.kind is TargetKind.FOLDER:
                 folder = str(target.folder)
                 label = folder.replace("/", "_")
-                (delivered[FOLDER_LINES]
+                (delivered[DeliveryOutput.FOLDER_LINES.value]
                  | f"{label}Lines" >> beam.Filter(lambda pair, folder=folder: pair[0] == folder)
                  | f"{label}Text" >> beam.Map(lambda pair: pair[1])
                  | f"Write{label}" >> beam.io.WriteToText(f"{self.output_dir}/{folder}/naive", file_name_suffix=".jsonl"))

@@ -24,7 +24,7 @@ from pipeline.io import synthetic
 from pipeline.model.dead_letter import InvalidInput
 from pipeline.model.messages import Encoding, RawMessage
 from pipeline.stages.identify import identify
-from pipeline.stages.validate import EventTag, validate_message
+from pipeline.stages.validate import ValidateOutput, validate_message
 
 Event = dict[str, Any]
 
@@ -77,7 +77,7 @@ def build_workload(messages: list[RawMessage]) -> Workload:
         if event["event_id"] in seen:
             continue
         seen.add(event["event_id"])
-        (courier if tag == EventTag.COURIER else orders).append(event)
+        (courier if tag == ValidateOutput.COURIER else orders).append(event)
     return Workload(messages, valid, courier, orders, [identify(e) for e in courier])
 
 

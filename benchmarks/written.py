@@ -13,7 +13,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from pipeline import graph
+from pipeline.io import outputs
 from pipeline.stages import stats
 
 
@@ -27,11 +27,11 @@ def written(output_dir: Path) -> dict[str, Any]:
     for path in sorted(output_dir.rglob("*.jsonl")):
         folder = str(path.parent.relative_to(output_dir))
         records = path.read_text(encoding="utf-8").splitlines()
-        if folder == graph.RECEIPTS_DIR:
+        if folder == outputs.RECEIPTS_DIR:
             delivered += sum(len(json.loads(line)["delivered_ids"]) for line in records)
             continue
         lines[folder] += len(records)
-        if folder == graph.STATS_DIR:
+        if folder == outputs.STATS_DIR:
             for stat in map(json.loads, records):
                 if stat["is_final"] and stat["dimension"] == stats.TOTAL_DIMENSION:
                     totals[f"{stat['day']} {stat['metric']}"] = stat["value"]

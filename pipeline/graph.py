@@ -1,4 +1,8 @@
-"""The job graph: ``build(p, options)`` wires the stages and returns what it made."""
+"""The job graph: ``build(p, options)`` wires the stages, in data-flow order, and returns what it made.
+
+Each stage is a named composite; where each output goes (a topic or files) is
+:mod:`pipeline.io.outputs`' choice.
+"""
 from __future__ import annotations
 
 from typing import Any
@@ -7,82 +11,51 @@ import apache_beam as beam
 from apache_beam.options.pipeline_options import StandardOptions
 
 from pipeline import options as job_options
-from pipeline.config import DeliveryConfig, read_text
+from pipeline.config import DeliveryConfig
 from pipeline.delivery.deliver import DeliverMessages
 from pipeline.delivery.records import DeliveryOutput, delivery_request
-from pipeline.delivery.targets import TargetKind, load_targets
 from pipeline.fanout.digests import SendAccountDigests
-from pipeline.fanout.routing import RouteOrders
+from pipeline.fanout.routing import RouteOrders, RoutingOutput
 from pipeline.fanout.subscriptions import CollectSubscribableEvents, MatchSubscriptions
 from pipeline.io.current_view import UpsertCurrentView
-from pipeline.io.sinks import WriteJsonLines, WritePubSub, is_local_path
+from pipeline.io.outputs import (
+    ALERTS_DIR,
+    CURRENT_VIEW_FILE,
+    DEAD_LETTER_DIR,
+    INVENTORY_DIR,
+    ORDERS_DIR,
+    RECEIPTS_DIR,
+    STATS_DIR,
+    SUPERVISION_COMPLIANCE_DIR,
+    SUPERVISION_DIR,
+    WAYBILL_STATES_DIR,
+    WAYBILLS_DIR,
+    output_sink,
+    supervision_sink,
+)
+from pipeline.io.sinks import is_local_path
 from pipeline.io.sources import ReadFiles, ReadPubSub, ReadSynthetic
 from pipeline.model import schemas
 from pipeline.model.json_records import to_json
 from pipeline.options import WaybillOptions
-from pipeline.stages.dedup import DUPLICATES_TAG, DeduplicateEvents
+from pipeline.stages.dedup import DeduplicateEvents, DedupOutput
 from pipeline.stages.identify import IdentifyWaybills
 from pipeline.stages.inventory import REPLENISHMENT_SUGGESTION, SuggestReplenishments
 from pipeline.stages.lifecycle import (
-    ALERTS,
-    EVENTS_WITH_MERCHANT,
-    STATE_CHANGES,
-    VIEWS,
     WAYBILL_ALERT,
     WAYBILL_STATE_CHANGE,
     WAYBILL_VIEW,
+    LifecycleOutput,
     TrackWaybillLifecycles,
 )
 from pipeline.stages.shipment import alert_event_id
-from pipeline.stages.stats import ComputeDailyStats
+from pipeline.stages.stats import ComputeDailyStats, StatsOutput
 from pipeline.stages.supervision import PushComplianceAlerts, PushSupervision
-from pipeline.stages.validate import EventTag, ValidateEvents
+from pipeline.stages.validate import ValidateEvents, ValidateOutput
 
-# Output folders under --output_dir.
-SUPERVISION_DIR = "supervision"
-SUPERVISION_COMPLIANCE_DIR = "supervision_compliance"  # real-name alerts for the supervision push
-DEAD_LETTER_DIR = "deadletter"
-ORDERS_DIR = "orders"
-STATS_DIR = "stats"
-INVENTORY_DIR = "units/inventory"
-WAYBILLS_DIR = "waybills"
-ALERTS_DIR = "alerts"
-WAYBILL_STATES_DIR = "waybill_states"
-RECEIPTS_DIR = "receipts"
-DELIVERY_DIRS = ("units", "subscribers")  # where the packaged folder targets write
-CURRENT_VIEW_FILE = "current_view.sqlite"
-OUTPUT_DIRS = (
-    SUPERVISION_DIR, SUPERVISION_COMPLIANCE_DIR, DEAD_LETTER_DIR, ORDERS_DIR, STATS_DIR, INVENTORY_DIR, WAYBILLS_DIR,
-    ALERTS_DIR, WAYBILL_STATES_DIR, RECEIPTS_DIR, *DELIVERY_DIRS,
-)
-
-
-def file_outputs(options: WaybillOptions) -> dict[str, str]:
-    """Counter name -> folder under --output_dir, for the outputs written to files (an output
-    with a topic option goes to its topic instead)."""
-    topics = {"pushed": options.supervision_topic or options.supervision_target, "all_dead_letters": options.dead_letter_topic}
-    folders = {"pushed": SUPERVISION_DIR, "orders": ORDERS_DIR, "all_dead_letters": DEAD_LETTER_DIR}
-    return {name: folder for name, folder in folders.items() if not topics.get(name)}
-
-
-def target_folders(options: WaybillOptions) -> dict[str, str]:
-    """Folder targets' ids -> their folder under --output_dir."""
-    targets = load_targets(read_text(options.delivery_targets))
-    return {t.target_id: str(t.folder) for t in targets.values() if t.kind is TargetKind.FOLDER}
-
-
-def _sink(options: WaybillOptions, topic: str | None, folder: str, schema_name: str) -> beam.PTransform:
-    """The topic when one is given, else JSON Lines files in ``folder`` under --output_dir."""
-    if topic:
-        return WritePubSub(topic, schema_name)
-    streaming = options.view_as(StandardOptions).streaming
-    return WriteJsonLines(f"{options.output_dir.rstrip('/')}/{folder}", schema_name, streaming, options.flush_seconds)
-
-
-def _supervision_sink(options: WaybillOptions, folder: str, schema_name: str) -> beam.PTransform | None:
-    """Where the supervision push and its real-name alerts go: --supervision_topic, else files in
-    ``folder``; None with --supervision_target, whose requests :func:`_deliver` makes."""
-    return None if options.supervision_target else _sink(options, options.supervision_topic, folder, schema_name)
+UNIQUE, DUPLICATES = DedupOutput.UNIQUE.value, DedupOutput.DUPLICATES.value
+VIEWS, ALERTS, STATE_CHANGES = (LifecycleOutput.VIEWS.value, LifecycleOutput.ALERTS.value,
+                                LifecycleOutput.STATE_CHANGES.value)
 
 
 def build(p: beam.Pipeline, options: WaybillOptions) -> dict[str, beam.PCollection]:
@@ -100,27 +73,28 @@ def build(p: beam.Pipeline, options: WaybillOptions) -> dict[str, beam.PCollecti
         messages = p | "ReadSynthetic" >> ReadSynthetic(job_options.traffic_profiles(options))
 
     validated = messages | "ValidateEvents" >> ValidateEvents()
-    courier = validated[EventTag.COURIER.value] | "DeduplicateCourierEvents" >> DeduplicateEvents(horizon, "courier")
-    orders = validated[EventTag.ORDER.value] | "DeduplicateOrderEvents" >> DeduplicateEvents(horizon, "order")
-    identified = courier["unique"] | "IdentifyWaybills" >> IdentifyWaybills()
+    courier = validated[ValidateOutput.COURIER.value] | "DeduplicateCourierEvents" >> DeduplicateEvents(horizon, "courier")
+    orders = validated[ValidateOutput.ORDER.value] | "DeduplicateOrderEvents" >> DeduplicateEvents(horizon, "order")
+    identified = courier[UNIQUE] | "IdentifyWaybills" >> IdentifyWaybills()
     supervision = identified | "PushSupervision" >> PushSupervision(
-        _supervision_sink(options, SUPERVISION_DIR, schemas.SUPERVISION_RECORD)
+        supervision_sink(options, SUPERVISION_DIR, schemas.SUPERVISION_RECORD)
     )
-    orders["unique"] | "WriteOrders" >> _sink(options, None, ORDERS_DIR, schemas.ORDER_EVENT)
+    orders[UNIQUE] | "WriteOrders" >> output_sink(options, None, ORDERS_DIR, schemas.ORDER_EVENT)
     streaming = options.view_as(StandardOptions).streaming
-    daily = {"courier": courier["unique"], "order": orders["unique"]} | "ComputeDailyStats" >> ComputeDailyStats(
+    daily = {"courier": courier[UNIQUE], "order": orders[UNIQUE]} | "ComputeDailyStats" >> ComputeDailyStats(
         time_zone=options.time_zone,
         early_results_every=options.early_results_seconds,
         allowed_lateness=options.allowed_lateness_hours * 3600,
         streaming=streaming,
     )
-    daily["stats"] | "WriteDailyStats" >> _sink(options, options.stats_topic, STATS_DIR, schemas.DAILY_STAT)
+    stats = daily[StatsOutput.STATS.value]
+    stats | "WriteDailyStats" >> output_sink(options, options.stats_topic, STATS_DIR, schemas.DAILY_STAT)
     if is_local_path(options.output_dir):
-        daily["stats"] | "UpsertCurrentView" >> UpsertCurrentView(f"{options.output_dir}/{CURRENT_VIEW_FILE}")
-    replenishments = orders["unique"] | "SuggestReplenishments" >> SuggestReplenishments(
+        stats | "UpsertCurrentView" >> UpsertCurrentView(f"{options.output_dir}/{CURRENT_VIEW_FILE}")
+    replenishments = orders[UNIQUE] | "SuggestReplenishments" >> SuggestReplenishments(
         options.catalog, streaming=streaming
     )
-    replenishments | "WriteReplenishments" >> _sink(options, None, INVENTORY_DIR, REPLENISHMENT_SUGGESTION)
+    replenishments | "WriteReplenishments" >> output_sink(options, None, INVENTORY_DIR, REPLENISHMENT_SUGGESTION)
     lifecycle = identified | "TrackWaybillLifecycles" >> TrackWaybillLifecycles(
         registration_delay=options.registration_deadline_minutes * 60,
         stuck_after=options.stuck_after_hours * 3600,
@@ -128,32 +102,32 @@ def build(p: beam.Pipeline, options: WaybillOptions) -> dict[str, beam.PCollecti
         expire_after=options.expire_after_hours * 3600,
         remember_closed_for=options.remember_closed_for_hours * 3600,
     )
-    lifecycle[VIEWS] | "WriteWaybillViews" >> _sink(options, options.waybills_topic, WAYBILLS_DIR, WAYBILL_VIEW)
-    lifecycle[ALERTS] | "WriteWaybillAlerts" >> _sink(options, options.waybill_alerts_topic, ALERTS_DIR, WAYBILL_ALERT)
-    lifecycle[STATE_CHANGES] | "WriteWaybillStateChanges" >> _sink(
+    lifecycle[VIEWS] | "WriteWaybillViews" >> output_sink(options, options.waybills_topic, WAYBILLS_DIR, WAYBILL_VIEW)
+    lifecycle[ALERTS] | "WriteWaybillAlerts" >> output_sink(options, options.waybill_alerts_topic, ALERTS_DIR, WAYBILL_ALERT)
+    lifecycle[STATE_CHANGES] | "WriteWaybillStateChanges" >> output_sink(
         options, None, WAYBILL_STATES_DIR, WAYBILL_STATE_CHANGE
     )
     compliance = lifecycle[ALERTS] | "PushComplianceAlerts" >> PushComplianceAlerts(
-        _supervision_sink(options, SUPERVISION_COMPLIANCE_DIR, WAYBILL_ALERT)
+        supervision_sink(options, SUPERVISION_COMPLIANCE_DIR, WAYBILL_ALERT)
     )
-    deliveries = _deliver(options, orders["unique"], supervision, compliance, lifecycle)
-    deliveries["receipts"] | "WriteDeliveryReceipts" >> _sink(options, None, RECEIPTS_DIR, schemas.DELIVERY_RECEIPT)
+    deliveries = _deliver(options, orders[UNIQUE], supervision, compliance, lifecycle)
+    deliveries["receipts"] | "WriteDeliveryReceipts" >> output_sink(options, None, RECEIPTS_DIR, schemas.DELIVERY_RECEIPT)
     dead_letters = (
-        validated[EventTag.DEAD_LETTER.value],
-        daily["dead_letter"],
-        lifecycle["dead_letter"],
+        validated[ValidateOutput.DEAD_LETTER.value],
+        daily[StatsOutput.DEAD_LETTER.value],
+        lifecycle[LifecycleOutput.DEAD_LETTER.value],
         *deliveries["dead_letters"],
     ) | "AllDeadLetters" >> beam.Flatten()
-    dead_letters | "WriteDeadLetters" >> _sink(options, options.dead_letter_topic, DEAD_LETTER_DIR, schemas.DEAD_LETTER)
+    dead_letters | "WriteDeadLetters" >> output_sink(options, options.dead_letter_topic, DEAD_LETTER_DIR, schemas.DEAD_LETTER)
     return {
         "messages": messages,
-        "courier_events": courier["unique"],
-        "order_events": orders["unique"],
-        "duplicates": (courier[DUPLICATES_TAG], orders[DUPLICATES_TAG]) | "AllDuplicates" >> beam.Flatten(),
+        "courier_events": courier[UNIQUE],
+        "order_events": orders[UNIQUE],
+        "duplicates": (courier[DUPLICATES], orders[DUPLICATES]) | "AllDuplicates" >> beam.Flatten(),
         "identified": identified,
         "supervision": supervision,
         "dead_letters": dead_letters,
-        "daily_stats": daily["stats"],
+        "daily_stats": stats,
         "replenishments": replenishments,
         "waybill_views": lifecycle[VIEWS],
         "waybill_alerts": lifecycle[ALERTS],
@@ -179,10 +153,10 @@ def _deliver(
         config.routes, options.catalog, streaming=streaming, catalog_reload_seconds=options.catalog_reload_seconds
     )
     subscribable = {
-        "orders": orders, "courier": lifecycle[EVENTS_WITH_MERCHANT], "alerts": lifecycle[ALERTS],
+        "orders": orders, "courier": lifecycle[LifecycleOutput.EVENTS_WITH_MERCHANT.value], "alerts": lifecycle[ALERTS],
     } | "CollectSubscribableEvents" >> CollectSubscribableEvents()
     requests = [
-        routed["requests"],
+        routed[RoutingOutput.REQUESTS.value],
         subscribable | "MatchSubscriptions" >> MatchSubscriptions(config.subscriptions),
         subscribable | "SendAccountDigests" >> SendAccountDigests(config.subscriptions, streaming=streaming),
     ]
@@ -204,5 +178,5 @@ def _deliver(
     return {
         "requests": all_requests,
         "receipts": delivered[DeliveryOutput.RECEIPTS.value],
-        "dead_letters": (routed["dead_letter"], delivered[DeliveryOutput.DEAD_LETTER.value]),
+        "dead_letters": (routed[RoutingOutput.DEAD_LETTER.value], delivered[DeliveryOutput.DEAD_LETTER.value]),
     }

@@ -55,7 +55,7 @@ from typing import Any, Callable, Iterable, Iterator, Mapping, Optional, Union
 import apache_beam as beam
 from apache_beam.metrics import Metrics
 
-from pipeline.delivery.folders import FOLDER_LINES, WritePayloadLines, folder_targets
+from pipeline.delivery.folders import WritePayloadLines, folder_targets
 from pipeline.delivery.records import DeliveryOutput, DeliveryRequest, batch_id
 from pipeline.delivery.retries import Verdict
 from pipeline.delivery.state import ChunkOutcome, Unit, run_state
@@ -120,7 +120,7 @@ class DeliverBatchFn(beam.DoFn):
                 elif target.kind is TargetKind.FOLDER:
                     chunk, requests = requests, []
                     lines, outcome = _folder_lines(chunk)
-                    yield from (beam.pvalue.TaggedOutput(FOLDER_LINES, (target.folder, line)) for line in lines)
+                    yield from (beam.pvalue.TaggedOutput(DeliveryOutput.FOLDER_LINES.value, (target.folder, line)) for line in lines)
                 else:
                     size = self._state.batch_size(target_id)
                     chunk, requests = requests[:size], requests[size:]
@@ -371,9 +371,9 @@ class DeliverMessages(beam.PTransform):
         )
         results = batches | "DeliverBatches" >> beam.ParDo(
             DeliverBatchFn(self.targets, self.run_token, self.seed)
-        ).with_outputs(DeliveryOutput.DEAD_LETTER.value, FOLDER_LINES, main=DeliveryOutput.RECEIPTS.value)
+        ).with_outputs(DeliveryOutput.DEAD_LETTER.value, DeliveryOutput.FOLDER_LINES.value, main=DeliveryOutput.RECEIPTS.value)
         if self.folder_targets:
-            results[FOLDER_LINES] | "WriteFolders" >> WritePayloadLines(
+            results[DeliveryOutput.FOLDER_LINES.value] | "WriteFolders" >> WritePayloadLines(
                 str(self.output_dir), self.streaming, self.flush_seconds
             )
         return {

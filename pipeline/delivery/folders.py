@@ -2,7 +2,7 @@
 
 :class:`~pipeline.delivery.deliver.DeliverBatchFn` does not write files: it hands each folder
 target's payloads, one ``(folder, line)`` pair each, to its tagged output
-:data:`FOLDER_LINES`, and :class:`WritePayloadLines` writes them to ``<output_dir>/<folder>/``:
+``DeliveryOutput.FOLDER_LINES``, and :class:`WritePayloadLines` writes them to ``<output_dir>/<folder>/``:
 one Beam ``fileio.WriteToFiles`` for all folder targets, the folder being its destination.
 (One writer per target cost ten steps per target, run in streaming at every flush even for a
 target that got nothing: with the seven packaged folder targets, 12% of the step CPU of a
@@ -21,8 +21,6 @@ from apache_beam.transforms import trigger, window
 
 from pipeline.delivery.targets import DeliveryTarget, TargetKind
 from pipeline.io.sinks import FileNaming, is_local_path, pane_file_naming
-
-FOLDER_LINES = "folder_lines"  # the tagged output of DeliverBatchFn: (folder, line) pairs
 
 
 def folder_targets(targets: Iterable[DeliveryTarget], output_dir: Optional[str]) -> list[DeliveryTarget]:

@@ -11,6 +11,7 @@ from typing import Any, Iterable, Mapping, NamedTuple, Optional
 import apache_beam as beam
 
 from pipeline.model import schemas
+from pipeline.model.dead_letter import DEAD_LETTER_OUTPUT
 
 RECEIPT_SCHEMA = schemas.DELIVERY_RECEIPT
 
@@ -47,10 +48,12 @@ def delivery_request(
 
 
 class DeliveryOutput(str, enum.Enum):
-    """The outputs of :class:`DeliverMessages` (and tags of :class:`DeliverBatchFn`)."""
+    """The outputs of :class:`DeliverMessages` (and tags of :class:`DeliverBatchFn`, whose
+    ``FOLDER_LINES`` the composite writes to the folder targets itself)."""
 
     RECEIPTS = "receipts"
-    DEAD_LETTER = "dead_letter"
+    DEAD_LETTER = DEAD_LETTER_OUTPUT
+    FOLDER_LINES = "folder_lines"  # (folder, line) pairs
 
 
 def batch_id(target_id: str, requests: Iterable[DeliveryRequest]) -> str:

@@ -42,6 +42,7 @@ works the same on every runner.
 """
 from __future__ import annotations
 
+import enum
 import json
 import logging
 import threading
@@ -58,12 +59,18 @@ from pipeline.delivery.records import DeliveryRequest, delivery_request
 from pipeline.delivery.targets import TARGET_ID_PATTERN
 from pipeline.model import json_records, schemas
 from pipeline.model.catalog import DEFAULT_CATALOG, CatalogItem, load_catalog
-from pipeline.model.dead_letter import METRICS_NAMESPACE, ErrorKind, Stage, dead_letter_record
+from pipeline.model.dead_letter import DEAD_LETTER_OUTPUT, METRICS_NAMESPACE, ErrorKind, Stage, dead_letter_record
 
 _LOGGER = logging.getLogger(__name__)
 
 DEFAULT_ROUTING = Path(__file__).resolve().parents[1] / "data" / "routing.json"
-DEAD_LETTER_TAG = "dead_letter"
+
+
+class RoutingOutput(str, enum.Enum):
+    """Outputs of :class:`RouteOrders`."""
+
+    REQUESTS = "requests"
+    DEAD_LETTER = DEAD_LETTER_OUTPUT
 
 RoutingTable = dict[str, tuple[str, ...]]  # business_code -> unit target ids, in table order
 
@@ -194,7 +201,7 @@ class RouteOrderFn(beam.DoFn):
             known = ", ".join(sorted(self.routes))
             message = f"no route for business_code {code!r}; routed codes: {known}; add it to the routing table"
             raw = json.dumps(record, ensure_ascii=False).encode("utf-8")
-            yield beam.pvalue.TaggedOutput(DEAD_LETTER_TAG, dead_letter_record(
+            yield beam.pvalue.TaggedOutput(RoutingOutput.DEAD_LETTER.value, dead_letter_record(
                 raw, {"business_code": code}, "routing", Stage.ROUTE, ErrorKind.UNKNOWN_BUSINESS_CODE, message,
                 event_id=order["event_id"],
             ))
@@ -250,5 +257,7 @@ class RouteOrders(beam.PTransform):
     def expand(self, orders: beam.PCollection) -> dict[str, beam.PCollection]:
         routed = orders | "RouteEachOrder" >> beam.ParDo(
             RouteOrderFn(self.routes, self.catalog_path, self.catalog_key, self.reload_seconds)
-        ).with_output_types(DeliveryRequest).with_outputs(DEAD_LETTER_TAG, main="requests")
-        return {"requests": routed["requests"], DEAD_LETTER_TAG: routed[DEAD_LETTER_TAG]}
+        ).with_output_types(DeliveryRequest).with_outputs(
+            RoutingOutput.DEAD_LETTER.value, main=RoutingOutput.REQUESTS.value
+        )
+        return {output.value: routed[output.value] for output in RoutingOutput}

@@ -18,8 +18,10 @@ from pathlib import Path
 from apache_beam.options.pipeline_options import StandardOptions, TestOptions
 from apache_beam.runners.runner import PipelineResult
 
-from pipeline import graph
 from pipeline import options as job_options
+from pipeline.config import read_text
+from pipeline.delivery.targets import TargetKind, load_targets
+from pipeline.io import outputs
 from pipeline.io.sinks import is_local_path
 from pipeline.launcher import launch, parse_options
 from pipeline.local import accounting, stats_report
@@ -76,19 +78,25 @@ def run(argv: list[str] | None = None) -> accounting.Accounting:
         return nothing_counted
     _wait_with_progress(result)
     final = accounting.read_accounting(result)
-    print(accounting.summary(final, options.output_dir, graph.file_outputs(options), graph.target_folders(options)),
+    print(accounting.summary(final, options.output_dir, outputs.file_outputs(options), target_folders(options)),
           flush=True)
     print(read_live_states(result).summary_line(), flush=True)
     if is_local_path(options.output_dir):
         if options.days > 1:
-            changes = read_folder(Path(options.output_dir, graph.WAYBILL_STATES_DIR), WAYBILL_STATE_CHANGE)
+            changes = read_folder(Path(options.output_dir, outputs.WAYBILL_STATES_DIR), WAYBILL_STATE_CHANGE)
             print("waybill states by day (event time):", *live_by_day(changes, options.time_zone), sep="\n  ", flush=True)
         day = job_options.traffic_profiles(options)[-1].day.isoformat() if options.source == "synthetic" else None
         print(stats_report.summary(options.output_dir, day=day), flush=True)
-        print(f"Current view of the statistics: sqlite3 {Path(options.output_dir, graph.CURRENT_VIEW_FILE)} "
+        print(f"Current view of the statistics: sqlite3 {Path(options.output_dir, outputs.CURRENT_VIEW_FILE)} "
               "'SELECT day, metric, dimension, key, value, timing FROM daily_stats'", flush=True)
         Path(options.output_dir, "accounting.json").write_text(json.dumps(dataclasses.asdict(final), indent=2))
     return final
+
+
+def target_folders(options: WaybillOptions) -> dict[str, str]:
+    """Folder targets' ids -> their folder under --output_dir."""
+    targets = load_targets(read_text(options.delivery_targets))
+    return {t.target_id: str(t.folder) for t in targets.values() if t.kind is TargetKind.FOLDER}
 
 
 def _wait_with_progress(result: PipelineResult) -> None:
@@ -130,10 +138,10 @@ def clear_outputs(output_dir: str) -> None:
     """Each run replaces its own output folders (and nothing else) under a local output_dir."""
     if not is_local_path(output_dir):
         return
-    for folder in graph.OUTPUT_DIRS:
+    for folder in outputs.OUTPUT_DIRS:
         shutil.rmtree(Path(output_dir, folder), ignore_errors=True)
     for suffix in ("", "-wal", "-shm"):  # the SQLite current view and its journal
-        Path(output_dir, graph.CURRENT_VIEW_FILE + suffix).unlink(missing_ok=True)
+        Path(output_dir, outputs.CURRENT_VIEW_FILE + suffix).unlink(missing_ok=True)
 
 
 # Warnings Beam logs for every run of this graph that say nothing about the run: a tagged

@@ -39,8 +39,8 @@ from typing import Any
 
 from apache_beam.runners.runner import PipelineResult, PipelineState
 
-from pipeline import graph
 from pipeline import options as job_options
+from pipeline.io import outputs
 from pipeline.io.synthetic import TrafficProfile
 from pipeline.launcher import launch
 from pipeline.local import accounting, publish
@@ -149,7 +149,7 @@ class LocalRun:
     def accounted(self, counters: accounting.Accounting, published: int) -> bool:
         """Every published message is in, the counters balance, every output has landed and every
         delivery request was delivered or dead-lettered."""
-        order_files = Path(self.options.output_dir, graph.ORDERS_DIR)
+        order_files = Path(self.options.output_dir, outputs.ORDERS_DIR)
         return (
             counters.inputs == published
             and counters.balanced
@@ -305,7 +305,7 @@ def _cancel(result: PipelineResult) -> None:
 def _finish(run_: LocalRun, ok: bool, extra: list[str]) -> int:
     """Prints the accounting (and the measurements); the exit code."""
     counters = run_.counters()
-    print(accounting.summary(counters, run_.options.output_dir, graph.file_outputs(run_.options)))
+    print(accounting.summary(counters, run_.options.output_dir, outputs.file_outputs(run_.options)))
     agrees = run_.drain.supervision == counters.pushed and run_.drain.dead_letters == counters.all_dead_letters
     print(f"On the topics: supervision {run_.drain.supervision:,} (and {run_.drain.compliance_alerts:,} real-name "
           f"alerts), dead-letter {run_.drain.dead_letters:,} "

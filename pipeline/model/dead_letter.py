@@ -15,6 +15,10 @@ from apache_beam.metrics import Metrics
 METRICS_NAMESPACE = "waybill"
 
 
+# The name of every stage's dead-letter output (each stage's output enum has DEAD_LETTER = this).
+DEAD_LETTER_OUTPUT = "dead_letter"
+
+
 class Stage(str, enum.Enum):
     """The stage that rejected an input."""
 

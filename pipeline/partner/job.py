@@ -26,6 +26,7 @@ below the 2,500-row floor; here the file reader hands ``DeliverBatchFn`` lists o
 from __future__ import annotations
 
 import argparse
+import enum
 import logging
 import os
 import uuid
@@ -44,7 +45,7 @@ from pipeline.delivery.records import DeliveryOutput, DeliveryRequest, delivery_
 from pipeline.delivery.retries import RetryPolicy
 from pipeline.delivery.targets import DeliveryTarget
 from pipeline.io.sinks import WriteJsonLines
-from pipeline.model.dead_letter import METRICS_NAMESPACE, ErrorKind, Stage, dead_letter_record
+from pipeline.model.dead_letter import DEAD_LETTER_OUTPUT, METRICS_NAMESPACE, ErrorKind, Stage, dead_letter_record
 from pipeline.partner import file_format as partner_format
 from pipeline.partner.feedback import (
     FeedbackDoc,
@@ -60,7 +61,25 @@ from pipeline.partner.file_format import FileRejected, Row
 _LOGGER = logging.getLogger(__name__)
 
 TARGET_ID = "points"
-CREDITS, VALID, REJECTED, FILES, DEAD_LETTER = "credits", "valid", "rejected", "files", "dead_letter"
+
+
+class PartnerFileOutput(str, enum.Enum):
+    """Outputs of :class:`ReadPartnerFileFn`: lists of credit requests (main), each valid row, each
+    rejected row, each file's summary, and dead letters."""
+
+    CREDITS = "credits"
+    VALID = "valid"
+    REJECTED = "rejected"
+    FILES = "files"
+    DEAD_LETTER = DEAD_LETTER_OUTPUT
+
+
+class PartnerOutput(str, enum.Enum):
+    """Outputs of :class:`CreditPartnerFiles`."""
+
+    RECEIPTS = "receipts"
+    FEEDBACK = "feedback"
+    DEAD_LETTER = DEAD_LETTER_OUTPUT
 
 
 def _count(name: str, value: int = 1) -> None:
@@ -98,13 +117,13 @@ class ReadPartnerFileFn(beam.DoFn):
             partner_id = error.partner_id if isinstance(error, FileRejected) else None
             _LOGGER.warning("partner file %s refused (%s): %s", name, code, error)
             _count("files_refused")
-            yield beam.pvalue.TaggedOutput(FILES, (path, FileSummary(name, partner_id, "", 0, code, str(error))))
-            yield beam.pvalue.TaggedOutput(DEAD_LETTER, dead_letter_record(
+            yield beam.pvalue.TaggedOutput(PartnerFileOutput.FILES.value, (path, FileSummary(name, partner_id, "", 0, code, str(error))))
+            yield beam.pvalue.TaggedOutput(PartnerFileOutput.DEAD_LETTER.value, dead_letter_record(
                 b"", {"file": path, "reason": code}, f"partner_file:{name}", Stage.DECODE, ErrorKind.UNREADABLE_FILE,
                 f"{code}: {error}"))
             return
         _LOGGER.info("partner file %s (%s, file id %s) verified: %d rows", name, info.partner_id, info.file_id, info.row_count)
-        yield beam.pvalue.TaggedOutput(FILES, (path, FileSummary(name, info.partner_id, info.file_id, info.row_count)))
+        yield beam.pvalue.TaggedOutput(PartnerFileOutput.FILES.value, (path, FileSummary(name, info.partner_id, info.file_id, info.row_count)))
         batch: list[DeliveryRequest] = []
         with self._open(path) as stream:
             for item in partner_format.read_rows(stream, self._partners):
@@ -112,15 +131,15 @@ class ReadPartnerFileFn(beam.DoFn):
                 if isinstance(item, Row):
                     event_id = f"{item.partner_id}:{item.txn_id}"
                     batch.append(delivery_request(TARGET_ID, event_id, credit_payload(event_id, item)))
-                    yield beam.pvalue.TaggedOutput(VALID, (event_id, (path, item.row_no, item.txn_id, item.member_id, str(item.points))))
+                    yield beam.pvalue.TaggedOutput(PartnerFileOutput.VALID.value, (event_id, (path, item.row_no, item.txn_id, item.member_id, str(item.points))))
                     if len(batch) >= self.split_rows:
                         yield batch
                         batch = []
                     continue
                 _count("rows_rejected")
                 line = row_line(item.row_no, item.txn_id, item.member_id, item.points, "rejected", item.reason, item.message)
-                yield beam.pvalue.TaggedOutput(REJECTED, (path, (item.row_no, line)))
-                yield beam.pvalue.TaggedOutput(DEAD_LETTER, dead_letter_record(
+                yield beam.pvalue.TaggedOutput(PartnerFileOutput.REJECTED.value, (path, (item.row_no, line)))
+                yield beam.pvalue.TaggedOutput(PartnerFileOutput.DEAD_LETTER.value, dead_letter_record(
                     line.encode("utf-8"), {"file": path, "row_no": str(item.row_no), "reason": item.reason},
                     f"partner_file:{name}", Stage.VALIDATE, ErrorKind.INVALID_VALUE, f"{item.reason}: {item.message}",
                     event_id=f"{info.partner_id}:{item.txn_id}" if item.txn_id else None))
@@ -208,10 +227,11 @@ class CreditPartnerFiles(beam.PTransform):
 
     def expand(self, files: beam.PCollection) -> dict[str, beam.PCollection]:
         read = files | "ReadPartnerFiles" >> beam.ParDo(ReadPartnerFileFn(self.partner_keys, self.split_rows)).with_outputs(
-            VALID, REJECTED, FILES, DEAD_LETTER, main=CREDITS)
+            *(part.value for part in PartnerFileOutput if part is not PartnerFileOutput.CREDITS),
+            main=PartnerFileOutput.CREDITS.value)
         targets = {TARGET_ID: self.target}
         delivered = (
-            read[CREDITS]
+            read[PartnerFileOutput.CREDITS.value]
             | "SpreadCredits" >> beam.Reshuffle()
             | "CreditPoints" >> beam.ParDo(DeliverBatchFn(targets, self.run_token, self.seed)).with_outputs(
                 DeliveryOutput.DEAD_LETTER.value, main=DeliveryOutput.RECEIPTS.value)
@@ -223,13 +243,17 @@ class CreditPartnerFiles(beam.PTransform):
             receipts | "CreditedKeys" >> beam.FlatMap(lambda r: [(e, ("credited", "", "")) for e in r["delivered_ids"]]),
             failed | "FailedKeys" >> beam.Map(lambda d: (d["event_id"], ("failed", d["error_kind"], d["message"]))),
         ) | "Outcomes" >> beam.Flatten()
-        row_lines = {"rows": read[VALID], "outcomes": outcomes} | "JoinOutcomes" >> beam.CoGroupByKey() | (
+        row_lines = {"rows": read[PartnerFileOutput.VALID.value], "outcomes": outcomes} | "JoinOutcomes" >> beam.CoGroupByKey() | (
             "RowLines" >> beam.FlatMap(_row_outcomes))
-        lines = (row_lines, read[REJECTED]) | "AllRowLines" >> beam.Flatten()
-        docs = {"file": read[FILES], "lines": lines} | "GroupByFile" >> beam.CoGroupByKey() | (
+        lines = (row_lines, read[PartnerFileOutput.REJECTED.value]) | "AllRowLines" >> beam.Flatten()
+        docs = {"file": read[PartnerFileOutput.FILES.value], "lines": lines} | "GroupByFile" >> beam.CoGroupByKey() | (
             "BuildFeedback" >> beam.FlatMap(_feedback))
-        dead = (read[DEAD_LETTER], failed) | "AllDeadLetters" >> beam.Flatten()
-        return {"receipts": receipts, "dead_letter": dead, "feedback": docs | "WriteFeedback" >> self.write}
+        dead = (read[PartnerFileOutput.DEAD_LETTER.value], failed) | "AllDeadLetters" >> beam.Flatten()
+        return {
+            PartnerOutput.RECEIPTS.value: receipts,
+            PartnerOutput.DEAD_LETTER.value: dead,
+            PartnerOutput.FEEDBACK.value: docs | "WriteFeedback" >> self.write,
+        }
 
 
 def points_target(options: argparse.Namespace) -> DeliveryTarget:
@@ -260,8 +284,8 @@ def build(p: beam.Pipeline, options: argparse.Namespace, streaming: bool) -> dic
         files = p | "MatchInbox" >> fileio.MatchFiles(pattern)
     out = files | "CreditPartnerFiles" >> CreditPartnerFiles(
         options.partner_keys, points_target(options), FileSystems.join(options.output_dir, "feedback"), options.split_rows)
-    out["receipts"] | "WriteReceipts" >> WriteJsonLines(
+    out[PartnerOutput.RECEIPTS.value] | "WriteReceipts" >> WriteJsonLines(
         FileSystems.join(options.output_dir, "partner_receipts"), "DeliveryReceipt", streaming)
-    out["dead_letter"] | "WriteDeadLetters" >> WriteJsonLines(
+    out[PartnerOutput.DEAD_LETTER.value] | "WriteDeadLetters" >> WriteJsonLines(
         FileSystems.join(options.output_dir, "partner_dead_letter"), "DeadLetter", streaming)
     return out

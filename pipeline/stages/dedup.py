@@ -5,6 +5,7 @@ the pipeline removes re-sent and redelivered copies itself, the same way on ever
 """
 from __future__ import annotations
 
+import enum
 from typing import Any, Iterator
 
 import apache_beam as beam
@@ -17,7 +18,12 @@ from apache_beam.utils.timestamp import Duration, Timestamp
 
 from pipeline.model.dead_letter import METRICS_NAMESPACE
 
-DUPLICATES_TAG = "duplicates"
+
+class DedupOutput(str, enum.Enum):
+    """Outputs of :class:`DeduplicateEvents`."""
+
+    UNIQUE = "unique"
+    DUPLICATES = "duplicates"
 
 
 class DeduplicateFn(beam.DoFn):
@@ -52,7 +58,7 @@ class DeduplicateFn(beam.DoFn):
         _, event = keyed_event
         if seen.read():
             self.duplicates.inc()
-            yield pvalue.TaggedOutput(DUPLICATES_TAG, event)
+            yield pvalue.TaggedOutput(DedupOutput.DUPLICATES.value, event)
             return
         seen.write(True)
         expiry.set(timestamp + self.horizon)
@@ -84,7 +90,7 @@ class DeduplicateEvents(beam.PTransform):
             >> beam.Map(lambda event: (event["event_id"], event)).with_output_types(tuple[str, dict[str, Any]])
             | "KeepFirstCopy"
             >> beam.ParDo(DeduplicateFn(self.horizon_seconds, self.counter_prefix)).with_outputs(
-                DUPLICATES_TAG, main="unique"
+                DedupOutput.DUPLICATES.value, main=DedupOutput.UNIQUE.value
             )
         )
-        return {"unique": results.unique, DUPLICATES_TAG: results[DUPLICATES_TAG]}
+        return {output.value: results[output.value] for output in DedupOutput}

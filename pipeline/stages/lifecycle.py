@@ -48,6 +48,7 @@ runs that chain, so a wiring that breaks it fails there.
 """
 from __future__ import annotations
 
+import enum
 import logging
 from datetime import datetime, timedelta, timezone
 from typing import Any, Iterator, Union
@@ -61,7 +62,7 @@ from apache_beam.transforms.userstate import ReadModifyWriteStateSpec, TimerSpec
 from apache_beam.utils.timestamp import Timestamp
 
 from pipeline.model import schemas
-from pipeline.model.dead_letter import METRICS_NAMESPACE, ErrorKind, Stage, dead_letter_record
+from pipeline.model.dead_letter import DEAD_LETTER_OUTPUT, METRICS_NAMESPACE, ErrorKind, Stage, dead_letter_record
 from pipeline.model.json_records import format_timestamp
 from pipeline.stages.shipment import ALERT, CHANGE, VIEW, Output, Settings, Shipment
 
@@ -71,13 +72,20 @@ WAYBILL_VIEW = f"{schemas.NAMESPACE}.WaybillView"
 WAYBILL_ALERT = f"{schemas.NAMESPACE}.WaybillAlert"
 WAYBILL_STATE_CHANGE = f"{schemas.NAMESPACE}.WaybillStateChange"
 
-VIEWS = "views"
-ALERTS = "alerts"
-DEAD_LETTER = "dead_letter"
-STATE_CHANGES = "state_changes"
-EVENTS_WITH_MERCHANT = "events_with_merchant"
 
-_TAG_OF_OUTPUT = {VIEW: VIEWS, ALERT: ALERTS, CHANGE: STATE_CHANGES}
+
+class LifecycleOutput(str, enum.Enum):
+    """Outputs of :class:`TrackWaybillLifecycles`."""
+
+    VIEWS = "views"
+    ALERTS = "alerts"
+    STATE_CHANGES = "state_changes"
+    EVENTS_WITH_MERCHANT = "events_with_merchant"
+    DEAD_LETTER = DEAD_LETTER_OUTPUT
+
+
+_TAG_OF_OUTPUT = {VIEW: LifecycleOutput.VIEWS.value, ALERT: LifecycleOutput.ALERTS.value,
+                  CHANGE: LifecycleOutput.STATE_CHANGES.value}
 
 Identified = tuple[str, dict[str, Any]]
 
@@ -125,7 +133,7 @@ class TrackShipmentsFn(beam.DoFn):
         key, event = element
         shipment: Shipment | None = state.read()
         if shipment is not None and shipment.closed_at is not None:
-            yield pvalue.TaggedOutput(DEAD_LETTER, _late_for_closed(key, shipment, event))
+            yield pvalue.TaggedOutput(LifecycleOutput.DEAD_LETTER.value, _late_for_closed(key, shipment, event))
             return
         outputs: list[Output] = []
         if shipment is None:
@@ -136,7 +144,7 @@ class TrackShipmentsFn(beam.DoFn):
         self._set(wake, shipment)
         yield from _routed(outputs)
         merchant_id = shipment.order_info["merchant_id"] if shipment.order_info else None
-        yield pvalue.TaggedOutput(EVENTS_WITH_MERCHANT, (event, merchant_id))
+        yield pvalue.TaggedOutput(LifecycleOutput.EVENTS_WITH_MERCHANT.value, (event, merchant_id))
 
     @on_timer(WAKE)
     def on_wake(
@@ -275,12 +283,17 @@ class TrackWaybillLifecycles(beam.PTransform):
             identified
             | "KeyByMasterWaybill" >> beam.Map(_by_master).with_output_types(tuple[str, dict[str, Any]])
             | "TrackShipments"
-            >> beam.ParDo(TrackShipmentsFn(self.settings)).with_outputs(ALERTS, DEAD_LETTER, STATE_CHANGES, EVENTS_WITH_MERCHANT, main=VIEWS)
+            >> beam.ParDo(TrackShipmentsFn(self.settings)).with_outputs(
+                *(output.value for output in LifecycleOutput if output is not LifecycleOutput.VIEWS),
+                main=LifecycleOutput.VIEWS.value,
+            )
         )
+        out = LifecycleOutput
         return {
-            VIEWS: results[VIEWS] | "CountViews" >> beam.ParDo(_Count(_view_counter)),
-            ALERTS: results[ALERTS] | "CountAlerts" >> beam.ParDo(_Count(_alert_counter)),
-            DEAD_LETTER: results[DEAD_LETTER],
-            STATE_CHANGES: results[STATE_CHANGES] | "CountStateChanges" >> beam.ParDo(_Count(_change_counter)),
-            EVENTS_WITH_MERCHANT: results[EVENTS_WITH_MERCHANT],
+            out.VIEWS.value: results[out.VIEWS.value] | "CountViews" >> beam.ParDo(_Count(_view_counter)),
+            out.ALERTS.value: results[out.ALERTS.value] | "CountAlerts" >> beam.ParDo(_Count(_alert_counter)),
+            out.STATE_CHANGES.value: results[out.STATE_CHANGES.value]
+            | "CountStateChanges" >> beam.ParDo(_Count(_change_counter)),
+            out.EVENTS_WITH_MERCHANT.value: results[out.EVENTS_WITH_MERCHANT.value],
+            out.DEAD_LETTER.value: results[out.DEAD_LETTER.value],
         }

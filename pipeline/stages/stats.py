@@ -32,6 +32,7 @@ shard has seen cannot be proven closed (e.g. the first events after a restart).
 from __future__ import annotations
 
 import dataclasses
+import enum
 import logging
 import zlib
 from datetime import datetime, timezone
@@ -48,7 +49,7 @@ from apache_beam.utils.timestamp import MIN_TIMESTAMP, Duration, Timestamp
 from apache_beam.utils.windowed_value import PaneInfo, PaneInfoTiming
 
 from pipeline.model import schemas
-from pipeline.model.dead_letter import METRICS_NAMESPACE, ErrorKind, Stage, dead_letter_record
+from pipeline.model.dead_letter import DEAD_LETTER_OUTPUT, METRICS_NAMESPACE, ErrorKind, Stage, dead_letter_record
 from pipeline.model.json_records import format_timestamp
 from pipeline.stages.bundle_sums import SumPerKeyWithinBundle
 from pipeline.stages.calendar_days import DEFAULT_TIME_ZONE, CalendarDays, DaysUntilClosed, to_datetime
@@ -60,11 +61,23 @@ StatKey = tuple[str, str, str]  # (metric, dimension, key)
 
 COURIER = "courier"
 ORDER = "order"
-STATS = "stats"
-DEAD_LETTER = "dead_letter"
-_TOO_LATE = "too_late"
 TOTAL_DIMENSION = "total"
 TOTAL_KEY = "all"
+
+
+
+class StatsOutput(str, enum.Enum):
+    """Outputs of :class:`ComputeDailyStats`."""
+
+    STATS = "stats"
+    DEAD_LETTER = DEAD_LETTER_OUTPUT
+
+
+class _GateOutput(str, enum.Enum):
+    """Outputs of the lateness gate (:class:`_CloseDays`)."""
+
+    MEASURED = "measured"
+    TOO_LATE = "too_late"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -216,7 +229,7 @@ class _CloseDays(beam.DoFn):
         if closes_at <= closed_through:
             if event is None:  # an announcement of a closed day
                 return
-            yield beam.pvalue.TaggedOutput(_TOO_LATE, event)
+            yield beam.pvalue.TaggedOutput(_GateOutput.TOO_LATE.value, event)
             return
         if closes_at not in open_days:
             open_days = sorted([*open_days, closes_at])
@@ -376,12 +389,14 @@ class ComputeDailyStats(beam.PTransform):
             sharded
             | "FlattenEvents" >> beam.Flatten()
             | "CloseDays"
-            >> beam.ParDo(_CloseDays(self._days, self._allowed_lateness)).with_outputs(_TOO_LATE, main="measured")
+            >> beam.ParDo(_CloseDays(self._days, self._allowed_lateness)).with_outputs(
+                _GateOutput.TOO_LATE.value, main=_GateOutput.MEASURED.value
+            )
         )
-        dead_letters = gated[_TOO_LATE] | "DeadLetterTooLateEvents" >> beam.ParDo(
+        dead_letters = gated[_GateOutput.TOO_LATE.value] | "DeadLetterTooLateEvents" >> beam.ParDo(
             _DeadLetterTooLate(self._days, self._allowed_lateness)
         )
-        measured = gated["measured"]
+        measured = gated[_GateOutput.MEASURED.value]
         running = (
             measured
             | "WindowIntoCalendarDays"
@@ -405,13 +420,13 @@ class ComputeDailyStats(beam.PTransform):
         )
         # Records carry their day; sinks get them in the global window as they are computed.
         return {
-            STATS: (
+            StatsOutput.STATS.value: (
                 (
                     running | "RewindowRunningDailyStats" >> beam.WindowInto(GlobalWindows()),
                     final | "RewindowFinalDailyStats" >> beam.WindowInto(GlobalWindows()),
                 )
                 | "FlattenDailyStats" >> beam.Flatten()
             ),
-            DEAD_LETTER: dead_letters,
+            StatsOutput.DEAD_LETTER.value: dead_letters,
         }
 

@@ -13,6 +13,7 @@ from apache_beam.transforms.window import TimestampedValue
 
 from pipeline.model import json_records, rules, schemas
 from pipeline.model.dead_letter import (
+    DEAD_LETTER_OUTPUT,
     METRICS_NAMESPACE,
     ErrorKind,
     InvalidInput,
@@ -24,17 +25,17 @@ from pipeline.model.messages import Encoding, RawMessage
 _DECODE_ERRORS = {ErrorKind.NOT_JSON, ErrorKind.NOT_AVRO, ErrorKind.UNREADABLE_FILE, ErrorKind.UNKNOWN_SCHEMA}
 
 
-class EventTag(str, enum.Enum):
+class ValidateOutput(str, enum.Enum):
     """Outputs of :class:`ValidateEvents`."""
 
     COURIER = "courier"
     ORDER = "order"
-    DEAD_LETTER = "dead_letter"
+    DEAD_LETTER = DEAD_LETTER_OUTPUT
 
 
 _CHECKS = {
-    schemas.COURIER_EVENT: (EventTag.COURIER, rules.check_courier_event),
-    schemas.ORDER_EVENT: (EventTag.ORDER, rules.check_order_event),
+    schemas.COURIER_EVENT: (ValidateOutput.COURIER, rules.check_courier_event),
+    schemas.ORDER_EVENT: (ValidateOutput.ORDER, rules.check_order_event),
 }
 
 
@@ -61,7 +62,7 @@ def decode_message(message: RawMessage) -> tuple[str, dict[str, Any]]:
     return name, record
 
 
-def validate_message(message: RawMessage, now: datetime) -> tuple[EventTag, dict[str, Any]]:
+def validate_message(message: RawMessage, now: datetime) -> tuple[ValidateOutput, dict[str, Any]]:
     """``(output tag, validated event)`` of a raw message.
 
     Raises:
@@ -79,7 +80,7 @@ class ValidateEventsFn(beam.DoFn):
         self.inputs = Metrics.counter(METRICS_NAMESPACE, "inputs")
         self.valid = {
             tag: Metrics.counter(METRICS_NAMESPACE, f"valid_{tag.value}")
-            for tag in (EventTag.COURIER, EventTag.ORDER)
+            for tag in (ValidateOutput.COURIER, ValidateOutput.ORDER)
         }
 
     def process(self, message: RawMessage) -> Iterator[Any]:
@@ -89,7 +90,7 @@ class ValidateEventsFn(beam.DoFn):
         except InvalidInput as error:
             stage = Stage.DECODE if error.kind in _DECODE_ERRORS else Stage.VALIDATE
             yield pvalue.TaggedOutput(
-                EventTag.DEAD_LETTER.value,
+                ValidateOutput.DEAD_LETTER.value,
                 dead_letter_record(
                     message.data,
                     message.attributes,
@@ -121,19 +122,19 @@ class ValidateEvents(beam.PTransform):
             >> beam.ParDo(ValidateEventsFn())
             # Tagged types declared: else Beam warns, at every graph built, that the exception
             # handling's own tag is the only one declared.
-            .with_output_types(Any, **{tag.value: dict[str, Any] for tag in EventTag})
-            .with_outputs(*(tag.value for tag in EventTag))
+            .with_output_types(Any, **{tag.value: dict[str, Any] for tag in ValidateOutput})
+            .with_outputs(*(tag.value for tag in ValidateOutput))
             .with_exception_handling(main_tag="unused", dead_letter_tag="crashed")
         )
         crashed = results["crashed"] | "CrashesToDeadLetters" >> beam.Map(_crash_to_dead_letter)
         dead_letters = (
-            results[EventTag.DEAD_LETTER.value],
+            results[ValidateOutput.DEAD_LETTER.value],
             crashed,
         ) | "MergeDeadLetters" >> beam.Flatten()
         return {
-            EventTag.COURIER.value: results[EventTag.COURIER.value],
-            EventTag.ORDER.value: results[EventTag.ORDER.value],
-            EventTag.DEAD_LETTER.value: dead_letters,
+            ValidateOutput.COURIER.value: results[ValidateOutput.COURIER.value],
+            ValidateOutput.ORDER.value: results[ValidateOutput.ORDER.value],
+            ValidateOutput.DEAD_LETTER.value: dead_letters,
         }
 
 

@@ -28,7 +28,7 @@ from pipeline.fanout.subscriptions import (
     from_order_event,
 )
 from pipeline.stages.identify import identify
-from pipeline.stages.lifecycle import ALERTS, EVENTS_WITH_MERCHANT, TrackWaybillLifecycles
+from pipeline.stages.lifecycle import LifecycleOutput, TrackWaybillLifecycles
 from tests.unit.fanout.test_subscriptions import (
     at,
     order_event,
@@ -169,7 +169,7 @@ def test_batch_behind_the_lifecycle_stage_sends_exactly_one_final_digest() -> No
             p | beam.Create([TimestampedValue(identify(e), Timestamp.from_utc_datetime(e["event_time"])) for e in courier])
             | TrackWaybillLifecycles(registration_delay=30 * 60, stuck_after=3600)
         )
-        subscribable = {"courier": lifecycle[EVENTS_WITH_MERCHANT], "alerts": lifecycle[ALERTS]} | CollectSubscribableEvents()
+        subscribable = {"courier": lifecycle[LifecycleOutput.EVENTS_WITH_MERCHANT.value], "alerts": lifecycle[LifecycleOutput.ALERTS.value]} | CollectSubscribableEvents()
         digests = subscribable | SendAccountDigests([ACME], streaming=False)
         assert_that(
             digests | beam.Map(lambda r: summary(r)[1]),

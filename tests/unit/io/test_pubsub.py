@@ -17,7 +17,7 @@ from apache_beam.io import PubsubMessage
 
 from pipeline import graph
 from pipeline import options as job_options
-from pipeline.io import synthetic
+from pipeline.io import outputs, synthetic
 from pipeline.io.sinks import to_pubsub_message
 from pipeline.io.sources import from_pubsub
 from pipeline.local import publish
@@ -80,7 +80,7 @@ def test_topics_replace_files_and_step_labels_stay(tmp_path: Path) -> None:
 
     assert labels(pubsub) - labels(files) == {"ReadCourierEvents", "ReadOrderEvents", "AllPubsubMessages"}
     assert labels(files) - labels(pubsub) == {"ReadSynthetic"}
-    assert graph.file_outputs(WaybillOptions(pubsub)) == {"orders": graph.ORDERS_DIR}
+    assert outputs.file_outputs(WaybillOptions(pubsub)) == {"orders": outputs.ORDERS_DIR}
     deployed, local = top_level(pubsub), top_level(files)
     assert [sink_of(deployed[label]) for label in ("WriteWaybillViews", "WriteWaybillAlerts")] == [
         ("WritePubSub", f"{TOPIC}v", "com.waybill.WaybillView"), ("WritePubSub", f"{TOPIC}a", "com.waybill.WaybillAlert"),

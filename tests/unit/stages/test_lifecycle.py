@@ -29,18 +29,9 @@ from pipeline.model.messages import Encoding
 from pipeline.options import WaybillOptions
 from pipeline.stages.dedup import DeduplicateEvents
 from pipeline.stages.identify import IdentifyWaybills, identify
-from pipeline.stages.lifecycle import (
-    ALERTS,
-    DEAD_LETTER,
-    EVENTS_WITH_MERCHANT,
-    STATE_CHANGES,
-    VIEWS,
-    WAYBILL_ALERT,
-    WAYBILL_VIEW,
-    TrackWaybillLifecycles,
-)
+from pipeline.stages.lifecycle import WAYBILL_ALERT, WAYBILL_VIEW, LifecycleOutput, TrackWaybillLifecycles
 from pipeline.stages.shipment import Settings, Shipment
-from pipeline.stages.validate import EventTag, ValidateEvents
+from pipeline.stages.validate import ValidateEvents, ValidateOutput
 
 T0 = datetime(2026, 11, 21, tzinfo=timezone.utc)
 HOUR = 3600
@@ -151,7 +142,7 @@ def test_scans_arriving_out_of_order_end_in_event_time_order() -> None:
     with streaming_pipeline() as p:
         out = p | events | TrackWaybillLifecycles(**SETTINGS)
         assert_that(
-            out[VIEWS] | "CheckViewContract" >> encodes_as(WAYBILL_VIEW) | beam.Map(view_summary),
+            out[LifecycleOutput.VIEWS.value] | "CheckViewContract" >> encodes_as(WAYBILL_VIEW) | beam.Map(view_summary),
             equal_to([
                 (1, at(9, 50), "AWAITING_PICKUP", (), "PENDING", False, None),
                 (2, at(12), "IN_TRANSIT", ("ARRIVE",), "PENDING", False, None),
@@ -178,7 +169,7 @@ def test_pickup_without_registration_alerts_at_the_deadline_and_a_late_registrat
     )
     with streaming_pipeline() as p:
         out = p | events | TrackWaybillLifecycles(**SETTINGS)
-        alerts = out[ALERTS] | "CheckAlertContract" >> encodes_as(WAYBILL_ALERT)
+        alerts = out[LifecycleOutput.ALERTS.value] | "CheckAlertContract" >> encodes_as(WAYBILL_ALERT)
         assert_that(
             alerts | beam.Map(alert_summary),
             equal_to([
@@ -188,7 +179,7 @@ def test_pickup_without_registration_alerts_at_the_deadline_and_a_late_registrat
             label="AlertThenFollowUp",
         )
         assert_that(
-            out[ALERTS] | "AlertTimestamps" >> beam.Map(lambda a, ts=beam.DoFn.TimestampParam: (a["status"], ts)),
+            out[LifecycleOutput.ALERTS.value] | "AlertTimestamps" >> beam.Map(lambda a, ts=beam.DoFn.TimestampParam: (a["status"], ts)),
             equal_to([("OPEN", watermark(at(10, 30))), ("CLOSED", watermark(at(10, 40)))]),
             label="StampedWithTheDeadlineAndTheRegistration",
         )
@@ -198,12 +189,12 @@ def test_pickup_without_registration_alerts_at_the_deadline_and_a_late_registrat
             label="WhoAndWhen",
         )
         assert_that(
-            out[ALERTS] | beam.Map(lambda a: a["alert_id"]),
+            out[LifecycleOutput.ALERTS.value] | beam.Map(lambda a: a["alert_id"]),
             lambda ids: _assert(len(ids) == 2 and len(set(ids)) == 1, f"alert ids {ids}"),
             label="FollowUpCarriesTheAlertId",
         )
         assert_that(
-            out[VIEWS] | beam.Map(lambda v: (v["version"], v["real_name_status"])),
+            out[LifecycleOutput.VIEWS.value] | beam.Map(lambda v: (v["version"], v["real_name_status"])),
             equal_to([(1, "PENDING"), (2, "PENDING"), (3, "MISSING"), (4, "REGISTERED_LATE"),
                       (5, "REGISTERED_LATE"), (6, "REGISTERED_LATE")]),
             label="RealNameStatusInViews",
@@ -221,9 +212,9 @@ def test_a_registration_made_in_time_raises_no_alert_even_when_it_arrives_after_
     )
     with streaming_pipeline() as p:
         out = p | events | TrackWaybillLifecycles(**SETTINGS)
-        assert_that(out[ALERTS], equal_to([]), label="NoAlerts")
+        assert_that(out[LifecycleOutput.ALERTS.value], equal_to([]), label="NoAlerts")
         assert_that(
-            out[VIEWS] | beam.Filter(lambda v: v["is_final"]) | beam.Map(lambda v: v["real_name_status"]),
+            out[LifecycleOutput.VIEWS.value] | beam.Filter(lambda v: v["is_final"]) | beam.Map(lambda v: v["real_name_status"]),
             equal_to(["COMPLIANT"]),
             label="FinalViewCompliant",
         )
@@ -250,7 +241,7 @@ def test_a_stuck_parcel_alerts_once_and_a_new_scan_closes_the_alert() -> None:
     with streaming_pipeline() as p:
         # Undelivered state kept 7 days (not 3), so the silence above does not expire it.
         out = p | events | TrackWaybillLifecycles(**{**SETTINGS, "expire_after": 7 * DAY})
-        alerts = out[ALERTS] | "CheckAlertContract" >> encodes_as(WAYBILL_ALERT)
+        alerts = out[LifecycleOutput.ALERTS.value] | "CheckAlertContract" >> encodes_as(WAYBILL_ALERT)
         assert_that(
             alerts | beam.Map(alert_summary),
             equal_to([
@@ -260,12 +251,12 @@ def test_a_stuck_parcel_alerts_once_and_a_new_scan_closes_the_alert() -> None:
             label="OneStuckAlertAndItsFollowUp",
         )
         assert_that(
-            out[ALERTS] | "AlertTimestamps" >> beam.Map(lambda a, ts=beam.DoFn.TimestampParam: (a["status"], ts)),
+            out[LifecycleOutput.ALERTS.value] | "AlertTimestamps" >> beam.Map(lambda a, ts=beam.DoFn.TimestampParam: (a["status"], ts)),
             equal_to([("OPEN", watermark(at(11, day=1))), ("CLOSED", watermark(at(12, day=3)))]),
             label="StampedWithTheDeadlineAndTheScan",
         )
         assert_that(
-            out[VIEWS] | beam.Filter(lambda v: v["is_final"]) | beam.Map(lambda v: (v["as_of"], v["final_reason"])),
+            out[LifecycleOutput.VIEWS.value] | beam.Filter(lambda v: v["is_final"]) | beam.Map(lambda v: (v["as_of"], v["final_reason"])),
             equal_to([(at(16, day=3), "DELIVERED")]),  # 2 h after the DELIVERED: it was still live when it moved
             label="DeliveredNotExpired",
         )
@@ -291,7 +282,7 @@ def test_a_multi_piece_shipment_lists_its_pieces_under_the_master() -> None:
     )
     with streaming_pipeline() as p:
         out = p | events | TrackWaybillLifecycles(**SETTINGS)
-        views = out[VIEWS] | "CheckViewContract" >> encodes_as(WAYBILL_VIEW)
+        views = out[LifecycleOutput.VIEWS.value] | "CheckViewContract" >> encodes_as(WAYBILL_VIEW)
         assert_that(
             views | beam.Filter(lambda v: v["is_final"]) | beam.Map(lambda v: (
                 v["waybill_no"], v["master"]["status"],
@@ -308,8 +299,8 @@ def test_a_multi_piece_shipment_lists_its_pieces_under_the_master() -> None:
         )
         # One shipment, one key: the pieces do not open states of their own, and the master's
         # registration covers them (no real-name alert for a piece).
-        assert_that(out[ALERTS], equal_to([]), label="NoAlerts")
-        assert_that(out[STATE_CHANGES] | beam.Map(change_summary), equal_to([
+        assert_that(out[LifecycleOutput.ALERTS.value], equal_to([]), label="NoAlerts")
+        assert_that(out[LifecycleOutput.STATE_CHANGES.value] | beam.Map(change_summary), equal_to([
             ("opened", "WB5", at(9, 50)), ("retired", "WB5", at(17)), ("cleared", "WB5", at(17, day=1)),
         ]), label="OneState")
 
@@ -329,18 +320,18 @@ def test_state_is_cleared_after_delivery_and_nothing_is_emitted_after_it() -> No
     )
     with streaming_pipeline() as p:
         out = p | events | TrackWaybillLifecycles(**SETTINGS)
-        assert_that(out[STATE_CHANGES] | beam.Map(change_summary), equal_to([
+        assert_that(out[LifecycleOutput.STATE_CHANGES.value] | beam.Map(change_summary), equal_to([
             ("opened", "WB6", at(9, 50)), ("retired", "WB6", at(14)), ("cleared", "WB6", at(14, day=1)),
         ]), label="TimersFired")
         assert_that(
-            out[VIEWS] | beam.Map(lambda v: (v["version"], v["as_of"], v["is_final"], v["final_reason"])),
+            out[LifecycleOutput.VIEWS.value] | beam.Map(lambda v: (v["version"], v["as_of"], v["is_final"], v["final_reason"])),
             equal_to([(1, at(9, 50), False, None), (2, at(10), False, None), (3, at(12), False, None),
                       (4, at(10, 30), False, None),  # the real-name deadline (compliant)
                       (5, at(14), True, "DELIVERED")]),
             label="LastViewIsFinal",
         )
-        assert_that(out[ALERTS], equal_to([]), label="NoAlerts")
-        assert_that(out[DEAD_LETTER], equal_to([]), label="NoDeadLetters")
+        assert_that(out[LifecycleOutput.ALERTS.value], equal_to([]), label="NoAlerts")
+        assert_that(out[LifecycleOutput.DEAD_LETTER.value], equal_to([]), label="NoDeadLetters")
 
 
 @pytest.mark.slow
@@ -360,7 +351,7 @@ def test_a_late_event_for_a_closed_waybill_is_dead_lettered_and_after_the_tombst
     with streaming_pipeline() as p:
         out = p | events | TrackWaybillLifecycles(**SETTINGS)
         assert_that(
-            out[DEAD_LETTER] | "CheckDeadLetterContract" >> encodes_as(schemas.DEAD_LETTER)
+            out[LifecycleOutput.DEAD_LETTER.value] | "CheckDeadLetterContract" >> encodes_as(schemas.DEAD_LETTER)
             | beam.Map(lambda d: (d["event_id"], d["stage"], d["error_kind"], d["source"],
                                   schemas.decode(schemas.COURIER_EVENT, d["raw_payload"])["payload"][1]["scan_type"],
                                   "closed at 2026-11-21T14:00:00" in d["message"])),
@@ -368,14 +359,14 @@ def test_a_late_event_for_a_closed_waybill_is_dead_lettered_and_after_the_tombst
                        "courier", "DEPART", True)]),
             label="DeadLettered",
         )
-        assert_that(out[STATE_CHANGES] | beam.Map(change_summary), equal_to([
+        assert_that(out[LifecycleOutput.STATE_CHANGES.value] | beam.Map(change_summary), equal_to([
             ("opened", "WB7", at(9, 50)), ("retired", "WB7", at(14)), ("cleared", "WB7", at(14, day=1)),
             # After the tombstone: a new state, expired 3 days after its only event, then dropped.
             ("opened", "WB7", at(11, 30)), ("retired", "WB7", at(11, 30, day=3)), ("cleared", "WB7", at(11, 30, day=4)),
         ]), label="StateChanges")
         # The re-opened state is a new generation: its versions start again at 1 ...
         assert_that(
-            out[VIEWS] | beam.Filter(lambda v: "ARRIVE" in scan_types(v["master"])) | beam.Map(view_summary),
+            out[LifecycleOutput.VIEWS.value] | beam.Filter(lambda v: "ARRIVE" in scan_types(v["master"])) | beam.Map(view_summary),
             equal_to([(1, at(11, 30), "IN_TRANSIT", ("ARRIVE",), "PENDING", False, None),
                       (2, at(11, 30, day=1), "IN_TRANSIT", ("ARRIVE",), "PENDING", False, None),  # stuck
                       (3, at(11, 30, day=3), "IN_TRANSIT", ("ARRIVE",), "PENDING", True, "EXPIRED")]),
@@ -395,7 +386,7 @@ def test_a_late_event_for_a_closed_waybill_is_dead_lettered_and_after_the_tombst
                     f"one generation per state: {first} {second}")
             _assert(max(first) < min(second), f"first state {first}, reopened {second}")
 
-        assert_that(out[VIEWS], reopened_views_compare_newer, label="ReopenedViewsCompareNewer")
+        assert_that(out[LifecycleOutput.VIEWS.value], reopened_views_compare_newer, label="ReopenedViewsCompareNewer")
 
 
 # --- the state machine without a runner -------------------------------------------------
@@ -525,18 +516,18 @@ def test_several_synthetic_days_keep_live_states_flat_on_the_fnapi_runner() -> N
     with test_pipeline.TestPipeline(options=PipelineOptions(runner="FnApiRunner")) as p:
         validated = p | beam.Create([m.message for m in messages]) | ValidateEvents()
         identified = (
-            validated[EventTag.COURIER.value]
+            validated[ValidateOutput.COURIER.value]
             | DeduplicateEvents(horizon_seconds=DAY, counter_prefix="courier")
         )["unique"] | IdentifyWaybills()
         out = identified | TrackWaybillLifecycles(retain_after_delivery=6 * HOUR, expire_after=2 * DAY)
-        assert_that(out[STATE_CHANGES] | beam.combiners.ToList(), lambda lists: check_curve(lists[0]), label="LiveCurve")
+        assert_that(out[LifecycleOutput.STATE_CHANGES.value] | beam.combiners.ToList(), lambda lists: check_curve(lists[0]), label="LiveCurve")
         assert_that(
-            out[ALERTS] | beam.Filter(lambda a: a["kind"] == "REAL_NAME_MISSING" and a["status"] == "OPEN")
+            out[LifecycleOutput.ALERTS.value] | beam.Filter(lambda a: a["kind"] == "REAL_NAME_MISSING" and a["status"] == "OPEN")
             | beam.combiners.Count.Globally(),
             equal_to([expected_real_name_alerts(messages)]),
             label="RealNameAlerts",
         )
-        assert_that(out[DEAD_LETTER], equal_to([]), label="NothingLateInBatch")
+        assert_that(out[LifecycleOutput.DEAD_LETTER.value], equal_to([]), label="NothingLateInBatch")
     live = read_live_states(p.result)
     print(live.summary_line())
     assert live.opened == live.retired == live.cleared > 0
@@ -571,6 +562,6 @@ def test_each_event_leaves_with_the_merchant_of_its_shipment_once_known() -> Non
     with streaming_pipeline() as p:
         out = p | stream | TrackWaybillLifecycles(**SETTINGS)
         assert_that(
-            out[EVENTS_WITH_MERCHANT] | beam.MapTuple(lambda event, merchant: (event["waybill_no"], event["event_type"], merchant)),
+            out[LifecycleOutput.EVENTS_WITH_MERCHANT.value] | beam.MapTuple(lambda event, merchant: (event["waybill_no"], event["event_type"], merchant)),
             equal_to([("WB5", "TRACK_SCAN", None), ("WB5", "ORDER_INFO", "M-042"), ("WB5-1", "TRACK_SCAN", "M-042")]),
         )

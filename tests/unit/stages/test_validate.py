@@ -14,7 +14,7 @@ from hypothesis import strategies as st
 from pipeline.model import schemas
 from pipeline.model.dead_letter import InvalidInput
 from pipeline.model.messages import Encoding, RawMessage
-from pipeline.stages.validate import EventTag, ValidateEvents, ValidateEventsFn, validate_message
+from pipeline.stages.validate import ValidateEvents, ValidateEventsFn, ValidateOutput, validate_message
 from tests.paths import FIXTURES
 
 NOW = datetime(2026, 11, 22, tzinfo=timezone.utc)
@@ -85,7 +85,7 @@ def test_reasons_name_the_field_and_the_bad_value(line: int, message: str) -> No
 def test_valid_event_is_unwrapped_and_stamped_with_its_event_time() -> None:
     fn = ValidateEventsFn()
     (output,) = list(fn.process(edge_case_messages()[0]))
-    assert output.tag == EventTag.COURIER.value
+    assert output.tag == ValidateOutput.COURIER.value
     event = output.value.value
     assert event["payload"] == {"scan_type": "PICKUP", "site_id": "SITE-001", "region": "310000", "exception_reason": None}
     assert output.value.timestamp == datetime(2026, 11, 21, 1, 30, tzinfo=timezone.utc).timestamp()
@@ -94,7 +94,7 @@ def test_valid_event_is_unwrapped_and_stamped_with_its_event_time() -> None:
 def test_dead_letter_keeps_raw_payload_source_and_event_id() -> None:
     line = EDGE_CASES.read_bytes().splitlines()[3]
     (output,) = list(ValidateEventsFn().process(json_message(line, 4)))
-    assert output.tag == EventTag.DEAD_LETTER.value
+    assert output.tag == ValidateOutput.DEAD_LETTER.value
     letter = output.value
     assert letter["raw_payload"] == line and letter["source"] == "test:4" and letter["event_id"] == "ev-004"
     assert (letter["stage"], letter["error_kind"]) == ("validate", "unknown_enum")
@@ -135,14 +135,14 @@ def test_avro_messages(message: RawMessage, kind: str) -> None:
 def test_random_bytes_never_crash_and_always_dead_letter_or_validate(data: bytes, schema: str) -> None:
     outputs = list(ValidateEventsFn().process(RawMessage(data, {"schema": schema}, "fuzz", Encoding.AVRO)))
     assert len(outputs) == 1
-    assert outputs[0].tag in {t.value for t in EventTag}
+    assert outputs[0].tag in {t.value for t in ValidateOutput}
 
 
 @settings(max_examples=300, deadline=None)
 @given(st.binary(max_size=200))
 def test_random_json_lines_never_crash(data: bytes) -> None:
     outputs = list(ValidateEventsFn().process(json_message(data)))
-    assert len(outputs) == 1 and outputs[0].tag == EventTag.DEAD_LETTER.value
+    assert len(outputs) == 1 and outputs[0].tag == ValidateOutput.DEAD_LETTER.value
 
 
 def test_validate_events_transform_splits_edge_cases_and_crashes_become_dead_letters() -> None:

@@ -1,13 +1,15 @@
 """Peak memory of the streaming job over several simulated days: is its state bounded?
 
-The whole graph runs in streaming mode on the DirectRunner (``BundleBasedDirectRunner``) fed
-by a ``TestStream`` that replays ``days`` synthetic days ``step_hours`` (default 3) of arrival
-at a time: the messages that arrived in a step, then the watermark to the end of that step and
-the processing-time clock forward by a minute (so output files are flushed and early results
-fire). Event-time timers therefore fire as the simulated days pass - de-duplication
-forgets event ids after its horizon, days close after the allowed lateness, shipments are
-retired - as they would in days of real traffic, compressed into a few minutes (the DirectRunner scans every pending timer after each step,
-so finer steps cost more than they add).
+The whole graph runs in streaming mode on the local runner
+(:class:`pipeline.local.runner.LocalRunner`: Beam's ``BundleBasedDirectRunner`` with the local
+speed-ups) fed by a ``TestStream`` that replays ``days`` synthetic days ``step_hours``
+(default 3) of arrival at a time: the messages that arrived in a step, then the watermark to
+the end of that step and the processing-time clock forward by a minute (so output files are
+flushed and early results fire). Event-time timers therefore fire as the simulated days pass
+(de-duplication forgets event ids after its horizon, days close after the allowed lateness,
+shipments are retired) as they would in days of real traffic, compressed into a few minutes
+(the DirectRunner looks for due timers after each step, so finer steps cost more than they
+add).
 
 Example: with ``--days 5`` the watermark crosses 5 midnights; with the default options
 (24 h de-duplication horizon, 48 h allowed lateness, 7 days of lifecycle tombstones) the
@@ -57,8 +59,8 @@ def peak_rss_mb() -> float:
     """This process's peak resident set size so far, in MiB (Linux ``/proc``: ``VmHWM``).
 
     Not ``getrusage``'s ``ru_maxrss``: Linux carries it over ``exec`` from the process that
-    forked, so a child of a large process (``benchmarks.run`` after the batch rows, ~310 MiB)
-    reported that size for 1 and 5 days alike. ``VmHWM`` belongs to this program's own memory.
+    forked, so a child of a large process (``benchmarks.run`` after its batch rows) would report
+    the parent's peak for 1 and 5 days alike. ``VmHWM`` belongs to this program's own memory.
     """
     with open("/proc/self/status") as status:
         for line in status:

@@ -5,7 +5,7 @@ needs one key's elements together: de-duplication on event_id, a shipment's even
 steps, a SKU's movements, a digest subscription's events (each key's group then goes through
 the same function as the floor's, :mod:`benchmarks.keyed_work`); calendar-day windows and a
 ``GroupByKey`` to count; a ``WriteToText`` per output. No state, timers, triggers, combiners
-or fused steps: the textbook version the optimised graph must beat (issue #7: at least 2x its
+or fused steps: the textbook version the optimised graph must beat (by at least 2x its
 events/s). It writes what the graph writes, in the same folders; counts go to Beam counters
 (namespace ``naive``), read by :func:`facts`.
 """

@@ -10,7 +10,8 @@ Example::
 
     >>> shipment, wake = Cell(), Alarm()
     >>> outputs = list(fn.process(("W1", event), state=shipment, wake=wake))  # doctest: +SKIP
-    >>> outputs += fire_until_quiet(wake, lambda at: fn.on_wake(fired_at=at, state=shipment, wake=wake))  # doctest: +SKIP
+    >>> outputs += fire_until_quiet(  # doctest: +SKIP
+    ...     wake, lambda at: fn.on_wake(fired_at=at, state=shipment, wake=wake))
 """
 from __future__ import annotations
 

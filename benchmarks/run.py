@@ -1,4 +1,4 @@
-"""The performance harness: every figure of issue #7 in one run, a table and a JSON file.
+"""The performance harness: every performance figure in one run, a table and a JSON file.
 
 ``python -m benchmarks.run`` measures, on this machine in this run, each figure ``--repeats``
 times (default 3) and reports medians:
@@ -10,15 +10,17 @@ times (default 3) and reports medians:
   same inputs, and ``whole graph``, on the FnApiRunner in batch mode over pre-generated Avro
   messages (:mod:`benchmarks.stages`); the naive peer and the whole graph also over no message
   (their fixed cost), and the difference (per event);
-- the streaming job on the DirectRunner with the Pub/Sub emulator (:mod:`benchmarks.streaming`,
-  one child process per run): a backlog end to end, then publish -> push delay at a fixed rate;
-  and a backlog of ``STARTUP_EVENTS``, the job's start, subtracted for the sustained rate;
+- the streaming job on the local runner (:class:`pipeline.local.runner.LocalRunner`: Beam's
+  BundleBasedDirectRunner with the local speed-ups) with the Pub/Sub emulator
+  (:mod:`benchmarks.streaming`, one child process per run): a backlog end to end, then
+  publish -> push delay at a fixed rate; and a backlog of ``STARTUP_EVENTS``, the job's start,
+  subtracted for the sustained rate;
 - peak memory of the streaming graph for 1 and for 5 simulated days (:mod:`benchmarks.memory`,
   one child process per run: peak RSS is per process).
 
 The batch rows give µs of CPU per input message (this process, every thread), events/s of wall
-time and the ratio of CPU per event to the floor's. The default sizes end within about 15
-minutes on a 2-core machine (about 3 minutes measured); ``--quick`` is a smoke run.
+time and the ratio of CPU per event to the floor's. The default sizes take about 3 minutes on
+a 2-core machine (the run prints its own total at the end); ``--quick`` is a smoke run.
 
 Example::
 
@@ -100,10 +102,10 @@ def measure_batch(sizes: Sizes, repeats: int) -> list[dict[str, Any]]:
 
     Every Beam row runs on the local runner in batch (:class:`pipeline.local.runner.LocalRunner`:
     the FnApiRunner with the SDK state cache Dataflow's workers have by default, none, and DoFn
-    introspection cached), as ``./run_local.sh --batch`` does. ``whole graph, fixed cost`` is the whole graph over
-    no message at all (building the graph, starting the runner, writing empty outputs): the
-    ``whole graph, per event`` row subtracts it, and is what a long-running job pays per event;
-    the naive peer gets the same two rows.
+    introspection cached), as ``./run_local.sh --batch`` does. ``whole graph, fixed cost`` is
+    the whole graph over no message at all (building the graph, starting the runner, writing
+    empty outputs): the ``whole graph, per event`` row subtracts it, and is what a long-running
+    job pays per event; the naive peer gets the same two rows.
     """
     messages = traffic(1, sizes.batch_events, first_day(1))
     workload = build_workload([m.message for m in messages])

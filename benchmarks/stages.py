@@ -1,8 +1,10 @@
 """Batch measurements: the floor, and on the FnApiRunner each stage alone, the naive peer, the whole graph.
 
-Each measurement, but the floor's (a plain loop, :mod:`benchmarks.floor`), runs one pipeline in this process on the FnApiRunner (in memory, one
-worker: the code path of a Dataflow worker's SDK harness) and records the CPU time of this
-process (``time.process_time``, every thread) and the wall time of ``p.run()`` to its end.
+Each measurement, but the floor's (a plain loop, :mod:`benchmarks.floor`), runs one pipeline
+in this process on the local runner in batch, the FnApiRunner with the batch speed-ups of
+:class:`pipeline.local.runner.LocalRunner` (in memory, one worker: the code path of a Dataflow
+worker's SDK harness), and records the CPU time of this process (``time.process_time``, every
+thread) and the wall time of ``p.run()`` to its end.
 A stage reads exactly what it receives in the graph, precomputed without Beam
 (:mod:`benchmarks.workload`), through :class:`~benchmarks.workload.ReadElements`; the
 ``source`` row is that read alone. The whole graph is :func:`pipeline.graph.build` with

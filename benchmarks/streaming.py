@@ -1,12 +1,13 @@
 """The local streaming job on the DirectRunner with the Pub/Sub emulator: speed and delay.
 
-The same sequence as ``python -m pipeline.local.pubsub --measure``, built from that module's
-parts, returning numbers instead of printing sentences: ``events`` messages are published
-before the job starts (a backlog), the job is launched and timed until everything is
-accounted for (events/s end to end, and CPU of this process per event); after
-``IDLE_S`` idle, ``latency_events`` messages are published at ``latency_rate`` msg/s and
-each one's delay from being handed to the publisher to arriving on the supervision topic is
-recorded (p50, p99, max). With ``latency_events`` 0 the run ends after the backlog.
+The same sequence as ``python -m pipeline.local.pubsub --measure`` (on the same
+:class:`pipeline.local.runner.LocalRunner`), built from that module's parts, returning numbers
+instead of printing sentences: ``events`` messages are published before the job starts (a
+backlog), the job is launched and timed until everything is accounted for (events/s end to
+end, and CPU of this process per event); after ``IDLE_S`` idle, ``latency_events`` messages
+are published at ``latency_rate`` msg/s and each one's delay from being handed to the
+publisher to arriving on the supervision topic is recorded (p50, p99, max). With
+``latency_events`` 0 the run ends after the backlog.
 
 Run as a child process by :mod:`benchmarks.run` (one job per process: a cancelled
 DirectRunner job leaves threads behind)::

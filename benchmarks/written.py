@@ -18,9 +18,9 @@ from pipeline.stages import stats
 
 
 def written(output_dir: Path) -> dict[str, Any]:
-    """JSON lines per folder that has any (receipts left out: one per delivery batch, and batching differs
-    from run to run), the requests the receipts say were delivered, and the final daily
-    figures of the ``total`` dimension as ``{'<date> <metric>': value}``."""
+    """JSON lines per folder that has any (receipts left out: one per delivery batch, and
+    batching differs from run to run), the requests the receipts say were delivered, and the
+    final daily figures of the ``total`` dimension as ``{'<date> <metric>': value}``."""
     lines: collections.Counter[str] = collections.Counter()
     delivered = 0
     totals = {}

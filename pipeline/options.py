@@ -28,8 +28,8 @@ class WaybillOptions(PipelineOptions):
         """Beam's ``view_as``, each view made once.
 
         Beam 2.77 builds a new view at every call, an argparse parser over the class's options
-        that parses every flag again, and calls it about 900 times while it builds and runs this
-        job's graph (mostly from type checks, ``typehints.is_consistent_with``). Views share
+        that parses every flag again, and calls it hundreds of times while it builds and runs
+        this job's graph (mostly from type checks, ``typehints.is_consistent_with``). Views share
         their values (``_all_options``), so one view per class is the same as a new one each time.
         """
         views: dict[type, Any] = self.__dict__.setdefault("_views", {})

@@ -12,8 +12,8 @@ Targets are webhooks (``url``), Pub/Sub topics (``topic``) or, in local runs, fo
    (in streaming the stateful variant, with ``max_batch_duration_secs``, so that it batches
    across bundles; in batch the per-bundle one, see :class:`DeliverMessages`).
 2. ``DeliverBatchFn`` splits each gathered list by target and then into chunks of that
-   target's current adaptive size (:class:`pipeline.delivery.adaptive_batch.AdaptiveBatchSize`). A
-   chunk is one "batch": one receipt.
+   target's current adaptive size (:class:`pipeline.delivery.adaptive_batch.AdaptiveBatchSize`).
+   A chunk is one "batch": one receipt.
 3. A chunk is sent in rounds. Per-message targets (Standard Webhooks): one signed POST per
    message, all of the chunk's messages in flight at once up to ``max_concurrency`` (so the
    adaptive size is the load the receiver sees). Batch-endpoint targets: one signed POST whose
@@ -35,7 +35,8 @@ answers 429 with ``Retry-After: 1`` to the first round. Chunk 1 = 8 requests: ro
 (8 delivered, attempts 2, latency ~1000 ms); the 429s halve the size to 4. Chunk 2 = 4
 requests, all 200 and fast -> size 6; chunk 3 = 6 -> size 8; chunk 4 = the last 2 requests.
 
-Worker-local state (adaptive sizes, endpoints disabled by a 410): see :mod:`pipeline.delivery.state`.
+Worker-local state (adaptive sizes, endpoints disabled by a 410): see
+:mod:`pipeline.delivery.state`.
 
 A bundle that fails (a crashed worker) is retried by the runner and its messages are sent
 again with the same ``webhook-id``: delivery is at-least-once, and receivers de-duplicate.
@@ -322,8 +323,8 @@ class DeliverMessages(beam.PTransform):
     ``max_batch_duration_secs`` so that it batches across bundles (streaming bundles are often
     one element). In batch, bundles are large and the plain per-bundle ``BatchElements`` is
     used: the stateful one flushes its last batch from a watermark timer at the end of the
-    global window, and the BundleBasedDirectRunner then dropped that batch's receipts as late
-    at the next GroupByKey (measured on Beam 2.77.0; see tests/test_delivery.py).
+    global window, and Beam 2.77.0's BundleBasedDirectRunner drops that batch's receipts as
+    late at the next GroupByKey (see ``tests/unit/delivery/test_delivery.py``).
 
     Folder targets are written by one ``WriteFolders`` step, each to ``<output_dir>/<folder>/``.
 

@@ -2,13 +2,13 @@
 
 :class:`~pipeline.delivery.deliver.DeliverBatchFn` does not write files: it hands each folder
 target's payloads, one ``(folder, line)`` pair each, to its tagged output
-``DeliveryOutput.FOLDER_LINES``, and :class:`WritePayloadLines` writes them to ``<output_dir>/<folder>/``:
-one Beam ``fileio.WriteToFiles`` for all folder targets, the folder being its destination.
-(One writer per target cost ten steps per target, run in streaming at every flush even for a
-target that got nothing: with the seven packaged folder targets, 12% of the step CPU of a
-streaming run.) In streaming, files are written every ``flush_seconds`` of processing time;
-in batch once at the end, as :class:`pipeline.io.sinks.WriteJsonLines` does (whose lines are
-Avro records in JSON form, while these are the payloads as they are).
+``DeliveryOutput.FOLDER_LINES``, and :class:`WritePayloadLines` writes them to
+``<output_dir>/<folder>/``: one Beam ``fileio.WriteToFiles`` for all folder targets, the
+folder being its destination. (A writer per target would add ten steps per target, each run
+in streaming at every flush, even for a target that got nothing.) In streaming, files are
+written every ``flush_seconds`` of processing time; in batch once at the end, as
+:class:`pipeline.io.sinks.WriteJsonLines` does (whose lines are Avro records in JSON form,
+while these are the payloads as they are).
 """
 from __future__ import annotations
 

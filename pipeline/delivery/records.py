@@ -1,5 +1,5 @@
 """The records of the delivery layer: what goes in (``DeliveryRequest``), the output tags,
-and the dead-letter reasons. The receipt that comes out is ``schemas/com.waybill.DeliveryReceipt.avsc``.
+and the batch ids. The receipt that comes out is ``schemas/com.waybill.DeliveryReceipt.avsc``.
 """
 from __future__ import annotations
 

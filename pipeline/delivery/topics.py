@@ -11,16 +11,16 @@ backoff and dead letters work as for webhooks, and each attempt is bounded by th
 How an error maps (``google.api_core.exceptions``), as HTTP statuses do in
 :mod:`pipeline.delivery.retries`:
 
-=====================================================  ========  ========================
-error                                                  verdict   load signal (Pressure)
-=====================================================  ========  ========================
-DeadlineExceeded, ServiceUnavailable, ResourceExhausted  retry    yes: the batch shrinks
-a publish that did not finish in time                  retry     yes
-Aborted, Cancelled, InternalServerError, Unknown,      retry     no
-transport errors
-NotFound (the topic does not exist)                    rejected  no: dead letter at once
-PermissionDenied, InvalidArgument, any other error     rejected  no
-=====================================================  ========  ========================
+=======================================================  ========  ========================
+error                                                    verdict   load signal (Pressure)
+=======================================================  ========  ========================
+DeadlineExceeded, ServiceUnavailable, ResourceExhausted  retry     yes: the batch shrinks
+a publish that did not finish in time                    retry     yes
+RetryError, ``google.auth`` transport errors             retry     yes
+Aborted, Cancelled, InternalServerError, Unknown         retry     no
+NotFound (the topic does not exist)                      rejected  no: dead letter at once
+PermissionDenied, InvalidArgument, any other error       rejected  no
+=======================================================  ========  ========================
 
 A publish that timed out may still have reached the topic: delivery is at-least-once, and
 the retry carries the same ``event_id``.

@@ -11,11 +11,12 @@ open ones: delayed parcels are open STUCK alerts), the same counts since the las
 at most :data:`MAX_NOTABLE_LISTED` notable items since the last digest. State is bounded.
 
 A digest is a CloudEvents message (type :data:`DIGEST_TYPE`, subject the account, time the
-latest event time seen, the subscription's content mode) whose data is :meth:`AccountProfile.digest`'s
-message. Its event id ``digest:<account>:<epoch_ms>:<sequence>`` is stable: ``epoch_ms`` is
-the processing time at which the profile was created and ``sequence`` counts its digests, both
-in state, so a retried bundle sends the same ids, and a job restarted without its state does not
-reuse the ids of the previous run (which receivers would discard as duplicates).
+latest event time seen, the subscription's content mode) whose data is
+:meth:`AccountProfile.digest`'s message. Its event id ``digest:<account>:<epoch_ms>:<sequence>``
+is stable: ``epoch_ms`` is the processing time at which the profile was created and
+``sequence`` counts its digests, both in state, so a retried bundle sends the same ids, and a
+job restarted without its state does not reuse the ids of the previous run (which receivers
+would discard as duplicates).
 
 When a digest is sent (reason in the message):
 
@@ -42,9 +43,9 @@ time      what happens                                digest sent
 =======  ==========================================  ===========================================
 
 In batch the same input gives #1 notable and #2 final (totals: 4 events), no schedule.
-``tests/test_digests.py`` runs the streaming example with a one-minute schedule.
+``tests/unit/fanout/test_digests.py`` runs the streaming example with a one-minute schedule.
 
-Why the DoFn is chosen by mode (measured on Beam 2.77.0):
+Why the DoFn is chosen by mode (Beam 2.77.0):
 
 * a processing-time timer makes the switching DirectRunner leave the FnApiRunner for the much
   slower BundleBasedDirectRunner, even in batch, and the FnApiRunner itself fails with "A total
@@ -52,9 +53,10 @@ Why the DoFn is chosen by mode (measured on Beam 2.77.0):
   timer only), streaming :class:`ScheduledAccountDigestFn` (processing-time timer only);
 * a streaming job sends no final digest: what a DoFn emits when the watermark reaches the end
   of the global window (a finished TestStream, a drain) is dropped by the stateful
-  ``BatchElements`` of :class:`~pipeline.delivery.deliver.DeliverMessages` on the BundleBasedDirectRunner;
+  ``BatchElements`` of :class:`~pipeline.delivery.deliver.DeliverMessages` on the
+  BundleBasedDirectRunner;
 * on the FnApiRunner an end-of-window timer set again in a later bundle (events that come out
-  of an upstream timer, such as lifecycle alerts) fired once per setting: it is set once per
+  of an upstream timer, such as lifecycle alerts) fires once per setting: it is set once per
   key, and a final digest with nothing new since the previous final one is not sent.
 
 Under ``TestStream`` processing-time timers follow ``advance_processing_time`` on a test clock

@@ -88,8 +88,8 @@ class SubscribableEvent(NamedTuple):
         event_time: the event's time (aware, UTC); the CloudEvents ``time``.
         source: the record as the pipeline holds it (an OrderEvent, a CourierEvent, a
             WaybillAlert); :attr:`record`, the CloudEvents ``data``, is made from it only for the
-            events a subscription matches (its JSON form is ~25 µs of a courier event, and most events
-            match none).
+            events a subscription matches (making the JSON form of a courier event costs far more
+            than matching it, and most events match none).
         merchant_id, outlet_id, region, scan_type: what the filters match; None when unknown.
         status: an order's status, or an alert's OPEN / CLOSED.
         alert_kind: STUCK or REAL_NAME_MISSING for an alert.
@@ -111,9 +111,9 @@ class SubscribableEvent(NamedTuple):
 
     @property
     def record(self) -> dict[str, Any]:
-        """The CloudEvents ``data``: the source record in the JSON form of :mod:`pipeline.model.json_records`;
-        for a courier event ``{event_id, identification, event}`` (the supervision record
-        without ``pushed_at``)."""
+        """The CloudEvents ``data``: the source record in the JSON form of
+        :mod:`pipeline.model.json_records`; for a courier event ``{event_id, identification,
+        event}`` (the supervision record without ``pushed_at``)."""
         if self.kind == ORDER:
             return to_json(schemas.ORDER_EVENT, self.source)
         if self.kind == WAYBILL_ALERT:

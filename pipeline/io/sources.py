@@ -97,10 +97,10 @@ class ReadPubSub(beam.PTransform):
 
     Read *without* ``timestamp_attribute``, on purpose: Beam parses that attribute inside the
     read itself, and an unparseable value (``event_time=yesterday``) raises there, before any
-    step of ours can dead-letter it. On the DirectRunner that fails the whole job (the check is
-    kept as ``test_a_bad_timestamp_attribute_fails_the_read`` in tests/test_pubsub_job.py); a
-    message the source cannot parse is never acknowledged, so on any runner it would come back
-    forever. So elements leave the read stamped with their publish time, and
+    step of ours can dead-letter it. On the DirectRunner that fails the whole job
+    (``tests/emulator/test_pubsub_job.py::test_a_bad_timestamp_attribute_fails_the_read`` shows
+    it); a message the source cannot parse is never acknowledged, so on any runner it would come
+    back forever. So elements leave the read stamped with their publish time, and
     :class:`~pipeline.stages.validate.ValidateEvents` re-stamps each valid event with its
     ``event_time`` (a message with a bad ``event_time`` attribute is dead-lettered there as
     ``bad_timestamp``). Consequence: the read's watermark follows publish time, so an event

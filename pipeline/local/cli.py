@@ -25,7 +25,7 @@ from pipeline.io import outputs
 from pipeline.io.sinks import is_local_path
 from pipeline.launcher import launch, parse_options
 from pipeline.local import accounting, stats_report
-from pipeline.local.runner_choice import LOCAL_RUNNER, resolve_runner, runs_in_process
+from pipeline.local.runner_choice import LOCAL_RUNNER, check_counted, resolve_runner, runs_in_process
 from pipeline.local.waybill_report import live_by_day, read_live_states
 from pipeline.model.json_records import read_folder
 from pipeline.options import WaybillOptions
@@ -48,9 +48,9 @@ def help_text() -> str:
     WaybillOptions._add_argparse_args(parser)
     parser.add_argument(
         "--runner", default=None,
-        help="Beam runner. Default: Beam's DirectRunner, pinned to its BundleBasedDirectRunner with "
-        f"--streaming, else its FnApiRunner; {LOCAL_RUNNER} for the same with local speed-ups "
-        "(what ./run_local.sh uses); DataflowRunner to deploy.",
+        help=f"Beam runner. Default: {LOCAL_RUNNER}, Beam's DirectRunner (its BundleBasedDirectRunner "
+        "with --streaming, else its FnApiRunner) with local speed-ups. DirectRunner: the same on stock "
+        "Beam (batch only here: its streaming half loses counters). DataflowRunner to deploy.",
     )
     parser.add_argument("--streaming", action="store_true", help="run in streaming mode. Default: batch.")
     return parser.format_help()
@@ -70,11 +70,12 @@ def run(argv: list[str] | None = None) -> accounting.Accounting:
     options = parse_options(argv)
     standard = options.view_as(StandardOptions)
     standard.runner = resolve_runner(standard.runner, standard.streaming)
+    check_counted(standard.runner)
     clear_outputs(options.output_dir)
     result = launch(options)
     if not runs_in_process(standard.runner):
         verb = "built (dry run), not submitted" if options.view_as(TestOptions).dry_run else "submitted"
-        print(f"{standard.runner}: job {verb}; it runs without this process (see the README runbook).", flush=True)
+        print(f"{standard.runner}: job {verb}; it runs without this process (see docs/deploy.md).", flush=True)
         return nothing_counted
     _wait_with_progress(result)
     final = accounting.read_accounting(result)
@@ -105,8 +106,9 @@ def _wait_with_progress(result: PipelineResult) -> None:
     The DirectRunner updates ``result.state`` only inside ``wait_until_finish()``, so that
     waits in a thread while this one reads the live counters. Errors of the job re-raise here.
     A streaming job on Pub/Sub never finishes: Ctrl-C cancels it (only jobs running in this
-    process come here; a Dataflow job is submitted and left running). The waiting thread is a daemon because, once a
-    DirectRunner job is cancelled, its ``wait_until_finish()`` never returns (Beam 2.77).
+    process come here; a Dataflow job is submitted and left running). The waiting thread is a
+    daemon because, once a DirectRunner job is cancelled, its ``wait_until_finish()`` never
+    returns (Beam 2.77).
     """
     interactive = sys.stderr.isatty()
     failure: list[BaseException] = []

@@ -14,7 +14,8 @@ Example::
         sub = emu.create_subscription("local", "courier-events-sub", topic)
         emu.publisher().publish(topic, b"...", event_time="2024-05-01T10:00:00Z").result()
 
-Used by the integration tests (``tests/pubsub_fixtures.py``) and by ``run_local.sh --pubsub``.
+Used by the emulator tests (``tests/emulator/``, through the fixtures of
+``tests/pubsub_fixtures.py``) and by ``run_local.sh --pubsub``.
 """
 from __future__ import annotations
 

@@ -1,11 +1,10 @@
 """The local run's consumer of the job's output topics: a child process that pulls and acknowledges them.
 
 In production the systems reading the supervision and dead-letter topics are other processes,
-on other machines. Locally the consumer was a thread of the job's own process, so each of its
-pulls took the interpreter lock that the DirectRunner's one worker thread needs; to keep it out
-of the way it waited until every input was in, and then the job's last outputs waited for it
-(about 2 s of a 20,000-message backlog run). As a child process it pulls beside the job from the
-start, on the other core, and reports each pull round as a JSON line on its standard output.
+on other machines. Locally the consumer is a child process too: as a thread of the job's own
+process each of its pulls would take the interpreter lock that the DirectRunner's one worker
+thread needs. As a child process it pulls beside the job from the start, on another core, and
+reports each pull round as a JSON line on its standard output.
 
 ``time.monotonic()`` is one clock for both processes (``CLOCK_MONOTONIC``), so an arrival time
 taken in the child compares with a publish time taken here.
@@ -92,7 +91,8 @@ def pull_rounds(emulator_host: str, supervision_subscription: str, dead_letter_s
 
 
 def _pull(subscriber: Any, subscription: str) -> list[Any]:
-    """The messages of one pull, acknowledged; none if the pull failed (the emulator is stopping, or a transient error)."""
+    """The messages of one pull, acknowledged; none if the pull failed (the emulator is stopping,
+    or a transient error)."""
     from google.api_core.exceptions import GoogleAPICallError
 
     try:
@@ -110,8 +110,11 @@ def _pull(subscriber: Any, subscription: str) -> list[Any]:
 
 
 def main() -> None:
-    """``python -m pipeline.local.output_drain <emulator host> <supervision subscription> <dead-letter subscription>``:
-    one JSON line per round on stdout, until terminated."""
+    """One JSON line per round on stdout, until terminated::
+
+        python -m pipeline.local.output_drain <emulator host> <supervision subscription> \\
+            <dead-letter subscription>
+    """
     for pulled in pull_rounds(*sys.argv[1:4]):
         print(json.dumps(pulled), flush=True)
 

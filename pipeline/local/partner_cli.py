@@ -22,7 +22,7 @@ from apache_beam.runners.runner import PipelineResult
 
 from pipeline.local import accounting
 from pipeline.local.cli import configure_logging
-from pipeline.local.runner_choice import resolve_runner, runs_in_process
+from pipeline.local.runner_choice import LOCAL_RUNNER, STOCK_STREAMING_RUNNER, resolve_runner, runs_in_process
 from pipeline.partner import file_format as partner_format
 from pipeline.partner import keys as partner_keys
 from pipeline.partner.feedback import partners_from
@@ -129,9 +129,10 @@ def run(argv: Optional[list[str]] = None) -> PipelineResult | None:
     beam_options = PipelineOptions(beam_args)
     standard = beam_options.view_as(StandardOptions)
     standard.runner = resolve_runner(standard.runner, standard.streaming)
-    if standard.streaming and standard.runner == "BundleBasedDirectRunner":
-        raise ValueError("--streaming cannot run on the BundleBasedDirectRunner: Beam 2.77's cannot run the splittable "
-                         "DoFns of MatchContinuously; use --runner=DataflowRunner (or PrismRunner where Prism is installed)")
+    if standard.streaming and standard.runner in (STOCK_STREAMING_RUNNER, LOCAL_RUNNER):
+        raise ValueError(f"--streaming cannot run on {standard.runner}: Beam 2.77's streaming DirectRunner cannot run "
+                         "the splittable DoFns of MatchContinuously; use --runner=DataflowRunner (or PrismRunner where "
+                         "Prism is installed)")
     p = beam.Pipeline(options=beam_options)
     build(p, options, standard.streaming)
     result = p.run()

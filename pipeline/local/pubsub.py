@@ -4,11 +4,12 @@ Starts the emulator on a free 127.0.0.1 port, creates the topics ``courier-event
 ``order-events``, ``supervision`` and ``dead-letter`` (each with a subscription; the job reads
 the first two, this module drains the last two; the supervision topic also carries the
 real-name compliance alerts, told apart by their ``schema`` attribute), runs the streaming job
-on the local runner (:class:`~pipeline.local.runner.LocalRunner`; ``--runner`` chooses another), publishes a synthetic day of traffic and prints the job's progress line
-every second. When the traffic is published and everything is accounted for (the job's
-``inputs`` equals what was published, the counters balance and every pushed record / dead
-letter has arrived on its topic, every order in its files) - or on Ctrl-C, or when nothing
-moved for ``--stall_timeout`` seconds - it cancels the job, stops the emulator and prints the
+on the local runner (:class:`~pipeline.local.runner.LocalRunner`; ``--runner`` chooses
+another), publishes a synthetic day of traffic and prints the job's progress line every
+second. When the traffic is published and everything is accounted for (the job's ``inputs``
+equals what was published, the counters balance and every pushed record / dead letter has
+arrived on its topic, every order in its files) - or on Ctrl-C, or when nothing moved for
+``--stall_timeout`` seconds - it cancels the job, stops the emulator and prints the
 accounting.
 
 The synthetic day is yesterday (``--day``): its oldest events are up to ~43 h old when the job
@@ -37,17 +38,17 @@ from datetime import date
 from pathlib import Path
 from typing import Any
 
+from apache_beam.options.pipeline_options import StandardOptions
 from apache_beam.runners.runner import PipelineResult, PipelineState
 
-from pipeline import options as job_options
 from pipeline.io import outputs
 from pipeline.io.synthetic import TrafficProfile
-from pipeline.launcher import launch
+from pipeline.launcher import launch, parse_options
 from pipeline.local import accounting, publish
 from pipeline.local.cli import clear_outputs, configure_logging
 from pipeline.local.emulator import EmulatorError, EmulatorUnavailable, PubsubEmulator
 from pipeline.local.output_drain import OutputDrain
-from pipeline.local.runner_choice import LOCAL_RUNNER
+from pipeline.local.runner_choice import check_counted, resolve_runner
 from pipeline.options import WaybillOptions
 
 _LOGGER = logging.getLogger(__name__)
@@ -224,9 +225,8 @@ def job_argv(topics: LocalTopics, passed: list[str], day: str) -> list[str]:
     """The job's options: the user's, the topics, streaming on the local runner, and a 48 h
     de-duplication horizon unless the user gives one (see the module docstring)."""
     defaults = ["--streaming", f"--project={PROJECT}", f"--day={day}"]
-    for flag, value in (("--runner", LOCAL_RUNNER), ("--dedup_horizon_hours", "48")):
-        if not any(arg.startswith(flag) for arg in passed):
-            defaults.append(f"{flag}={value}")
+    if not any(arg.startswith("--dedup_horizon_hours") for arg in passed):
+        defaults.append("--dedup_horizon_hours=48")
     return [*passed, *defaults, *topics.job_options()]
 
 
@@ -243,8 +243,10 @@ def run(argv: list[str] | None = None) -> int:
     stop = threading.Event()
     try:
         topics = create_topics(emulator)
-        options = WaybillOptions(job_argv(topics, passed, day.isoformat()))
-        job_options.validate(options)
+        options = parse_options(job_argv(topics, passed, day.isoformat()))
+        standard = options.view_as(StandardOptions)
+        standard.runner = resolve_runner(standard.runner, standard.streaming)
+        check_counted(standard.runner)
         clear_outputs(options.output_dir)
         print(f"Pub/Sub emulator at {emulator.host}; topics under projects/{PROJECT}/topics/", file=sys.stderr)
         routes, publisher = publish.Topics(topics.courier, topics.order), emulator.publisher()

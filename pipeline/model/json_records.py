@@ -205,7 +205,8 @@ Converter = Callable[[Any], Any]
 def _converter(name: str) -> Converter:
     """``record -> JSON form`` for record schema ``name``, built once from the schema: the converter
     of each field is chosen here, not looked up again for every value (every output line of
-    the job goes through one; walking the schema per record was ~18% of the whole graph's CPU).
+    the job goes through one, so walking the schema per record would cost a large share of the
+    whole graph's CPU).
     """
     schema = schemas.parsed(name)
     return _compile_record(schema, schema["__named_schemas"])

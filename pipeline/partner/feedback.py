@@ -2,7 +2,8 @@
 
 Every input file gets one answer in the outbox, named after it:
 
-* ``<name>.feedback.wbpf`` (``<name>.wbpf`` answered): the file was read; one R line per row, in file order, then totals::
+* ``<name>.feedback.wbpf`` (``<name>.wbpf`` answered): the file was read; one R line per row,
+  in file order, then totals::
 
       H,1,ACME-BANK,FEEDBACK,ACME-20261121-001.wbpf,ACME-20261121-001,2026-11-21T09:00:00Z
       R,1,TX-000001,M000001,150,credited,,

@@ -1,6 +1,5 @@
-"""Partner files: the encrypted envelope, the text inside it, the partner configuration and
-the row rules. Pure Python (``cryptography``), no Beam. The partner configuration is
-:mod:`pipeline.partner.keys`.
+"""Partner files: the encrypted envelope, the text inside it and the row rules. Pure Python
+(``cryptography``), no Beam. The partner configuration is :mod:`pipeline.partner.keys`.
 
 Envelope (binary; integers big-endian), the same for input, feedback and exception files::
 
@@ -82,6 +81,7 @@ def _nonce(prefix: bytes, index: int, last: bool) -> bytes:
 class EnvelopeWriter:
     """Encrypts what is written to it into ``out``, one segment at a time; call :meth:`close`.
 
+    >>> import io
     >>> out = io.BytesIO(); key = bytes(32)
     >>> with EnvelopeWriter(out, "ACME", "k1", key) as w: _ = w.write(b"hello")
     >>> b"".join(decrypt(io.BytesIO(out.getvalue()), lambda p, k: key)[2])

@@ -35,7 +35,7 @@ class Partner:
 
 
 def load_partners(text: str, read_text: Callable[[str], str]) -> dict[str, Partner]:
-    """Partners from the JSON key configuration (format in the README)::
+    """Partners from the JSON key configuration::
 
         {"ACME-BANK": {"keys": {"k2026": "<base64 of 32 random bytes>"}, "feedback_key": "k2026",
                        "members_file": "acme-members.txt", "max_points": 100000}}

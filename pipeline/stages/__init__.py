@@ -1,1 +1,2 @@
-"""The job's stages, in data-flow order: validate, de-duplicate, identify, supervision, statistics, stock, lifecycle."""
+"""The job's stages, in data-flow order: validate, de-duplicate, identify, supervision, statistics,
+stock, lifecycle."""

@@ -83,8 +83,8 @@ class CalendarDays(NonMergingWindowFn):
     first occurrence.
 
     The last few days looked up are remembered (a day is asked for several times per event:
-    by the lateness gate and by both windowings of the statistics, ~10 µs each time from
-    the time zone), so a lookup of a recent day is a comparison of two integers.
+    by the lateness gate and by both windowings of the statistics, each time a conversion
+    through the time zone), so a lookup of a recent day is a comparison of two integers.
     """
 
     _REMEMBERED_DAYS = 8

@@ -1,10 +1,10 @@
 """Stock per SKU from paid orders, and a replenishment suggestion when it falls below the threshold.
 
-The rule, applied per order in event-time order (ties broken by event_id; in streaming,
-in arrival order, see below): the order's
-first **PAID** event takes the units of its lines out of stock; a **CANCELLED** event after
-it gives the same units back. A PAID after a CANCELLED, a second PAID or CANCELLED, and the
-other statuses move nothing (a RETURNED parcel is not put back on sale automatically).
+The rule, applied per order in event-time order (ties broken by event_id; in streaming, in
+arrival order, see below): the order's first **PAID** event takes the units of its lines out
+of stock; a **CANCELLED** event after it gives the same units back. A PAID after a CANCELLED,
+a second PAID or CANCELLED, and the other statuses move nothing (a RETURNED parcel is not put
+back on sale automatically).
 
 Running stock of a SKU = the catalog's ``initial_stock`` + its movements in event-time
 order (ties broken by event_id). When a PAID leaves the stock below the catalog's
@@ -197,7 +197,8 @@ def _movements(paid: OrderStep, step: OrderStep, order_id: str, sign: int) -> It
 
 
 class AttachCatalogItemFn(beam.DoFn):
-    """A movement -> ``(sku, movement + the SKU's catalog fields)``; SKUs not in the catalog are counted and skipped."""
+    """A movement -> ``(sku, movement + the SKU's catalog fields)``; SKUs not in the catalog are
+    counted and skipped."""
 
     def __init__(self, catalog_path: str) -> None:
         super().__init__()
@@ -300,7 +301,7 @@ class SuggestReplenishments(beam.PTransform):
         )
         if in_batch:
             # Beam 2.77's FnApiRunner never fires the timers of two timer DoFns fused into one
-            # stage (measured: no output at all); a shuffle puts them in two stages.
+            # stage (the fused stage then emits nothing at all); a shuffle puts them in two stages.
             movements = movements | "ShuffleMovements" >> beam.Reshuffle()
         return (
             movements

@@ -41,9 +41,9 @@ pending timers, so the outputs are meant for sinks in the global window, not for
 windows downstream; it also loses metrics incremented inside timer callbacks, so the counters
 are incremented in a plain step after the stateful one. On the FnApiRunner, timer DoFns
 back to back can fail to fire timers; behind de-duplication (a timer DoFn), validation and
-identification, this stage's timers fire without a ``Reshuffle`` in between (measured with
-and without one: the same views, alerts and counters), and
-``tests/test_lifecycle.py::test_several_synthetic_days_keep_live_states_flat_on_the_fnapi_runner``
+identification, this stage's timers fire without a ``Reshuffle`` in between (with one, the
+views, alerts and counters are the same), and
+``tests/unit/stages/test_lifecycle.py::test_several_synthetic_days_keep_live_states_flat_on_the_fnapi_runner``
 runs that chain, so a wiring that breaks it fails there.
 """
 from __future__ import annotations
@@ -155,7 +155,7 @@ class TrackShipmentsFn(beam.DoFn):
     ) -> Iterator[Union[dict[str, Any], pvalue.TaggedOutput]]:
         shipment: Shipment | None = state.read()
         if shipment is None:
-            # Seen once per key at the end of a bounded streaming run on the DirectRunner, which
+            # Happens once per key at the end of a bounded streaming run on the DirectRunner, which
             # fires the timer again after the state was cleared; harmless, nothing to emit.
             _LOGGER.debug("lifecycle timer fired at %s for a key without state", fired_at)
             return

@@ -130,7 +130,7 @@ class Track:
 class Shipment:
     """The state of one shipment (key: the master waybill number); see the module docstring.
 
-    Example (default settings; ``tests/test_lifecycle.py`` runs it)::
+    Example (default settings; ``tests/unit/stages/test_lifecycle.py`` runs it)::
 
         s = Shipment.open("WB1", pickup.event_time)       # pickup: a PICKUP scan at 10:00
         s.add(pickup)                  # -> [view v1]
@@ -148,8 +148,8 @@ class Shipment:
     # When this state was opened: wall-clock microseconds since the epoch. A state opened again
     # after the tombstone was dropped is opened later in real time (the drop and the late event
     # come after everything of the old state), so its generation is larger, and its views,
-    # versions 1, 2, ... again, still compare newer by (generation, version). 0 in states
-    # pickled before the field existed, older than any real generation.
+    # versions 1, 2, ... again, still compare newer by (generation, version). A pickled state
+    # without the field reads the default 0, older than any real generation.
     generation: int = 0
     version: int = 0
     tracks: dict[str, Track] = dataclasses.field(default_factory=dict)

@@ -197,9 +197,10 @@ class _CloseDays(beam.DoFn):
 
     Input: ``(shard, (stream, event))`` (or ``(shard, None)``: a day announcement) in the
     global window; output: the event's :func:`contributions` (main output, measured here and
-    not in a step of its own: one step less per event), or ``(stream, event)`` on ``too_late``. State per shard: ``closed_through``
-    (every day whose close time is at or before it is closed) and the close times of the
-    open days seen, with one event-time timer at the earliest of them.
+    not in a step of its own: one step less per event), or ``(stream, event)`` on
+    ``too_late``. State per shard: ``closed_through`` (every day whose close time is at or
+    before it is closed) and the close times of the open days seen, with one event-time timer
+    at the earliest of them.
 
     Example (Asia/Shanghai, lateness 48 h): a 2026-11-21 event sets the timer to
     2026-11-23T16:00Z; when the watermark reaches it, ``closed_through`` becomes that

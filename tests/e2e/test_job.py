@@ -95,6 +95,8 @@ def test_help_explains_every_option_and_bad_options_say_the_fix(capsys: pytest.C
         run(["--source=file"])
     with pytest.raises(ValueError, match="--time_zone must be an IANA zone"):
         run(["--time_zone=Mars/Olympus"])
+    with pytest.raises(ValueError, match="--streaming on Beam's stock DirectRunner.*the accounting .* would be wrong"):
+        run(["--runner=DirectRunner", "--streaming"])
 
 
 def test_module_entry_point_exits_zero_when_balanced(tmp_path: Path) -> None:

@@ -279,6 +279,7 @@ def test_the_streaming_job_watches_the_inbox_and_builds_for_dataflow(tmp_path: P
     names = {t.unique_name for t in job.proto_pipeline.components.transforms.values()}
     assert job.proto.type.name == "JOB_TYPE_STREAMING"
     assert {"WatchInbox", "CreditPartnerFiles/CreditPoints", "CreditPartnerFiles/WriteFeedback"} <= names
-    with pytest.raises(ValueError, match="--streaming cannot run on the BundleBasedDirectRunner"):
-        partner_cli.run([f"--inbox={tmp_path}", f"--partner_keys={write_config(tmp_path)}",
-                           "--points_api=http://127.0.0.1:1/credits", "--streaming"])
+    for runner in ([], ["--runner=DirectRunner"]):  # the local runner (the default), stock Beam
+        with pytest.raises(ValueError, match="--streaming cannot run on .*splittable DoFns of MatchContinuously"):
+            partner_cli.run([f"--inbox={tmp_path}", f"--partner_keys={write_config(tmp_path)}",
+                             "--points_api=http://127.0.0.1:1/credits", "--streaming", *runner])

@@ -80,12 +80,13 @@ def test_plain_direct_runner_testpipeline_and_fnapi_runner_run_stock_beam(tmp_pa
 import apache_beam as beam
 from apache_beam.testing.test_pipeline import TestPipeline
 from apache_beam.testing.util import assert_that, equal_to
+from pipeline.launcher import launch, parse_options
 from pipeline.local import cli
-from tests.paths import ROOT
 
-for argv in (["--runner=DirectRunner", "--streaming"], ["--runner=DirectRunner"], []):
-    accounting = cli.run([*argv, "--events=200", "--day=2026-11-21", "--output_dir={tmp_path}"])
-    assert accounting.balanced and accounting.inputs == 200, accounting
+accounting = cli.run(["--runner=DirectRunner", "--events=200", "--day=2026-11-21", "--output_dir={tmp_path}"])
+assert accounting.balanced and accounting.inputs == 200, accounting
+streaming = parse_options(["--runner=BundleBasedDirectRunner", "--streaming", "--events=200", "--output_dir={tmp_path}"])
+launch(streaming).wait_until_finish()
 with TestPipeline() as p:
     assert_that(p | beam.Create([1, 2]) | beam.Map(lambda n: n * 2), equal_to([2, 4]))
 with beam.Pipeline(runner="FnApiRunner") as p:

@@ -54,7 +54,7 @@ def _with_element_timestamp(
     )
 
 def test_direct_runner_takes_element_timestamps_from_timestamp_attribute(
-    pubsub_emulator: PubsubEmulator, pubsub_topics: TopicFactory, stock_read_evaluator: Any
+    pubsub_emulator: PubsubEmulator, pubsub_topics: TopicFactory
 ) -> None:
     source, sink = pubsub_topics("ts-in"), pubsub_topics("ts-out")
     # event_time as publishers write it -> the instant it names, written out by hand.
@@ -97,7 +97,7 @@ def _ids_per_window(pair: tuple[str, Any]) -> PubsubMessage:
     return PubsubMessage(",".join(sorted(event_ids)).encode(), {})
 
 def test_window_fires_in_seconds_after_an_idle_subscription_when_sped_up(
-    pubsub_emulator: PubsubEmulator, pubsub_topics: TopicFactory, stock_read_evaluator: Any
+    pubsub_emulator: PubsubEmulator, pubsub_topics: TopicFactory
 ) -> None:
     """A 1 s event-time window whose event came while the subscription was idle.
 

@@ -22,6 +22,7 @@ from pipeline.local import accounting, publish
 from pipeline.local import pubsub as local_pubsub
 from pipeline.local.emulator import EmulatorUnavailable, PubsubEmulator, find_jar, find_java
 from pipeline.local.runner import install, pubsub_io
+from pipeline.local.runner_choice import LOCAL_RUNNER
 from pipeline.model import schemas
 from pipeline.model.json_records import format_timestamp
 from pipeline.model.messages import Encoding
@@ -68,12 +69,13 @@ def test_a_bad_timestamp_attribute_fails_the_read(
 def _job_options(tmp_path: Path, courier: TopicAndSubscription, order: TopicAndSubscription,
                  supervision: TopicAndSubscription, dead: TopicAndSubscription) -> WaybillOptions:
     options = WaybillOptions([
-        "--source=pubsub", "--streaming", f"--project={PROJECT}", f"--output_dir={tmp_path}",
+        f"--runner={LOCAL_RUNNER}", "--source=pubsub", "--streaming", f"--project={PROJECT}", f"--output_dir={tmp_path}",
         f"--courier_subscription={courier.subscription}", f"--order_subscription={order.subscription}",
         f"--supervision_topic={supervision.topic}", f"--dead_letter_topic={dead.topic}",
     ])
     job_options.validate(options)
     return options
+
 
 def _traffic(now: datetime) -> tuple[list[tuple[str, bytes, dict[str, str]]], set[str], dict[str, str]]:
     """(messages as (role, data, attributes), valid courier event_ids, malformed id -> error_kind)."""

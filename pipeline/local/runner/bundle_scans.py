@@ -7,14 +7,14 @@ Why: both walk every element of a bundle for one number. Refreshing a step's wat
 earliest timestamp of every bundle still pending for the step by iterating each one (Beam's
 ``TODO(ccy): we can have the Bundle class keep track of the minimum timestamp``), after every
 bundle of every step: a 5,000-message read round stays pending in the steps after it while they
-work, so it was walked again and again (807,000 timestamp comparisons in a 20,000-message run).
+work, so it is walked again and again (807,000 timestamp comparisons in a 20,000-message run).
 Starting a bundle finds the window with the latest end among its elements, which only steps
 with side inputs use. Here the refresh asks each committed bundle's earliest timestamp once and
 keeps it on the bundle (a committed bundle never changes), and steps without side inputs skip
-the latest-window scan. Watermarks come out as before.
+the latest-window scan. Watermarks come out the same as on stock Beam.
 
 Measured gain (cProfile of the runner's worker thread in ``python -m pipeline.local.pubsub
---events 20000``): the two scans took 3.8 of its 29 profiled seconds.
+--events 20000``): on stock Beam the two scans take 3.8 of its 29 profiled seconds.
 """
 from __future__ import annotations
 

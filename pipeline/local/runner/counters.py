@@ -8,14 +8,16 @@ metrics_container=<that container>)``; the sampler caches a scoped state per ste
 the second bundle of a step on, the step's ``Metrics.counter(...).inc()`` lands in the *first*
 bundle's container, committed long ago: the increments are lost. A bounded run has one bundle
 per step and is unaffected; a streaming Pub/Sub run has one per read round, and its counters
-froze at the first round (2,500 messages through a ParDo, its counter said 1,000). The job's
+stop at the first round (2,500 messages through a ParDo, its counter says 1,000). The job's
 accounting and progress line are those counters. Here each step keeps one container for all its
 bundles, emptied when the next bundle starts: the scoped state the sampler cached points at the
 container every bundle of the step fills, and each bundle still reports only its own increments.
+One container per step, not a fresh sampler per bundle (which would count right too), leaves no
+per-bundle objects in reference cycles: a fresh sampler leaves ~25 per bundle, at hundreds of
+bundles a second, to the garbage collector.
 
-Measured gain: counters right on every bundle; and no per-bundle objects left in reference
-cycles (a fresh sampler per bundle, the other way to fix it, left ~25 per bundle, hundreds of
-bundles a second, to the garbage collector).
+Measured gain (``python -m pytest tests/unit/local/test_runner_counters.py``): a ParDo given 4
+bundles of 3 elements counts 12 with the adjustment, 3 on stock Beam.
 """
 from __future__ import annotations
 

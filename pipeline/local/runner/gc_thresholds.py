@@ -11,8 +11,8 @@ affected.
 
 Measured gain (``python -m pipeline.local.pubsub --events 20000 --measure``, 2 cores, a
 ``gc.callbacks`` timer): time in collections from 7.3 s (default thresholds) to 0.74-0.94 s.
-A young threshold of 100,000 keeps the memory benchmark's peak after 5 simulated days near
-that after 1 day (``python -m benchmarks.memory``); 200,000 collects less still but lifts it.
+The young threshold of 100,000 keeps the memory benchmark's peak after 5 simulated days near
+that after 1 day (``python -m benchmarks.memory --days 5``, and ``--days 1``).
 """
 from __future__ import annotations
 

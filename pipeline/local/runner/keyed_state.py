@@ -6,7 +6,7 @@ Replaces, in ``apache_beam/runners/direct/`` and ``apache_beam/transforms/trigge
 * ``_TransformWatermarks.extract_transform_timers`` and ``EvaluationContext.handle_result``.
   Stock, a monitor task between bundles walks every key that ever had state, in every stateful
   step, asking each key's state for its expired timers. Keys never go away, so the walk grows
-  with the run (after 20,000 events each look took ~100 ms with the GIL held). Here an index
+  with the run (after 20,000 events each look takes ~100 ms with the GIL held). Here an index
   keeps, per step, the keys whose state holds a timer with their earliest event-time timer (a
   key with a processing-time timer is looked at every time, as Beam does); it is updated where
   the runner commits a bundle's keyed state (``handle_result``), and a look asks only the keys
@@ -27,8 +27,8 @@ Replaces, in ``apache_beam/runners/direct/`` and ``apache_beam/transforms/trigge
   time (~850 a second), each left in reference cycles for the garbage collector. The answer
   depends only on the tag's name and combine fn, so it is made once per pair.
 
-Measured gain (``python -m pipeline.local.pubsub --events 20000``): the timer walk took 7.7 s of
-a 75 s run; with the index, a look is a heap pop per due key.
+Measured gain (``python -m pipeline.local.pubsub --events 20000``): on stock Beam the timer walk
+takes 7.7 s of a 75 s run; with the index, a look is a heap pop per due key.
 """
 from __future__ import annotations
 

@@ -40,17 +40,18 @@ _LOGGER = logging.getLogger(__name__)
 
 # The most messages one scheduling round of the read hands to the pipeline (one bundle), and
 # the most a prefetcher holds. Rounds are expensive in the DirectRunner (every step runs a
-# bundle per round): on the full job graph 1,000 per round drained a 20,000 backlog at
-# ~740 msg/s, 5,000 at ~1,350 msg/s. A held message is not acknowledged yet: the local
-# subscriptions have a 60 s ack deadline, and a round takes a few seconds.
+# bundle per round), so each round takes many messages and a backlog drains in few rounds. A
+# held message is not acknowledged yet: the local subscriptions have a 60 s ack deadline, and a
+# round takes a few seconds.
 MAX_MESSAGES_PER_READ = 5000
 # The gRPC deadline of each background pull (the emulator answers an empty pull after
 # (deadline - 1) s, real Pub/Sub with an empty response or DEADLINE_EXCEEDED: both mean "none").
 IDLE_PULL_TIMEOUT_S = 1.5
 # How long a read round waits for a first message when none is held. Short: the runner's one
 # thread waits with it, and meanwhile nothing else moves (no timer fires, no watermark
-# advances, the other subscription is not read). With the two subscriptions at 1.5 s each, the
-# last deliveries of a 20,000-message backlog (alerts from timers, several steps apart) took 3 s.
+# advances, the other subscription is not read). A round of the two idle subscriptions waits
+# twice, and the last outputs of a backlog (alerts from timers, several steps apart) come
+# several rounds after its last message.
 EMPTY_ROUND_WAIT_S = 0.2
 # A prefetcher whose subscription no round has read for this long stops (its job was
 # cancelled or finished); the next round, if any, starts a new one.

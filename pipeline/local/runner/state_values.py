@@ -5,7 +5,7 @@ Replaces: ``ReadModifyWriteRuntimeState._encode`` and ``_decode`` in
 at every write and decode it at every read, although the value never leaves this process.
 
 Why: for the lifecycle's :class:`~pipeline.stages.shipment.Shipment` (a ``PickleCoder``: a
-shipment's parcels with all their scans) the pickling was 61% of the lifecycle step. Beam's Fn
+shipment's parcels with all their scans) the pickling is 61% of the lifecycle step. Beam's Fn
 API harness (Dataflow's workers) also keeps a value written as the object within a bundle and
 encodes it when the bundle commits; here the object is kept across bundles too, so one thing
 differs: a value changed in place and not written again keeps the change. Every stateful DoFn of

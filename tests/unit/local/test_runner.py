@@ -21,17 +21,25 @@ from pipeline.local import runner
 from pipeline.local.runner import BATCH_ADJUSTMENTS, STREAMING_ADJUSTMENTS, install, installed, uninstall
 from pipeline.local.runner.adjustment import Adjustment, Replacement
 from pipeline.local.runner.gc_thresholds import LOCAL_THRESHOLDS
-from pipeline.local.runner_choice import LOCAL_RUNNER, resolve_runner, runs_in_process
+from pipeline.local.runner_choice import LOCAL_RUNNER, check_counted, resolve_runner, runs_in_process
 
 ALL_ADJUSTMENTS = list(dict.fromkeys(STREAMING_ADJUSTMENTS + BATCH_ADJUSTMENTS))
 
 
-def test_the_switching_direct_runner_is_pinned_by_mode_to_stock_runners() -> None:
+def test_the_command_line_runs_the_local_runner_unless_told_and_pins_the_direct_runner_by_mode() -> None:
+    assert resolve_runner(None, streaming=False) == resolve_runner(None, streaming=True) == LOCAL_RUNNER
     assert resolve_runner("DirectRunner", streaming=True) == "BundleBasedDirectRunner"
-    assert resolve_runner(None, streaming=False) == "FnApiRunner"
+    assert resolve_runner("DirectRunner", streaming=False) == "FnApiRunner"
     assert resolve_runner("DataflowRunner", streaming=True) == "DataflowRunner"
-    assert resolve_runner(LOCAL_RUNNER, streaming=True) == LOCAL_RUNNER
     assert runs_in_process(LOCAL_RUNNER) and not runs_in_process("DataflowRunner")
+
+
+def test_an_accounting_is_refused_on_the_stock_streaming_direct_runner() -> None:
+    for runner in ("BundleBasedDirectRunner", "apache_beam.runners.direct.direct_runner.BundleBasedDirectRunner"):
+        with pytest.raises(ValueError, match=f"keeps the counters of each step's first bundle only.*{LOCAL_RUNNER}"):
+            check_counted(runner)
+    for runner in (LOCAL_RUNNER, "FnApiRunner", "DataflowRunner"):
+        check_counted(runner)
 
 
 def _current(adjustment: Adjustment) -> list[Any]:

@@ -87,8 +87,8 @@ class WaybillOptions(PipelineOptions):
         )
         parser.add_argument(
             "--input", default=None,
-            help="for --source=file: a path or glob of JSON Lines files (*.jsonl, format in the "
-            "README) or Avro container files (*.avro). No default.",
+            help="for --source=file: a path or glob of JSON Lines files (*.jsonl, format in "
+            "docs/inputs.md) or Avro container files (*.avro). No default.",
         )
         parser.add_argument(
             "--events", type=int, default=20_000,
@@ -153,8 +153,8 @@ class WaybillOptions(PipelineOptions):
         parser.add_argument(
             "--delivery_targets", default=str(DEFAULT_TARGETS),
             help="JSON list of delivery targets, local or gs://: each a webhook (url, secret), a Pub/Sub "
-            "topic (topic) or a local folder under --output_dir (folder); format in the README. Default: "
-            "the packaged pipeline/data/targets.json (folders units/<unit>/ and subscribers/<id>/).",
+            "topic (topic) or a local folder under --output_dir (folder); format in docs/delivery.md. "
+            "Default: the packaged pipeline/data/targets.json (folders units/<unit>/ and subscribers/<id>/).",
         )
         parser.add_argument(
             "--routing_table", default=str(DEFAULT_ROUTING),
@@ -164,7 +164,7 @@ class WaybillOptions(PipelineOptions):
         parser.add_argument(
             "--subscriptions", default=str(DEFAULT_SUBSCRIPTIONS),
             help="JSON list of subscriptions (subscriber_id, target, format, filter, digest); format in "
-            "the README. Default: the packaged pipeline/data/subscriptions.json.",
+            "docs/delivery.md. Default: the packaged pipeline/data/subscriptions.json.",
         )
         parser.add_argument(
             "--supervision_target", default=None,

@@ -1,1 +1,2 @@
-"""The one delivery layer every push goes through: adaptive batches, retries, receipts, dead letters."""
+"""The delivery layer, in its parts: targets and their configuration, HTTP and Pub/Sub sends, folder writes,
+retries, adaptive batch sizes, receipts."""

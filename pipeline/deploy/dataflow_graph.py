@@ -112,7 +112,7 @@ _PICKLED_URNS = frozenset({
 _GOLDEN_HEADER = """\
 # Every step of the Dataflow job (the unique_name of each transform of the runner-API pipeline,
 # composites and the Beam transforms inside them), for the deployed configuration
-# pipeline.deploy.dataflow_graph.DEPLOY_ARGS. Sorted, one per line. tests/test_dataflow_graph.py fails
+# pipeline.deploy.dataflow_graph.DEPLOY_ARGS. Sorted, one per line. tests/unit/deploy/test_dataflow_graph.py fails
 # when the built job's steps differ from this list.
 #
 # Dataflow matches the steps of a running job to its replacement by these names on --update, and

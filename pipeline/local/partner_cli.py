@@ -40,7 +40,7 @@ def argument_parser() -> argparse.ArgumentParser:
     parser.add_argument("--inbox", default=None, help="partner files to read: a file, a folder (its *.wbpf "
                         "files) or a glob; local or gs://. In streaming, watched for new files. No default.")
     parser.add_argument("--partner_keys", default=None, help="the partner key configuration, a JSON file "
-                        "(format in the README); read by the workers, never part of the job graph. No default.")
+                        "(format in docs/partner-files.md); read by the workers, never part of the job graph. No default.")
     parser.add_argument("--points_api", default=None, help="URL the credits are POSTed to (a JSON array per "
                         "batch, Standard Webhooks headers). No default.")
     parser.add_argument("--points_api_secret", default=None, help="whsec_<base64> signing secret of the points "
@@ -71,7 +71,7 @@ def argument_parser() -> argparse.ArgumentParser:
 
 def write_sample(folder: str, rows: int, seed: int = 7) -> Path:
     """A partner ``ACME-BANK`` (key, 2,000 members) and one encrypted file in ``folder/inbox``;
-    about 1 row in 50 breaks a rule. Keeps an existing ``partner_keys.json``. Returns the file."""
+    about 3 rows in 50 break a rule. Keeps an existing ``partner_keys.json``. Returns the file."""
     root = Path(folder)
     (root / "inbox").mkdir(parents=True, exist_ok=True)
     keys = root / "partner_keys.json"

@@ -8,9 +8,9 @@ emulator; without it the client publishes to real Pub/Sub with your default cred
 
 Examples::
 
-    python -m pipeline.local.publish --topic=projects/p/topics/courier-events \\
-        --order_topic=projects/p/topics/order-events --events=20000 --rate=500
-    python -m pipeline.local.publish --topic=projects/p/topics/courier-events --input=day.jsonl
+    python -m pipeline.local.publish --topic=projects/my-project/topics/courier-events \\
+        --order_topic=projects/my-project/topics/order-events --events=20000 --rate=500
+    python -m pipeline.local.publish --topic=projects/my-project/topics/courier-events --input=day.jsonl
 
 A line of a JSON Lines file that cannot be converted to an Avro record of its schema is
 reported and skipped (counted as ``skipped``): it is the file's error, not traffic to test.

@@ -65,7 +65,7 @@ def test_step_names_are_unique(job: DryRunJob) -> None:
 
 def test_step_names_equal_the_golden_list(job: DryRunJob) -> None:
     # On failure: a step was renamed, added or removed. If deliberate, see the header of
-    # tests/fixtures/dataflow_steps.txt (regenerate it; update a running job with a mapping).
+    # pipeline/deploy/dataflow_steps.txt (regenerate it; update a running job with a mapping).
     assert dataflow_graph.step_names(job.pipeline) == dataflow_graph.read_golden()
 
 

@@ -27,15 +27,14 @@ import threading
 import time
 from typing import Any
 
-from pipeline import options as job_options
 from pipeline.io.synthetic import TrafficProfile
-from pipeline.launcher import launch
+from pipeline.launcher import launch, parse_options
 from pipeline.local import publish
 from pipeline.local.cli import clear_outputs
 from pipeline.local.emulator import PubsubEmulator
 from pipeline.local.output_drain import OutputDrain
 from pipeline.local.pubsub import LocalRun, Traffic, create_topics, job_argv
-from pipeline.options import WaybillOptions
+from pipeline.local.runner_choice import LOCAL_RUNNER
 
 IDLE_S = 5.0
 _PUBLISH_TIMEOUT_S = 300.0
@@ -56,8 +55,7 @@ def measure(events: int, latency_rate: float, latency_events: int, seed: int = 1
     stop = threading.Event()
     with PubsubEmulator() as emulator, tempfile.TemporaryDirectory(prefix="bench-streaming-") as output_dir:
         topics = create_topics(emulator)
-        options = WaybillOptions(job_argv(topics, [f"--output_dir={output_dir}"], day.isoformat()))
-        job_options.validate(options)
+        options = parse_options(job_argv(topics, [f"--runner={LOCAL_RUNNER}", f"--output_dir={output_dir}"], day.isoformat()))
         clear_outputs(output_dir)
         routes, publisher = publish.Topics(topics.courier, topics.order), emulator.publisher()
         backlog = Traffic(TrafficProfile(events=events, seed=seed, day=day), routes, 0.0, publisher, stop)

@@ -218,7 +218,7 @@ def table(results: dict[str, Any]) -> str:
         f"Machine: {m['cpus']} CPUs, {m['processor']}, Python {m['python']}, Beam {m['beam']}; "
         f"medians of {results['repeats']} runs.",
         "",
-        f"| batch, FnApiRunner, {results['batch'][0]['events']:,} messages | µs CPU/event | events/s | × floor |",
+        f"| batch, local runner (FnApiRunner), {results['batch'][0]['events']:,} messages | µs CPU/event | events/s | × floor |",
         "|---|---:|---:|---:|",
     ]
     lines += [
@@ -231,7 +231,7 @@ def table(results: dict[str, Any]) -> str:
         lines += ["", f"Whole graph: {whole['ratio_to_floor']:.1f}× the floor's CPU per event (target: at most 10×), "
                   f"{whole['events_per_s'] / naive['events_per_s']:.2f}× the naive peer's events/s (target: at least 2×)."]
     streaming = results["streaming"]
-    lines += ["", "| streaming, DirectRunner + emulator | value |", "|---|---:|"]
+    lines += ["", "| streaming, local runner (BundleBasedDirectRunner) + emulator | value |", "|---|---:|"]
     if streaming is None:
         lines.append("| (skipped: no Pub/Sub emulator) | |")
     else:

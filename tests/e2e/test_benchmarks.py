@@ -52,7 +52,7 @@ def test_the_table_shows_each_row_against_the_floor() -> None:
     }
     text = table(results)
     assert "| whole graph | 500 | 20,000 | 10.0 |" in text
-    assert "Whole graph: 10.0× the floor's CPU per event (issue 7: at most 10×), 2.00× the naive peer's events/s" in text
+    assert "Whole graph: 10.0× the floor's CPU per event (target: at most 10×), 2.00× the naive peer's events/s" in text
     assert "(skipped: no Pub/Sub emulator)" in text
     assert "| 5 days / 1 day | 1.05× |" in text
     results["streaming"] = {

@@ -17,7 +17,7 @@ pipeline goes on running after ``run_pipeline`` returns); :func:`uninstall` puts
 from __future__ import annotations
 
 import logging
-from typing import Any, Iterable
+from typing import Iterable
 
 import apache_beam as beam
 from apache_beam.options.pipeline_options import PipelineOptions, StandardOptions
@@ -107,14 +107,20 @@ class LocalRunner(PipelineRunner):
         streaming = options.view_as(StandardOptions).streaming
         if install(STREAMING_ADJUSTMENTS if streaming else BATCH_ADJUSTMENTS, options):
             _LOGGER.info("LocalRunner (%s): %s", "streaming" if streaming else "batch", "; ".join(installed()))
-        runner: Any
+        result: PipelineResult
         if streaming:
             from apache_beam.runners.direct.direct_runner import BundleBasedDirectRunner
 
-            runner = BundleBasedDirectRunner()
+            # Beam sends a pipeline to the runner API and back before a runner that does not run
+            # it through the Fn API, such as the BundleBasedDirectRunner, gets it; Pipeline.run
+            # skipped that for this runner (Fn API compatible, as the FnApiRunner is), so it is
+            # done here: the streaming run is the one Beam's own runner would make.
+            roundtripped = beam.Pipeline.from_runner_api(
+                pipeline.to_runner_api(use_fake_coders=True), BundleBasedDirectRunner(), options
+            )
+            result = roundtripped.run(test_runner_api=False)
         else:
             from apache_beam.runners.portability.fn_api_runner import FnApiRunner
 
-            runner = FnApiRunner()
-        result: PipelineResult = runner.run_pipeline(pipeline, options)
+            result = FnApiRunner().run_pipeline(pipeline, options)
         return result

@@ -9,9 +9,10 @@ of every loaded module (about 1,900 with Beam's GCP extra): about 2 ms per state
 default for the option, and so what Dataflow's workers get, is 0: no cache. Here the local batch
 run pays what Dataflow's workers pay, not more.
 
-Measured gain (``python -m benchmarks.run``, 2,000 messages through the whole graph on the
-FnApiRunner): 24.2 s of CPU with the 100 MB cache, 9.2 s without; the de-duplication stage alone
-8.8 s and 0.47 s.
+Measured gain (``time python -m pipeline --runner=pipeline.local.runner.LocalRunner
+--events=5000``, against the same with ``--max_cache_memory_usage_mb=100``, medians of 3 runs on 2
+cores): the run with the 100 MB cache takes 3.7 times as long; it is nearly all of what the local
+runner gains over stock Beam in batch (``--runner=DirectRunner``: 28.8 s, the local runner: 9.1 s).
 """
 from __future__ import annotations
 

@@ -1,7 +1,7 @@
 """The job graph: ``build(p, options)`` wires the stages, in data-flow order, and returns what it made.
 
 Each stage is a named composite; where each output goes (a topic or files) is
-:mod:`pipeline.io.outputs`' choice.
+:class:`pipeline.io.outputs.OutputSinks`' choice.
 """
 from __future__ import annotations
 
@@ -30,8 +30,7 @@ from pipeline.io.outputs import (
     SUPERVISION_DIR,
     WAYBILL_STATES_DIR,
     WAYBILLS_DIR,
-    output_sink,
-    supervision_sink,
+    OutputSinks,
 )
 from pipeline.io.sinks import is_local_path
 from pipeline.io.sources import ReadFiles, ReadPubSub, ReadSynthetic
@@ -76,11 +75,15 @@ def build(p: beam.Pipeline, options: WaybillOptions) -> dict[str, beam.PCollecti
     courier = validated[ValidateOutput.COURIER.value] | "DeduplicateCourierEvents" >> DeduplicateEvents(horizon, "courier")
     orders = validated[ValidateOutput.ORDER.value] | "DeduplicateOrderEvents" >> DeduplicateEvents(horizon, "order")
     identified = courier[UNIQUE] | "IdentifyWaybills" >> IdentifyWaybills()
-    supervision = identified | "PushSupervision" >> PushSupervision(
-        supervision_sink(options, SUPERVISION_DIR, schemas.SUPERVISION_RECORD)
-    )
-    orders[UNIQUE] | "WriteOrders" >> output_sink(options, None, ORDERS_DIR, schemas.ORDER_EVENT)
     streaming = options.view_as(StandardOptions).streaming
+    sinks = OutputSinks(options.output_dir, streaming, options.flush_seconds)
+    # The supervision push and its real-name alerts: --supervision_topic or files; with
+    # --supervision_target, requests to the delivery layer instead (see _deliver).
+    supervised_here = not options.supervision_target
+    supervision = identified | "PushSupervision" >> PushSupervision(
+        sinks.to(options.supervision_topic, SUPERVISION_DIR, schemas.SUPERVISION_RECORD) if supervised_here else None
+    )
+    orders[UNIQUE] | "WriteOrders" >> sinks.to(None, ORDERS_DIR, schemas.ORDER_EVENT)
     daily = {"courier": courier[UNIQUE], "order": orders[UNIQUE]} | "ComputeDailyStats" >> ComputeDailyStats(
         time_zone=options.time_zone,
         early_results_every=options.early_results_seconds,
@@ -88,13 +91,13 @@ def build(p: beam.Pipeline, options: WaybillOptions) -> dict[str, beam.PCollecti
         streaming=streaming,
     )
     stats = daily[StatsOutput.STATS.value]
-    stats | "WriteDailyStats" >> output_sink(options, options.stats_topic, STATS_DIR, schemas.DAILY_STAT)
+    stats | "WriteDailyStats" >> sinks.to(options.stats_topic, STATS_DIR, schemas.DAILY_STAT)
     if is_local_path(options.output_dir):
         stats | "UpsertCurrentView" >> UpsertCurrentView(f"{options.output_dir}/{CURRENT_VIEW_FILE}")
     replenishments = orders[UNIQUE] | "SuggestReplenishments" >> SuggestReplenishments(
         options.catalog, streaming=streaming
     )
-    replenishments | "WriteReplenishments" >> output_sink(options, None, INVENTORY_DIR, REPLENISHMENT_SUGGESTION)
+    replenishments | "WriteReplenishments" >> sinks.to(None, INVENTORY_DIR, REPLENISHMENT_SUGGESTION)
     lifecycle = identified | "TrackWaybillLifecycles" >> TrackWaybillLifecycles(
         registration_delay=options.registration_deadline_minutes * 60,
         stuck_after=options.stuck_after_hours * 3600,
@@ -102,23 +105,21 @@ def build(p: beam.Pipeline, options: WaybillOptions) -> dict[str, beam.PCollecti
         expire_after=options.expire_after_hours * 3600,
         remember_closed_for=options.remember_closed_for_hours * 3600,
     )
-    lifecycle[VIEWS] | "WriteWaybillViews" >> output_sink(options, options.waybills_topic, WAYBILLS_DIR, WAYBILL_VIEW)
-    lifecycle[ALERTS] | "WriteWaybillAlerts" >> output_sink(options, options.waybill_alerts_topic, ALERTS_DIR, WAYBILL_ALERT)
-    lifecycle[STATE_CHANGES] | "WriteWaybillStateChanges" >> output_sink(
-        options, None, WAYBILL_STATES_DIR, WAYBILL_STATE_CHANGE
-    )
+    lifecycle[VIEWS] | "WriteWaybillViews" >> sinks.to(options.waybills_topic, WAYBILLS_DIR, WAYBILL_VIEW)
+    lifecycle[ALERTS] | "WriteWaybillAlerts" >> sinks.to(options.waybill_alerts_topic, ALERTS_DIR, WAYBILL_ALERT)
+    lifecycle[STATE_CHANGES] | "WriteWaybillStateChanges" >> sinks.to(None, WAYBILL_STATES_DIR, WAYBILL_STATE_CHANGE)
     compliance = lifecycle[ALERTS] | "PushComplianceAlerts" >> PushComplianceAlerts(
-        supervision_sink(options, SUPERVISION_COMPLIANCE_DIR, WAYBILL_ALERT)
+        sinks.to(options.supervision_topic, SUPERVISION_COMPLIANCE_DIR, WAYBILL_ALERT) if supervised_here else None
     )
     deliveries = _deliver(options, orders[UNIQUE], supervision, compliance, lifecycle)
-    deliveries["receipts"] | "WriteDeliveryReceipts" >> output_sink(options, None, RECEIPTS_DIR, schemas.DELIVERY_RECEIPT)
+    deliveries["receipts"] | "WriteDeliveryReceipts" >> sinks.to(None, RECEIPTS_DIR, schemas.DELIVERY_RECEIPT)
     dead_letters = (
         validated[ValidateOutput.DEAD_LETTER.value],
         daily[StatsOutput.DEAD_LETTER.value],
         lifecycle[LifecycleOutput.DEAD_LETTER.value],
         *deliveries["dead_letters"],
     ) | "AllDeadLetters" >> beam.Flatten()
-    dead_letters | "WriteDeadLetters" >> output_sink(options, options.dead_letter_topic, DEAD_LETTER_DIR, schemas.DEAD_LETTER)
+    dead_letters | "WriteDeadLetters" >> sinks.to(options.dead_letter_topic, DEAD_LETTER_DIR, schemas.DEAD_LETTER)
     return {
         "messages": messages,
         "courier_events": courier[UNIQUE],

@@ -2,11 +2,11 @@
 its folder under ``--output_dir``."""
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import apache_beam as beam
-from apache_beam.options.pipeline_options import StandardOptions
 
 from pipeline.io.sinks import WriteJsonLines, WritePubSub
-from pipeline.options import WaybillOptions
 
 # Output folders under --output_dir.
 SUPERVISION_DIR = "supervision"
@@ -27,23 +27,17 @@ OUTPUT_DIRS = (
 )
 
 
-def file_outputs(options: WaybillOptions) -> dict[str, str]:
-    """Counter name -> folder under --output_dir, for the counted outputs written to files (an
-    output with a topic option goes to its topic instead)."""
-    topics = {"pushed": options.supervision_topic or options.supervision_target, "all_dead_letters": options.dead_letter_topic}
-    folders = {"pushed": SUPERVISION_DIR, "orders": ORDERS_DIR, "all_dead_letters": DEAD_LETTER_DIR}
-    return {name: folder for name, folder in folders.items() if not topics.get(name)}
+@dataclass(frozen=True)
+class OutputSinks:
+    """Each output's sink: its topic when one is given, else JSON Lines files in its folder under
+    ``output_dir`` (written every ``flush_seconds`` in streaming)."""
 
+    output_dir: str
+    streaming: bool
+    flush_seconds: int
 
-def output_sink(options: WaybillOptions, topic: str | None, folder: str, schema_name: str) -> beam.PTransform:
-    """The topic when one is given, else JSON Lines files in ``folder`` under --output_dir."""
-    if topic:
-        return WritePubSub(topic, schema_name)
-    streaming = options.view_as(StandardOptions).streaming
-    return WriteJsonLines(f"{options.output_dir.rstrip('/')}/{folder}", schema_name, streaming, options.flush_seconds)
-
-
-def supervision_sink(options: WaybillOptions, folder: str, schema_name: str) -> beam.PTransform | None:
-    """Where the supervision push and its real-name alerts go: --supervision_topic, else files in
-    ``folder``; None with --supervision_target, whose requests go through the delivery layer."""
-    return None if options.supervision_target else output_sink(options, options.supervision_topic, folder, schema_name)
+    def to(self, topic: str | None, folder: str, schema_name: str) -> beam.PTransform:
+        """The sink of one output: ``topic``, or files in ``folder``; records of ``schema_name``."""
+        if topic:
+            return WritePubSub(topic, schema_name)
+        return WriteJsonLines(f"{self.output_dir.rstrip('/')}/{folder}", schema_name, self.streaming, self.flush_seconds)

@@ -79,7 +79,7 @@ def run(argv: list[str] | None = None) -> accounting.Accounting:
         return nothing_counted
     _wait_with_progress(result)
     final = accounting.read_accounting(result)
-    print(accounting.summary(final, options.output_dir, outputs.file_outputs(options), target_folders(options)),
+    print(accounting.summary(final, options.output_dir, counted_folders(options), target_folders(options)),
           flush=True)
     print(read_live_states(result).summary_line(), flush=True)
     if is_local_path(options.output_dir):
@@ -92,6 +92,14 @@ def run(argv: list[str] | None = None) -> accounting.Accounting:
               "'SELECT day, metric, dimension, key, value, timing FROM daily_stats'", flush=True)
         Path(options.output_dir, "accounting.json").write_text(json.dumps(dataclasses.asdict(final), indent=2))
     return final
+
+
+def counted_folders(options: WaybillOptions) -> dict[str, str]:
+    """Counter name -> folder under --output_dir, for the counted outputs written to files (an
+    output with a topic option goes to its topic instead)."""
+    topics = {"pushed": options.supervision_topic or options.supervision_target, "all_dead_letters": options.dead_letter_topic}
+    folders = {"pushed": outputs.SUPERVISION_DIR, "orders": outputs.ORDERS_DIR, "all_dead_letters": outputs.DEAD_LETTER_DIR}
+    return {name: folder for name, folder in folders.items() if not topics.get(name)}
 
 
 def target_folders(options: WaybillOptions) -> dict[str, str]:

@@ -45,7 +45,7 @@ from pipeline.io import outputs
 from pipeline.io.synthetic import TrafficProfile
 from pipeline.launcher import launch, parse_options
 from pipeline.local import accounting, publish
-from pipeline.local.cli import clear_outputs, configure_logging
+from pipeline.local.cli import clear_outputs, configure_logging, counted_folders
 from pipeline.local.emulator import EmulatorError, EmulatorUnavailable, PubsubEmulator
 from pipeline.local.output_drain import OutputDrain
 from pipeline.local.runner_choice import check_counted, resolve_runner
@@ -307,7 +307,7 @@ def _cancel(result: PipelineResult) -> None:
 def _finish(run_: LocalRun, ok: bool, extra: list[str]) -> int:
     """Prints the accounting (and the measurements); the exit code."""
     counters = run_.counters()
-    print(accounting.summary(counters, run_.options.output_dir, outputs.file_outputs(run_.options)))
+    print(accounting.summary(counters, run_.options.output_dir, counted_folders(run_.options)))
     agrees = run_.drain.supervision == counters.pushed and run_.drain.dead_letters == counters.all_dead_letters
     print(f"On the topics: supervision {run_.drain.supervision:,} (and {run_.drain.compliance_alerts:,} real-name "
           f"alerts), dead-letter {run_.drain.dead_letters:,} "

@@ -21,6 +21,7 @@ from pipeline.io import outputs, synthetic
 from pipeline.io.sinks import to_pubsub_message
 from pipeline.io.sources import from_pubsub
 from pipeline.local import publish
+from pipeline.local.cli import counted_folders
 from pipeline.model import schemas
 from pipeline.model.json_records import format_timestamp
 from pipeline.model.messages import Encoding
@@ -80,7 +81,7 @@ def test_topics_replace_files_and_step_labels_stay(tmp_path: Path) -> None:
 
     assert labels(pubsub) - labels(files) == {"ReadCourierEvents", "ReadOrderEvents", "AllPubsubMessages"}
     assert labels(files) - labels(pubsub) == {"ReadSynthetic"}
-    assert outputs.file_outputs(WaybillOptions(pubsub)) == {"orders": outputs.ORDERS_DIR}
+    assert counted_folders(WaybillOptions(pubsub)) == {"orders": outputs.ORDERS_DIR}
     deployed, local = top_level(pubsub), top_level(files)
     assert [sink_of(deployed[label]) for label in ("WriteWaybillViews", "WriteWaybillAlerts")] == [
         ("WritePubSub", f"{TOPIC}v", "com.waybill.WaybillView"), ("WritePubSub", f"{TOPIC}a", "com.waybill.WaybillAlert"),

@@ -35,11 +35,11 @@ def test_the_command_line_runs_the_local_runner_unless_told_and_pins_the_direct_
 
 
 def test_an_accounting_is_refused_on_the_stock_streaming_direct_runner() -> None:
-    for runner in ("BundleBasedDirectRunner", "apache_beam.runners.direct.direct_runner.BundleBasedDirectRunner"):
+    for stock in ("BundleBasedDirectRunner", "apache_beam.runners.direct.direct_runner.BundleBasedDirectRunner"):
         with pytest.raises(ValueError, match=f"keeps the counters of each step's first bundle only.*{LOCAL_RUNNER}"):
-            check_counted(runner)
-    for runner in (LOCAL_RUNNER, "FnApiRunner", "DataflowRunner"):
-        check_counted(runner)
+            check_counted(stock)
+    for counted in (LOCAL_RUNNER, "FnApiRunner", "DataflowRunner"):
+        check_counted(counted)
 
 
 def _current(adjustment: Adjustment) -> list[Any]:

@@ -5,9 +5,10 @@
 In streaming it runs the pipeline on Beam's ``BundleBasedDirectRunner``, in batch on the
 ``FnApiRunner``, after installing that mode's adjustments (:data:`STREAMING_ADJUSTMENTS`,
 :data:`BATCH_ADJUSTMENTS`): each replaces named Beam internals, and its module says which, why,
-and the measured gain. ``./run_local.sh``, ``python -m pipeline.local.pubsub`` and the benchmarks
-select this runner; ``--runner=DirectRunner``, ``TestPipeline``, the FnApiRunner and Dataflow run
-stock Beam and never import this package.
+and the measured gain. The command line (``python -m pipeline``, ``./run_local.sh``, by default),
+``python -m pipeline.local.pubsub`` and the benchmarks select this runner by name;
+``--runner=DirectRunner``, ``TestPipeline``, the FnApiRunner and Dataflow run stock Beam and never
+import this package.
 
 The adjustments are written for one Beam version (:data:`WRITTEN_FOR`). On any other, or if
 anything they replace is missing, :func:`install` logs one warning and changes nothing: the

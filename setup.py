@@ -30,6 +30,7 @@ setup(
     extras_require={
         "test": [
             "pytest>=8",
+            "pytest-xdist>=3.5",  # the fast loop runs on both cores: -n 2
             "hypothesis>=6.100",
             "avro>=1.11.3",
             "pytest-httpserver>=1.0",

@@ -3,7 +3,7 @@
 The kind is the folder: ``tests/unit`` (functions, DoFns, composites on ``TestPipeline``), ``tests/e2e``
 (whole runs of the job and its tools), ``tests/emulator`` (against the Pub/Sub emulator, which the
 tests start themselves). ``slow`` marks single tests that take long whatever their kind. The fast
-loop is ``./run_local.sh --test -m "unit and not slow"``.
+loop is ``./run_local.sh --test -m "unit and not slow" -n 2``.
 """
 from __future__ import annotations
 

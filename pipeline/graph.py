@@ -57,6 +57,14 @@ VIEWS, ALERTS, STATE_CHANGES = (LifecycleOutput.VIEWS.value, LifecycleOutput.ALE
                                 LifecycleOutput.STATE_CHANGES.value)
 
 
+def _supervision_sink(
+    options: WaybillOptions, sinks: OutputSinks, folder: str, schema_name: str
+) -> beam.PTransform | None:
+    """Where the supervision push and its real-name alerts go: --supervision_topic, else files in
+    ``folder``; None with --supervision_target, whose requests :func:`_deliver` makes."""
+    return None if options.supervision_target else sinks.to(options.supervision_topic, folder, schema_name)
+
+
 def build(p: beam.Pipeline, options: WaybillOptions) -> dict[str, beam.PCollection]:
     """Adds the whole job to ``p``; returns its PCollections by name, for tests."""
     horizon = int(options.dedup_horizon_hours * 3600)
@@ -77,11 +85,8 @@ def build(p: beam.Pipeline, options: WaybillOptions) -> dict[str, beam.PCollecti
     identified = courier[UNIQUE] | "IdentifyWaybills" >> IdentifyWaybills()
     streaming = options.view_as(StandardOptions).streaming
     sinks = OutputSinks(options.output_dir, streaming, options.flush_seconds)
-    # The supervision push and its real-name alerts: --supervision_topic or files; with
-    # --supervision_target, requests to the delivery layer instead (see _deliver).
-    supervised_here = not options.supervision_target
     supervision = identified | "PushSupervision" >> PushSupervision(
-        sinks.to(options.supervision_topic, SUPERVISION_DIR, schemas.SUPERVISION_RECORD) if supervised_here else None
+        _supervision_sink(options, sinks, SUPERVISION_DIR, schemas.SUPERVISION_RECORD)
     )
     orders[UNIQUE] | "WriteOrders" >> sinks.to(None, ORDERS_DIR, schemas.ORDER_EVENT)
     daily = {"courier": courier[UNIQUE], "order": orders[UNIQUE]} | "ComputeDailyStats" >> ComputeDailyStats(
@@ -109,7 +114,7 @@ def build(p: beam.Pipeline, options: WaybillOptions) -> dict[str, beam.PCollecti
     lifecycle[ALERTS] | "WriteWaybillAlerts" >> sinks.to(options.waybill_alerts_topic, ALERTS_DIR, WAYBILL_ALERT)
     lifecycle[STATE_CHANGES] | "WriteWaybillStateChanges" >> sinks.to(None, WAYBILL_STATES_DIR, WAYBILL_STATE_CHANGE)
     compliance = lifecycle[ALERTS] | "PushComplianceAlerts" >> PushComplianceAlerts(
-        sinks.to(options.supervision_topic, SUPERVISION_COMPLIANCE_DIR, WAYBILL_ALERT) if supervised_here else None
+        _supervision_sink(options, sinks, SUPERVISION_COMPLIANCE_DIR, WAYBILL_ALERT)
     )
     deliveries = _deliver(options, orders[UNIQUE], supervision, compliance, lifecycle)
     deliveries["receipts"] | "WriteDeliveryReceipts" >> sinks.to(None, RECEIPTS_DIR, schemas.DELIVERY_RECEIPT)

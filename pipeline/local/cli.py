@@ -67,15 +67,13 @@ def run(argv: list[str] | None = None) -> accounting.Accounting:
     if "--help" in argv or "-h" in argv:
         print(help_text())
         return nothing_counted
-    options = parse_options(argv)
-    standard = options.view_as(StandardOptions)
-    standard.runner = resolve_runner(standard.runner, standard.streaming)
-    check_counted(standard.runner)
+    options = counted_run_options(argv)
+    runner = options.view_as(StandardOptions).runner
     clear_outputs(options.output_dir)
     result = launch(options)
-    if not runs_in_process(standard.runner):
+    if not runs_in_process(runner):
         verb = "built (dry run), not submitted" if options.view_as(TestOptions).dry_run else "submitted"
-        print(f"{standard.runner}: job {verb}; it runs without this process (see docs/deploy.md).", flush=True)
+        print(f"{runner}: job {verb}; it runs without this process (see docs/deploy.md).", flush=True)
         return nothing_counted
     _wait_with_progress(result)
     final = accounting.read_accounting(result)
@@ -92,6 +90,16 @@ def run(argv: list[str] | None = None) -> accounting.Accounting:
               "'SELECT day, metric, dimension, key, value, timing FROM daily_stats'", flush=True)
         Path(options.output_dir, "accounting.json").write_text(json.dumps(dataclasses.asdict(final), indent=2))
     return final
+
+
+def counted_run_options(argv: list[str]) -> WaybillOptions:
+    """The job's options from ``argv``, checked, with the runner resolved (the local one unless
+    ``--runner`` names another); refuses a runner whose counters the accounting cannot trust."""
+    options = parse_options(argv)
+    standard = options.view_as(StandardOptions)
+    standard.runner = resolve_runner(standard.runner, standard.streaming)
+    check_counted(standard.runner)
+    return options
 
 
 def counted_folders(options: WaybillOptions) -> dict[str, str]:

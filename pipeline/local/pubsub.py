@@ -38,17 +38,15 @@ from datetime import date
 from pathlib import Path
 from typing import Any
 
-from apache_beam.options.pipeline_options import StandardOptions
 from apache_beam.runners.runner import PipelineResult, PipelineState
 
 from pipeline.io import outputs
 from pipeline.io.synthetic import TrafficProfile
-from pipeline.launcher import launch, parse_options
+from pipeline.launcher import launch
 from pipeline.local import accounting, publish
-from pipeline.local.cli import clear_outputs, configure_logging, counted_folders
+from pipeline.local.cli import clear_outputs, configure_logging, counted_folders, counted_run_options
 from pipeline.local.emulator import EmulatorError, EmulatorUnavailable, PubsubEmulator
 from pipeline.local.output_drain import OutputDrain
-from pipeline.local.runner_choice import check_counted, resolve_runner
 from pipeline.options import WaybillOptions
 
 _LOGGER = logging.getLogger(__name__)
@@ -243,10 +241,7 @@ def run(argv: list[str] | None = None) -> int:
     stop = threading.Event()
     try:
         topics = create_topics(emulator)
-        options = parse_options(job_argv(topics, passed, day.isoformat()))
-        standard = options.view_as(StandardOptions)
-        standard.runner = resolve_runner(standard.runner, standard.streaming)
-        check_counted(standard.runner)
+        options = counted_run_options(job_argv(topics, passed, day.isoformat()))
         clear_outputs(options.output_dir)
         print(f"Pub/Sub emulator at {emulator.host}; topics under projects/{PROJECT}/topics/", file=sys.stderr)
         routes, publisher = publish.Topics(topics.courier, topics.order), emulator.publisher()

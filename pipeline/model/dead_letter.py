@@ -24,6 +24,7 @@ class Stage(str, enum.Enum):
 
     DECODE = "decode"
     VALIDATE = "validate"
+    DEDUP = "dedup"
     STATS = "stats"
     DELIVER = "deliver"
     LIFECYCLE = "lifecycle"
@@ -32,7 +33,7 @@ class Stage(str, enum.Enum):
 
 # Stages that reject an input itself; later stages dead-letter a copy of an event that was
 # also pushed or accepted (too late for its day's statistics, for its closed waybill, ...).
-INPUT_STAGES = frozenset({Stage.DECODE, Stage.VALIDATE})
+INPUT_STAGES = frozenset({Stage.DECODE, Stage.VALIDATE, Stage.DEDUP})
 
 
 class ErrorKind(str, enum.Enum):
@@ -50,6 +51,7 @@ class ErrorKind(str, enum.Enum):
     PAYLOAD_MISMATCH = "payload_mismatch"
     INVALID_VALUE = "invalid_value"
     ATTRIBUTE_MISMATCH = "attribute_mismatch"
+    CONFLICTING_DUPLICATE = "conflicting_duplicate"  # an event_id seen before, with other content
     LATE_BEYOND_ALLOWED_LATENESS = "late_beyond_allowed_lateness"
     LATE_FOR_CLOSED_WAYBILL = "late_for_closed_waybill"
     DELIVERY_FAILED = "delivery_failed"  # retryable errors until attempts or time ran out

@@ -40,4 +40,6 @@ class OutputSinks:
         """The sink of one output: ``topic``, or files in ``folder``; records of ``schema_name``."""
         if topic:
             return WritePubSub(topic, schema_name)
-        return WriteJsonLines(f"{self.output_dir.rstrip('/')}/{folder}", schema_name, self.streaming, self.flush_seconds)
+        return WriteJsonLines(
+            f"{self.output_dir.rstrip('/')}/{folder}", schema_name, self.streaming, self.flush_seconds, counted_as=folder
+        )

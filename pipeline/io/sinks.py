@@ -11,11 +11,17 @@ from typing import Any, Callable
 
 import apache_beam as beam
 from apache_beam.io import PubsubMessage, fileio
+from apache_beam.metrics import Metrics
 from apache_beam.transforms import trigger, window
 
 from pipeline.model import json_records, schemas
+from pipeline.model.dead_letter import METRICS_NAMESPACE
 
 FileNaming = Callable[..., str]
+
+# Counter ``written:<folder>``: records a JSON Lines sink wrote into ``<folder>`` (the
+# accounting checks each folder's lines against it).
+WRITTEN_PREFIX = "written:"
 
 
 def is_local_path(path: str) -> bool:
@@ -59,11 +65,15 @@ class WriteJsonLines(beam.PTransform):
         schema_name: the Avro record of each element, e.g. ``SupervisionRecord``.
         streaming: whether the pipeline runs in streaming mode.
         flush_seconds: how often files are written in streaming.
+        counted_as: the folder named in the ``written:<folder>`` counter; None: not counted.
     """
 
-    def __init__(self, directory: str, schema_name: str, streaming: bool, flush_seconds: int = 2) -> None:
+    def __init__(
+        self, directory: str, schema_name: str, streaming: bool, flush_seconds: int = 2, counted_as: str | None = None
+    ) -> None:
         super().__init__()
         self.schema_name = schema_name
+        self.counted_as = counted_as
         self.streaming = streaming
         self.flush_seconds = flush_seconds
         prefix = directory.rstrip("/").rsplit("/", 1)[-1]
@@ -72,8 +82,7 @@ class WriteJsonLines(beam.PTransform):
         )
 
     def expand(self, records: beam.PCollection) -> Any:
-        schema_name = self.schema_name
-        lines = records | "ToJsonLine" >> beam.Map(lambda record: json_records.to_json_line(schema_name, record))
+        lines = records | "ToJsonLine" >> beam.ParDo(_ToJsonLineFn(self.schema_name, self.counted_as))
         if self.streaming:
             lines = lines | "FlushPeriodically" >> beam.WindowInto(
                 window.GlobalWindows(),
@@ -81,6 +90,19 @@ class WriteJsonLines(beam.PTransform):
                 accumulation_mode=trigger.AccumulationMode.DISCARDING,
             )
         return lines | "WriteFiles" >> self.write
+
+
+class _ToJsonLineFn(beam.DoFn):
+    """A record -> its JSON line, counted under ``written:<folder>`` when ``counted_as`` names one."""
+
+    def __init__(self, schema_name: str, counted_as: str | None) -> None:
+        self._schema_name = schema_name
+        self._written = Metrics.counter(METRICS_NAMESPACE, f"{WRITTEN_PREFIX}{counted_as}") if counted_as else None
+
+    def process(self, record: Any) -> Any:
+        if self._written is not None:
+            self._written.inc()
+        yield json_records.to_json_line(self._schema_name, record)
 
 
 def to_pubsub_message(record: dict[str, Any], schema_name: str) -> PubsubMessage:

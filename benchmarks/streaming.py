@@ -30,10 +30,10 @@ from typing import Any
 from pipeline.io.synthetic import TrafficProfile
 from pipeline.launcher import launch, parse_options
 from pipeline.local import publish
-from pipeline.local.cli import clear_outputs
 from pipeline.local.emulator import PubsubEmulator
 from pipeline.local.output_drain import OutputDrain
 from pipeline.local.pubsub import LocalRun, Traffic, create_topics, job_argv
+from pipeline.local.run_folder import RunFolder
 from pipeline.local.runner_choice import LOCAL_RUNNER
 
 IDLE_S = 5.0
@@ -56,13 +56,14 @@ def measure(events: int, latency_rate: float, latency_events: int, seed: int = 1
     with PubsubEmulator() as emulator, tempfile.TemporaryDirectory(prefix="bench-streaming-") as output_dir:
         topics = create_topics(emulator)
         options = parse_options(job_argv(topics, [f"--runner={LOCAL_RUNNER}", f"--output_dir={output_dir}"], day.isoformat()))
-        clear_outputs(output_dir)
+        folder = RunFolder.start(output_dir)
+        options.output_dir = str(folder.path)
         routes, publisher = publish.Topics(topics.courier, topics.order), emulator.publisher()
         backlog = Traffic(TrafficProfile(events=events, seed=seed, day=day), routes, 0.0, publisher, stop)
         backlog.start().join(timeout=_PUBLISH_TIMEOUT_S)
         drain = OutputDrain(emulator.host, topics.supervision_subscription, topics.dead_letter_subscription)
         cpu, launched = time.process_time(), time.monotonic()
-        run = LocalRun(launch(options), options, drain.start(), stall_timeout)
+        run = LocalRun(launch(options), options, drain.start(), stall_timeout, folder)
         try:
             backlog_ok = run.wait_accounted(backlog)
             seconds, cpu = time.monotonic() - launched, time.process_time() - cpu

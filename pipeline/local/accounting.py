@@ -1,10 +1,17 @@
 """Where every input went: live progress from the job's counters, and the final balance.
 
 Every input ends in exactly one of: pushed to supervision, accepted as an order, rejected
-(dead-lettered by decoding or validation), or removed as a duplicate. Later stages may also
-dead-letter a copy of an accepted event (too late for its day's statistics, for a closed
-waybill); those are reported beside the balance, not in it. The summary checks the counters
-add up, and counts the lines of the output files to show that the files agree.
+(dead-lettered by decoding, validation or de-duplication), or removed as a duplicate. Later
+branches are checked too, each by an identity (:class:`Check`):
+
+* accepted events = counted in their day's statistics (read back from ``stats/``) + dead-lettered
+  as later than the allowed lateness;
+* courier events pushed = tracked in a waybill lifecycle + dead-lettered for a closed waybill;
+* per delivery target: requests = delivered + dead-lettered;
+* per output folder: its lines = the records the job wrote there (and, for ``supervision/``,
+  ``orders/`` and ``deadletter/``, the events that ended there).
+
+The run is balanced only when every identity holds; the command line exits non-zero otherwise.
 """
 from __future__ import annotations
 
@@ -15,7 +22,7 @@ from typing import Optional
 from apache_beam.metrics.metric import MetricsFilter
 from apache_beam.runners.runner import PipelineResult
 
-from pipeline.io.sinks import is_local_path
+from pipeline.io.sinks import WRITTEN_PREFIX
 from pipeline.model.dead_letter import METRICS_NAMESPACE
 
 
@@ -48,6 +55,19 @@ def read_deliveries(values: dict[str, int]) -> dict[str, TargetDeliveries]:
 
 
 @dataclasses.dataclass(frozen=True)
+class Check:
+    """One identity of the run: what it states, its two sides, and whether they agree."""
+
+    states: str
+    left: int
+    right: int
+
+    @property
+    def holds(self) -> bool:
+        return self.left == self.right
+
+
+@dataclasses.dataclass(frozen=True)
 class Accounting:
     """The job's counters; ``dead_letter_kinds`` maps error_kind to count (all stages)."""
 
@@ -59,6 +79,9 @@ class Accounting:
     dead_letter_kinds: dict[str, int]
     dead_lettered_later: int = 0  # copies of accepted events dead-lettered by later stages
     deliveries: dict[str, TargetDeliveries] = dataclasses.field(default_factory=dict)
+    lifecycle_events: int = 0  # courier events a waybill lifecycle took
+    written: dict[str, int] = dataclasses.field(default_factory=dict)  # output folder -> records written
+    checks: tuple[Check, ...] = ()  # the identities beyond the inputs' (see :func:`with_checks`)
 
     @property
     def all_dead_letters(self) -> int:
@@ -66,8 +89,22 @@ class Accounting:
         return self.dead_lettered + self.dead_lettered_later
 
     @property
-    def balanced(self) -> bool:
+    def inputs_balanced(self) -> bool:
+        """inputs = pushed + orders + dead-lettered + duplicates."""
         return self.inputs == self.pushed + self.orders + self.dead_lettered + self.duplicates
+
+    @property
+    def balanced(self) -> bool:
+        """The inputs' identity and every other one (:attr:`checks`) hold."""
+        return self.inputs_balanced and all(check.holds for check in self.checks)
+
+    @property
+    def late_for_statistics(self) -> int:
+        return self.dead_letter_kinds.get("late_beyond_allowed_lateness", 0)
+
+    @property
+    def late_for_closed_waybills(self) -> int:
+        return self.dead_letter_kinds.get("late_for_closed_waybill", 0)
 
     def progress_line(self) -> str:
         delivered = sum(d.delivered for d in self.deliveries.values())
@@ -104,6 +141,9 @@ def read_accounting(result: PipelineResult) -> Accounting:
         dead_letter_kinds=kinds,
         dead_lettered_later=values.get("dead_lettered", 0) - values.get("rejected_inputs", 0),
         deliveries=read_deliveries(values),
+        lifecycle_events=values.get("lifecycle_events", 0),
+        written={name.removeprefix(WRITTEN_PREFIX): count for name, count in sorted(values.items())
+                 if name.startswith(WRITTEN_PREFIX)},
     )
 
 
@@ -112,19 +152,50 @@ def count_lines(folder: Path) -> int:
     return sum(sum(1 for _ in path.open("rb")) for path in sorted(folder.glob("*.jsonl")))
 
 
-def summary(
-    accounting: Accounting, output_dir: str, folders: dict[str, str], target_folders: Optional[dict[str, str]] = None
-) -> str:
-    """The closing report: the balance, dead letters by reason, deliveries per target, and the
-    files' line counts.
+def with_checks(
+    accounting: Accounting,
+    files_dir: Optional[str | Path],
+    folders: dict[str, str],
+    target_folders: Optional[dict[str, str]] = None,
+    counted_in_statistics: Optional[int] = None,
+) -> Accounting:
+    """``accounting`` with its identities (see the module docstring) checked.
 
     Args:
-        folders: Accounting attribute ('pushed', 'orders', 'all_dead_letters') -> its folder
-            under output_dir.
-        target_folders: folder targets' ids -> their folder under output_dir.
+        files_dir: the local folder the run wrote its files into; None when not local.
+        folders: accounting attribute ('pushed', 'orders', 'all_dead_letters') -> its folder.
+        target_folders: folder targets' ids -> their folder.
+        counted_in_statistics: events counted in the daily statistics, read from the files;
+            None when the statistics are not in files (that identity is then not checked).
     """
     a = accounting
-    verdict = "balanced: nothing lost, nothing counted twice" if a.balanced else "NOT BALANCED"
+    checks = []
+    if counted_in_statistics is not None:
+        checks.append(Check("accepted events = counted in daily statistics + dead-lettered late",
+                            a.pushed + a.orders, counted_in_statistics + a.late_for_statistics))
+    checks.append(Check("courier events pushed = tracked in waybill lifecycles + dead-lettered for closed waybills",
+                        a.pushed, a.lifecycle_events + a.late_for_closed_waybills))
+    checks += [Check(f"delivery target {target}: requested = delivered + dead-lettered",
+                     d.requested, d.delivered + d.dead_lettered) for target, d in a.deliveries.items()]
+    if files_dir is not None:
+        expected = dict(a.written)
+        expected.update({folder: getattr(a, name) for name, folder in folders.items()})
+        expected.update({folder: a.deliveries.get(target, TargetDeliveries()).delivered
+                         for target, folder in (target_folders or {}).items()})
+        checks += [Check(f"{folder}/ lines = records written", count_lines(Path(files_dir) / folder), count)
+                   for folder, count in sorted(expected.items())]
+    return dataclasses.replace(a, checks=tuple(checks))
+
+
+def summary(accounting: Accounting, shown_dir: Optional[str] = None) -> str:
+    """The closing report: the inputs' balance, dead letters by reason, deliveries per target, and
+    every other identity (:func:`with_checks`) with its verdict.
+
+    Args:
+        shown_dir: the output folder as the user named it, for the heading of the folder checks.
+    """
+    a = accounting
+    verdict = "balanced: nothing lost, nothing counted twice" if a.inputs_balanced else "NOT BALANCED"
     lines = [
         "",
         "Accounting",
@@ -145,13 +216,17 @@ def summary(
         for target, d in a.deliveries.items():
             verdict = "balanced" if d.balanced else "NOT BALANCED"
             lines.append(f"  {target:<24}{d.requested:>9,}{d.delivered:>11,}{d.dead_lettered:>15,}{d.retried:>9,}  {verdict}")
-    if is_local_path(output_dir):
-        lines.append(f"Output files under {output_dir}/")
-        expected = {folder: getattr(a, name) for name, folder in folders.items()}
-        expected.update({folder: a.deliveries.get(target, TargetDeliveries()).delivered
-                         for target, folder in (target_folders or {}).items()})
-        for folder, count in expected.items():
-            in_files = count_lines(Path(output_dir) / folder)
-            agrees = "agrees" if in_files == count else f"DIFFERS from {count:,}"
-            lines.append(f"  {folder + '/':<36}{in_files:>9,} lines ({agrees})")
+    branch_checks = [c for c in a.checks if not c.states.endswith("lines = records written")]
+    folder_checks = [c for c in a.checks if c.states.endswith("lines = records written")]
+    if branch_checks:
+        lines.append("Every branch")
+        lines += [f"  {c.states}: {c.left:,} = {c.right:,} " + ("holds" if c.holds else "DOES NOT HOLD")
+                  for c in branch_checks]
+    if folder_checks:
+        lines.append(f"Output files under {shown_dir}/")
+        for c in folder_checks:
+            folder = c.states.split(" ", 1)[0]
+            agrees = "agrees" if c.holds else f"DIFFERS from {c.right:,} written"
+            lines.append(f"  {folder:<36}{c.left:>9,} lines ({agrees})")
+    lines.append("All identities hold." if a.balanced else "NOT BALANCED: an identity above does not hold.")
     return "\n".join(lines)

@@ -7,13 +7,16 @@ submits the job and returns.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import dataclasses
 import json
 import logging
-import shutil
+import signal
 import sys
 import threading
+import time
 from pathlib import Path
+from typing import Any, Callable, Iterator
 
 from apache_beam.options.pipeline_options import StandardOptions, TestOptions
 from apache_beam.runners.runner import PipelineResult
@@ -25,6 +28,7 @@ from pipeline.io import outputs
 from pipeline.io.sinks import is_local_path
 from pipeline.launcher import launch, parse_options
 from pipeline.local import accounting, stats_report
+from pipeline.local.run_folder import RunFolder
 from pipeline.local.runner_choice import LOCAL_RUNNER, check_counted, resolve_runner, runs_in_process
 from pipeline.local.waybill_report import live_by_day, read_live_states
 from pipeline.model.json_records import read_folder
@@ -59,8 +63,10 @@ def help_text() -> str:
 def run(argv: list[str] | None = None) -> accounting.Accounting:
     """Parses ``argv``, runs the job to the end, prints progress and the accounting.
 
-    On a remote runner (Dataflow) it submits the job and returns: the job runs on without
-    this process; ``--dry_run=True`` only builds the job.
+    A local run writes into a run folder of its own under ``--output_dir`` and replaces the
+    previous run's output only once every identity of the accounting holds
+    (:mod:`pipeline.local.run_folder`). On a remote runner (Dataflow) it submits the job and
+    returns: the job runs on without this process; ``--dry_run=True`` only builds the job.
     """
     argv = list(sys.argv[1:] if argv is None else argv)
     nothing_counted = accounting.Accounting(0, 0, 0, 0, 0, {})
@@ -69,26 +75,56 @@ def run(argv: list[str] | None = None) -> accounting.Accounting:
         return nothing_counted
     options = counted_run_options(argv)
     runner = options.view_as(StandardOptions).runner
-    clear_outputs(options.output_dir)
-    result = launch(options)
     if not runs_in_process(runner):
+        launch(options)
         verb = "built (dry run), not submitted" if options.view_as(TestOptions).dry_run else "submitted"
         print(f"{runner}: job {verb}; it runs without this process (see docs/deploy.md).", flush=True)
         return nothing_counted
-    _wait_with_progress(result)
-    final = accounting.read_accounting(result)
-    print(accounting.summary(final, options.output_dir, counted_folders(options), target_folders(options)),
-          flush=True)
+    if not is_local_path(options.output_dir):
+        return _run_and_report(options, None)
+    shown_dir = options.output_dir
+    folder = RunFolder.start(shown_dir, keep_if_killed=options.source == "pubsub")
+    print(f"Writing into {folder.path}/; it replaces the output under {shown_dir}/ once the run is complete.",
+          file=sys.stderr, flush=True)
+    options.output_dir = str(folder.path)
+    try:
+        final = _run_and_report(options, folder)
+    except BaseException:
+        if options.source != "pubsub":
+            folder.discard()
+        raise
+    if final.balanced:
+        folder.switch()
+        print(f"Output of this run: {shown_dir}/ (accounting.json holds the accounting above).", flush=True)
+    else:
+        print(f"NOT switched in: this run's output stays in {folder.path}/ for inspection; "
+              f"{shown_dir}/ still holds the previous complete run's.", flush=True)
+    return final
+
+
+def _run_and_report(options: WaybillOptions, folder: RunFolder | None) -> accounting.Accounting:
+    """Runs the job to its end (or drains it), then prints and returns its checked accounting."""
+    result = launch(options)
+    _wait_with_progress(result, drain=options.source == "pubsub")
+    counters = accounting.read_accounting(result)
+    if folder is None:
+        final = accounting.with_checks(counters, None, {})
+        print(accounting.summary(final), flush=True)
+        return final
+    folder.keep_stranded_files()
+    stats_in_files = None if options.stats_topic else stats_report.events_counted(stats_report.read_stats(folder.path))
+    final = accounting.with_checks(counters, folder.path, counted_folders(options), target_folders(options),
+                                   stats_in_files)
+    print(accounting.summary(final, str(folder.output_dir)), flush=True)
     print(read_live_states(result).summary_line(), flush=True)
-    if is_local_path(options.output_dir):
-        if options.days > 1:
-            changes = read_folder(Path(options.output_dir, outputs.WAYBILL_STATES_DIR), WAYBILL_STATE_CHANGE)
-            print("waybill states by day (event time):", *live_by_day(changes, options.time_zone), sep="\n  ", flush=True)
-        day = job_options.traffic_profiles(options)[-1].day.isoformat() if options.source == "synthetic" else None
-        print(stats_report.summary(options.output_dir, day=day), flush=True)
-        print(f"Current view of the statistics: sqlite3 {Path(options.output_dir, outputs.CURRENT_VIEW_FILE)} "
-              "'SELECT day, metric, dimension, key, value, timing FROM daily_stats'", flush=True)
-        Path(options.output_dir, "accounting.json").write_text(json.dumps(dataclasses.asdict(final), indent=2))
+    if options.days > 1:
+        changes = read_folder(folder.path / outputs.WAYBILL_STATES_DIR, WAYBILL_STATE_CHANGE)
+        print("waybill states by day (event time):", *live_by_day(changes, options.time_zone), sep="\n  ", flush=True)
+    day = job_options.traffic_profiles(options)[-1].day.isoformat() if options.source == "synthetic" else None
+    print(stats_report.summary(folder.path, day=day), flush=True)
+    print(f"Current view of the statistics: sqlite3 {Path(folder.output_dir, outputs.CURRENT_VIEW_FILE)} "
+          "'SELECT day, metric, dimension, key, value, timing FROM daily_stats'", flush=True)
+    (folder.path / "accounting.json").write_text(json.dumps(dataclasses.asdict(final), indent=2))
     return final
 
 
@@ -116,15 +152,17 @@ def target_folders(options: WaybillOptions) -> dict[str, str]:
     return {t.target_id: str(t.folder) for t in targets.values() if t.kind is TargetKind.FOLDER}
 
 
-def _wait_with_progress(result: PipelineResult) -> None:
+def _wait_with_progress(result: PipelineResult, drain: bool) -> None:
     """Waits for the job to finish, printing a progress line every second meanwhile.
+
+    Ctrl-C or SIGTERM: a job on a bounded input is cancelled and ``KeyboardInterrupt`` goes on
+    up (the run did not complete). A Pub/Sub job never finishes by itself, so there they drain
+    it (:func:`_drain`) and this returns; a second Ctrl-C during the drain cancels at once.
 
     The DirectRunner updates ``result.state`` only inside ``wait_until_finish()``, so that
     waits in a thread while this one reads the live counters. Errors of the job re-raise here.
-    A streaming job on Pub/Sub never finishes: Ctrl-C cancels it (only jobs running in this
-    process come here; a Dataflow job is submitted and left running). The waiting thread is a
-    daemon because, once a DirectRunner job is cancelled, its ``wait_until_finish()`` never
-    returns (Beam 2.77).
+    The waiting thread is a daemon because, once a DirectRunner job is cancelled, its
+    ``wait_until_finish()`` never returns (Beam 2.77).
     """
     interactive = sys.stderr.isatty()
     failure: list[BaseException] = []
@@ -135,31 +173,75 @@ def _wait_with_progress(result: PipelineResult) -> None:
         except BaseException as error:  # handed to the main thread, which re-raises it
             failure.append(error)
 
+    def progress() -> None:
+        line = accounting.read_accounting(result).progress_line()
+        print(f"\r{line}" if interactive else line, end="" if interactive else "\n", file=sys.stderr, flush=True)
+
     waiter = threading.Thread(target=wait, name="wait-until-finish", daemon=True)
     waiter.start()
-    try:
-        while waiter.is_alive():
-            line = accounting.read_accounting(result).progress_line()
-            print(f"\r{line}" if interactive else line, end="" if interactive else "\n", file=sys.stderr, flush=True)
-            waiter.join(_PROGRESS_SECONDS)
-    except KeyboardInterrupt:
-        print("\ninterrupted: cancelling the job", file=sys.stderr, flush=True)
-        result.cancel()
-        return
+    with _sigterm_as_interrupt():
+        try:
+            while waiter.is_alive():
+                progress()
+                waiter.join(_PROGRESS_SECONDS)
+        except KeyboardInterrupt:
+            if not drain:
+                print("\ninterrupted: cancelling the job", file=sys.stderr, flush=True)
+                result.cancel()
+                raise
+            print("\nstopping: no more pulls; finishing what is in flight", file=sys.stderr, flush=True)
+            try:
+                _drain(result, progress)
+            finally:
+                result.cancel()
+            return
     if interactive:
         print(file=sys.stderr)
     if failure:
         raise failure[0]
 
 
-def clear_outputs(output_dir: str) -> None:
-    """Each run replaces its own output folders (and nothing else) under a local output_dir."""
-    if not is_local_path(output_dir):
+# A drain waits until the counters have not moved for this long (the file sinks write every
+# --flush_seconds, 2 by default), and at most _DRAIN_TIMEOUT_S.
+_DRAIN_QUIET_S = 6.0
+_DRAIN_TIMEOUT_S = 120.0
+
+
+def _drain(result: PipelineResult, progress: Callable[[], None]) -> None:
+    """Stops the local job's Pub/Sub reads, then waits until what it took has gone through: the
+    counters stay still for ``_DRAIN_QUIET_S`` (files are written by then). Event-time timers
+    that are not due yet (days still open, shipments still tracked) do not fire: their figures
+    so far are in the files, and a restart on the same subscriptions starts them afresh."""
+    from pipeline.local.runner.pubsub_io import stop_pulling
+
+    stop_pulling()
+    last, still_since, started = None, time.monotonic(), time.monotonic()
+    while time.monotonic() - started < _DRAIN_TIMEOUT_S:
+        now = accounting.read_counters(result)
+        if now != last:
+            last, still_since = now, time.monotonic()
+        elif time.monotonic() - still_since >= _DRAIN_QUIET_S:
+            return
+        progress()
+        time.sleep(_PROGRESS_SECONDS)
+    _LOGGER.warning("the job still moved after %.0f s of draining; stopping it anyway", _DRAIN_TIMEOUT_S)
+
+
+@contextlib.contextmanager
+def _sigterm_as_interrupt() -> Iterator[None]:
+    """SIGTERM (``kill``, a container stop) handled as Ctrl-C while the job runs."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
         return
-    for folder in outputs.OUTPUT_DIRS:
-        shutil.rmtree(Path(output_dir, folder), ignore_errors=True)
-    for suffix in ("", "-wal", "-shm"):  # the SQLite current view and its journal
-        Path(output_dir, outputs.CURRENT_VIEW_FILE + suffix).unlink(missing_ok=True)
+
+    def interrupt(signum: int, frame: Any) -> None:
+        raise KeyboardInterrupt
+
+    previous = signal.signal(signal.SIGTERM, interrupt)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
 
 
 # Warnings Beam logs for every run of this graph that say nothing about the run: a tagged

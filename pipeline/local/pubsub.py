@@ -44,9 +44,10 @@ from pipeline.io import outputs
 from pipeline.io.synthetic import TrafficProfile
 from pipeline.launcher import launch
 from pipeline.local import accounting, publish
-from pipeline.local.cli import clear_outputs, configure_logging, counted_folders, counted_run_options
+from pipeline.local.cli import configure_logging, counted_folders, counted_run_options, target_folders
 from pipeline.local.emulator import EmulatorError, EmulatorUnavailable, PubsubEmulator
 from pipeline.local.output_drain import OutputDrain
+from pipeline.local.run_folder import RunFolder
 from pipeline.options import WaybillOptions
 
 _LOGGER = logging.getLogger(__name__)
@@ -134,8 +135,11 @@ class Traffic:
 class LocalRun:
     """The job, the drain and the traffic of one local run; :meth:`wait_accounted` is the loop."""
 
-    def __init__(self, result: PipelineResult, options: WaybillOptions, drain: OutputDrain, stall_timeout: float) -> None:
+    def __init__(
+        self, result: PipelineResult, options: WaybillOptions, drain: OutputDrain, stall_timeout: float, folder: RunFolder
+    ) -> None:
         self.result = result
+        self.folder = folder
         self.options = options
         self.drain = drain
         self.stall_timeout = stall_timeout
@@ -242,7 +246,8 @@ def run(argv: list[str] | None = None) -> int:
     try:
         topics = create_topics(emulator)
         options = counted_run_options(job_argv(topics, passed, day.isoformat()))
-        clear_outputs(options.output_dir)
+        folder = RunFolder.start(options.output_dir, keep_if_killed=True)
+        options.output_dir = str(folder.path)
         print(f"Pub/Sub emulator at {emulator.host}; topics under projects/{PROJECT}/topics/", file=sys.stderr)
         routes, publisher = publish.Topics(topics.courier, topics.order), emulator.publisher()
         traffic = Traffic(TrafficProfile(events=args.events, seed=args.seed, day=day), routes, args.rate, publisher, stop)
@@ -250,7 +255,7 @@ def run(argv: list[str] | None = None) -> int:
             traffic.start().join(timeout=_BACKLOG_PUBLISH_TIMEOUT_S)
         drain = OutputDrain(emulator.host, topics.supervision_subscription, topics.dead_letter_subscription)
         launched = time.monotonic()
-        run_ = LocalRun(launch(options), options, drain.start(), args.stall_timeout)
+        run_ = LocalRun(launch(options), options, drain.start(), args.stall_timeout, folder)
         try:
             return _publish_and_report(run_, args, traffic, launched)
         finally:
@@ -301,8 +306,11 @@ def _cancel(result: PipelineResult) -> None:
 
 def _finish(run_: LocalRun, ok: bool, extra: list[str]) -> int:
     """Prints the accounting (and the measurements); the exit code."""
-    counters = run_.counters()
-    print(accounting.summary(counters, run_.options.output_dir, counted_folders(run_.options)))
+    folder = run_.folder
+    folder.keep_stranded_files()
+    counters = accounting.with_checks(run_.counters(), folder.path, counted_folders(run_.options),
+                                      target_folders(run_.options))
+    print(accounting.summary(counters, str(folder.output_dir)))
     agrees = run_.drain.supervision == counters.pushed and run_.drain.dead_letters == counters.all_dead_letters
     print(f"On the topics: supervision {run_.drain.supervision:,} (and {run_.drain.compliance_alerts:,} real-name "
           f"alerts), dead-letter {run_.drain.dead_letters:,} "
@@ -310,7 +318,12 @@ def _finish(run_: LocalRun, ok: bool, extra: list[str]) -> int:
           f"inputs {counters.inputs:,}")
     for line in extra:
         print(line)
-    return 0 if ok and counters.balanced and agrees else 1
+    if ok and counters.balanced and agrees:
+        folder.switch()
+        return 0
+    print(f"NOT switched in: this run's output stays in {folder.path}/; {folder.output_dir}/ still holds the "
+          "previous complete run's.")
+    return 1
 
 
 def main() -> None:

@@ -21,7 +21,7 @@ from typing import Any, Iterable, Optional
 
 from pipeline.io.current_view import figure_key, pane_rank
 from pipeline.model.json_records import read_folder
-from pipeline.stages.stats import TOTAL_DIMENSION
+from pipeline.stages.stats import COURIER_EVENTS, ORDER_EVENTS, TOTAL_DIMENSION
 
 DAILY_STAT = "com.waybill.DailyStat"
 STATS_DIR = "stats"
@@ -53,6 +53,13 @@ def latest(records: Iterable[Stat]) -> dict[tuple[str, str, str, str], Stat]:
         if key not in newest or pane_rank(record) > pane_rank(newest[key]):
             newest[key] = record
     return newest
+
+
+def events_counted(records: Iterable[Stat]) -> int:
+    """How many events the statistics counted, all days: the latest ``courier_events`` and
+    ``order_events`` totals of each day, summed (what the accounting checks)."""
+    return sum(stat["value"] for (_, metric, dimension, _), stat in latest(records).items()
+               if metric in (COURIER_EVENTS, ORDER_EVENTS) and dimension == TOTAL_DIMENSION)
 
 
 def latest_day(records: Iterable[Stat]) -> Optional[str]:

@@ -212,7 +212,7 @@ class _Count(beam.DoFn):
         self._name_of = name_of
         self._counters: dict[str, Any] = {}
 
-    def process(self, record: dict[str, Any]) -> Iterator[dict[str, Any]]:
+    def process(self, record: Any) -> Iterator[Any]:
         name = self._name_of(record)
         if name not in self._counters:
             self._counters[name] = Metrics.counter(METRICS_NAMESPACE, name)
@@ -226,6 +226,10 @@ def _change_counter(change: dict[str, Any]) -> str:
 
 def _alert_counter(alert: dict[str, Any]) -> str:
     return f"lifecycle_alerts_{alert['kind'].lower()}_{alert['status'].lower()}"
+
+
+def _tracked_counter(event_with_merchant: Any) -> str:
+    return "lifecycle_events"
 
 
 def _view_counter(view: dict[str, Any]) -> str:
@@ -246,7 +250,8 @@ class TrackWaybillLifecycles(beam.PTransform):
       'opened_at'}``, counted as ``lifecycle_opened`` / ``_retired`` / ``_cleared``;
     * ``events_with_merchant``: ``(courier event, merchant_id)`` for every event the stage
       took, with the merchant of its shipment's ORDER_INFO so far (None before it arrives),
-      for the subscriber push: a scan itself does not name the merchant.
+      for the subscriber push: a scan itself does not name the merchant; counted as
+      ``lifecycle_events``.
 
     Args (event-time seconds):
         registration_delay: after the first pickup, by when the sender must be registered.
@@ -294,6 +299,7 @@ class TrackWaybillLifecycles(beam.PTransform):
             out.ALERTS.value: results[out.ALERTS.value] | "CountAlerts" >> beam.ParDo(_Count(_alert_counter)),
             out.STATE_CHANGES.value: results[out.STATE_CHANGES.value]
             | "CountStateChanges" >> beam.ParDo(_Count(_change_counter)),
-            out.EVENTS_WITH_MERCHANT.value: results[out.EVENTS_WITH_MERCHANT.value],
+            out.EVENTS_WITH_MERCHANT.value: results[out.EVENTS_WITH_MERCHANT.value]
+            | "CountTrackedEvents" >> beam.ParDo(_Count(_tracked_counter)),
             out.DEAD_LETTER.value: results[out.DEAD_LETTER.value],
         }

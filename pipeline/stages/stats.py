@@ -63,6 +63,8 @@ COURIER = "courier"
 ORDER = "order"
 TOTAL_DIMENSION = "total"
 TOTAL_KEY = "all"
+COURIER_EVENTS = "courier_events"
+ORDER_EVENTS = "order_events"
 
 
 
@@ -129,6 +131,9 @@ METRICS: tuple[Metric, ...] = (
     Metric("orders", ORDER, _orders("CREATED"), _PER_MERCHANT_AND_CODE),
     Metric("cancellations", ORDER, _orders("CANCELLED"), _PER_MERCHANT_AND_CODE),
     Metric("order_value_cents", ORDER, _order_value_cents, _PER_MERCHANT_AND_CODE),
+    # Every event counted, in total only: what the accounting checks the day's figures against.
+    Metric(COURIER_EVENTS, COURIER, lambda event: 1, {}),
+    Metric(ORDER_EVENTS, ORDER, lambda event: 1, {}),
 )
 
 DEFAULT_ALLOWED_LATENESS_S = 48 * 3600  # how long after its end a day still takes late events

@@ -161,7 +161,7 @@ class Prefetcher:
 
     def _run(self) -> None:
         failures = 0
-        while failures < _MAX_FAILED_PULLS:
+        while failures < _MAX_FAILED_PULLS and not _PULLING_STOPPED.is_set():
             with self._changed:
                 self._changed.wait_for(lambda: len(self._held) < MAX_MESSAGES_PER_READ, IDLE_PULL_TIMEOUT_S)
                 room = MAX_MESSAGES_PER_READ - len(self._held)
@@ -196,6 +196,17 @@ class Prefetcher:
         return plain_received_messages(response)
 
 
+_PULLING_STOPPED = threading.Event()
+
+
+def stop_pulling() -> None:
+    """Ends every read: no more pulls, and the rounds return nothing from now on (the first step
+    of draining a local job). Messages prefetched but not handed to a round are never
+    acknowledged, so Pub/Sub delivers them again to the next run. The next run's install of
+    this adjustment pulls again."""
+    _PULLING_STOPPED.set()
+
+
 _PREFETCHERS: dict[tuple[int, str], Prefetcher] = {}
 _PREFETCHERS_LOCK = threading.Lock()
 
@@ -224,6 +235,8 @@ class FastPullSubscriber:
 
     def pull(self, subscription: str, **_ignored: Any) -> PulledMessages:
         """One read round; the evaluator's ``max_messages=10, timeout=30`` are ignored."""
+        if _PULLING_STOPPED.is_set():
+            return PulledMessages()
         return PulledMessages(prefetcher(self._client, subscription).take())
 
 
@@ -232,6 +245,7 @@ def _changes(options: PipelineOptions) -> list[Change]:
     from apache_beam.runners.direct.transform_evaluator import _PubSubReadEvaluator
 
     stock_client = vars(_PubSubReadEvaluator)["_get_subscriber_client"].__func__  # the classmethod's function
+    _PULLING_STOPPED.clear()
 
     def get_subscriber_client(cls: type, transform: Any) -> FastPullSubscriber:
         return FastPullSubscriber(stock_client(cls, transform))

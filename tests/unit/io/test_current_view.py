@@ -218,6 +218,8 @@ def test_streaming_daily_stats_end_in_the_final_figure(tmp_path: Path) -> None:
         )
         stats["stats"] | UpsertCurrentView(str(path))
     view = rows(path)
-    assert set(view) == {(DAY, "pickups", "outlet", "O1"), (DAY, "pickups", "total", "all")}
+    # Every pickup is also a courier event, counted in total.
+    assert set(view) == {(DAY, "pickups", "outlet", "O1"), (DAY, "pickups", "total", "all"),
+                         (DAY, "courier_events", "total", "all")}
     for value, timing, pane_index, is_final, _ in view.values():
         assert (value, timing, pane_index, is_final) == (3, "LATE", None, 1)

@@ -1,29 +1,54 @@
-"""The accounting: the balance counts inputs; later dead letters of accepted events stand beside it."""
+"""The accounting: the inputs' balance, and an identity for every later branch and every folder."""
 from __future__ import annotations
 
 from pathlib import Path
 
-from pipeline.local.accounting import Accounting, TargetDeliveries, read_deliveries, summary
+from pipeline.local.accounting import Accounting, TargetDeliveries, read_deliveries, summary, with_checks
+
+
+def _files(root: Path, folder: str, lines: int) -> None:
+    (root / folder).mkdir(parents=True, exist_ok=True)
+    (root / folder / f"{folder.rsplit('/', 1)[-1]}-0.jsonl").write_text("{}\n" * lines)
 
 
 def test_later_dead_letters_do_not_break_the_balance_and_the_folder_holds_both(tmp_path: Path) -> None:
     # 10 inputs: 5 pushed, 2 orders, 2 rejected, 1 duplicate; 1 pushed event was also too late
-    # for its day's statistics, so the dead-letter folder holds 3 lines.
+    # for its day's statistics, so the dead-letter folder holds 3 lines and 6 events were counted.
     a = Accounting(inputs=10, pushed=5, orders=2, dead_lettered=2, duplicates=1,
-                   dead_letter_kinds={"not_json": 2, "late_beyond_allowed_lateness": 1}, dead_lettered_later=1)
-    assert a.balanced and a.all_dead_letters == 3
-    (tmp_path / "deadletter").mkdir()
-    (tmp_path / "deadletter" / "deadletter-0.jsonl").write_text("{}\n{}\n{}\n")
-    text = summary(a, str(tmp_path), {"all_dead_letters": "deadletter"})
+                   dead_letter_kinds={"not_json": 2, "late_beyond_allowed_lateness": 1}, dead_lettered_later=1,
+                   lifecycle_events=5)
+    _files(tmp_path, "deadletter", 3)
+    checked = with_checks(a, tmp_path, {"all_dead_letters": "deadletter"}, counted_in_statistics=6)
+    assert checked.balanced and checked.all_dead_letters == 3
+    text = summary(checked, "out")
     assert "balanced: nothing lost" in text
     assert "later dead letters of accepted events (statistics, lifecycle): 1" in text
+    assert "accepted events = counted in daily statistics + dead-lettered late: 7 = 7 holds" in text
     assert "deadletter/" + " " * 33 + "3 lines (agrees)" in text
+    assert text.endswith("All identities hold.")
 
 
 def test_an_unbalanced_run_says_so() -> None:
     a = Accounting(inputs=10, pushed=5, orders=2, dead_lettered=2, duplicates=0, dead_letter_kinds={})
     assert not a.balanced
-    assert "NOT BALANCED" in summary(a, "gs://bucket/out", {})
+    assert "NOT BALANCED" in summary(with_checks(a, None, {}))
+
+
+def test_events_missing_from_the_statistics_break_the_balance() -> None:
+    # Two accepted events were neither counted in a day nor dead-lettered as late.
+    a = Accounting(inputs=5, pushed=3, orders=2, dead_lettered=0, duplicates=0, dead_letter_kinds={}, lifecycle_events=3)
+    checked = with_checks(a, None, {}, counted_in_statistics=3)
+    assert a.inputs_balanced and not checked.balanced
+    assert "5 = 3 DOES NOT HOLD" in summary(checked)
+
+
+def test_lines_left_out_of_a_folder_break_the_balance(tmp_path: Path) -> None:
+    # The job wrote 4 waybill views; the folder holds 3 (one stranded in a temp folder).
+    a = Accounting(0, 0, 0, 0, 0, {}, written={"waybills": 4})
+    _files(tmp_path, "waybills", 3)
+    checked = with_checks(a, tmp_path, {})
+    assert not checked.balanced
+    assert "waybills/" + " " * 35 + "3 lines (DIFFERS from 4 written)" in summary(checked, "out")
 
 
 def test_deliveries_per_target_come_from_the_counters_and_each_must_balance(tmp_path: Path) -> None:
@@ -35,9 +60,11 @@ def test_deliveries_per_target_come_from_the_counters_and_each_must_balance(tmp_
         "erp": TargetDeliveries(requested=5, delivered=4, dead_lettered=1, retried=3),
         "hook": TargetDeliveries(requested=2, delivered=1),
     }
-    (tmp_path / "units" / "erp").mkdir(parents=True)
-    (tmp_path / "units" / "erp" / "erp-1.jsonl").write_text('{"a": 1}\n{"a": 2}\n{"a": 3}\n{"a": 4}\n')
-    report = summary(Accounting(0, 0, 0, 0, 0, {}, deliveries=deliveries), str(tmp_path), {}, {"erp": "units/erp"})
+    _files(tmp_path, "units/erp", 4)
+    checked = with_checks(Accounting(0, 0, 0, 0, 0, {}, deliveries=deliveries), tmp_path, {}, {"erp": "units/erp"})
+    report = summary(checked, "out")
     assert "  erp                             5          4              1        3  balanced" in report
     assert "  hook                            2          1              0        0  NOT BALANCED" in report
+    assert "delivery target hook: requested = delivered + dead-lettered: 2 = 1 DOES NOT HOLD" in report
     assert "units/erp/" in report and "4 lines (agrees)" in report
+    assert not checked.balanced

@@ -80,7 +80,8 @@ def _only(inputs: dict[str, beam.PCollection]) -> beam.PCollection:
 STAGES: tuple[StageBench, ...] = (
     StageBench("source", ("messages",), lambda i, d: _only(i), "reading the pre-generated messages, nothing else"),
     StageBench("validate", ("messages",), lambda i, d: _only(i) | "ValidateEvents" >> ValidateEvents()),
-    StageBench("dedup", ("valid",), lambda i, d: _only(i) | "Deduplicate" >> DeduplicateEvents(_DEDUP_HORIZON_S, "bench")),
+    StageBench("dedup", ("courier",), lambda i, d: _only(i) | "Deduplicate" >> DeduplicateEvents(
+        _DEDUP_HORIZON_S, "bench", schemas.COURIER_EVENT)),
     StageBench("identify", ("courier",), lambda i, d: _only(i) | "IdentifyWaybills" >> IdentifyWaybills()),
     StageBench(
         "supervision", ("identified",),
@@ -101,7 +102,7 @@ STAGES: tuple[StageBench, ...] = (
 # The naive peer's versions of the keyed stages (GroupByKeys in the global window: batch only),
 # over the same inputs, for a stage-against-stage comparison.
 NAIVE_STAGES: tuple[StageBench, ...] = (
-    StageBench("dedup", ("valid",), lambda i, d: naive_beam.unique_events(_only(i), "All")),
+    StageBench("dedup", ("courier",), lambda i, d: naive_beam.unique_events(_only(i), "All")),
     StageBench("stats", ("courier", "orders"),
                lambda i, d: naive_beam.daily_stats(i["courier"], i["orders"], DEFAULT_TIME_ZONE)),
     StageBench("lifecycle", ("identified",), lambda i, d: naive_beam.track_shipments(_only(i))),
@@ -116,7 +117,7 @@ class Inputs:
         self.workload = workload
         self.paths = {
             name: save(getattr(workload, name), folder / f"{name}.pickle")
-            for name in ("messages", "valid", "courier", "orders", "identified")
+            for name in ("messages", "courier", "orders", "identified")
         }
         self.sizes = {name: len(getattr(workload, name)) for name in self.paths}
 

@@ -80,8 +80,12 @@ def build(p: beam.Pipeline, options: WaybillOptions) -> dict[str, beam.PCollecti
         messages = p | "ReadSynthetic" >> ReadSynthetic(job_options.traffic_profiles(options))
 
     validated = messages | "ValidateEvents" >> ValidateEvents()
-    courier = validated[ValidateOutput.COURIER.value] | "DeduplicateCourierEvents" >> DeduplicateEvents(horizon, "courier")
-    orders = validated[ValidateOutput.ORDER.value] | "DeduplicateOrderEvents" >> DeduplicateEvents(horizon, "order")
+    courier = validated[ValidateOutput.COURIER.value] | "DeduplicateCourierEvents" >> DeduplicateEvents(
+        horizon, "courier", schemas.COURIER_EVENT
+    )
+    orders = validated[ValidateOutput.ORDER.value] | "DeduplicateOrderEvents" >> DeduplicateEvents(
+        horizon, "order", schemas.ORDER_EVENT
+    )
     identified = courier[UNIQUE] | "IdentifyWaybills" >> IdentifyWaybills()
     streaming = options.view_as(StandardOptions).streaming
     sinks = OutputSinks(options.output_dir, streaming, options.flush_seconds)
@@ -120,6 +124,8 @@ def build(p: beam.Pipeline, options: WaybillOptions) -> dict[str, beam.PCollecti
     deliveries["receipts"] | "WriteDeliveryReceipts" >> sinks.to(None, RECEIPTS_DIR, schemas.DELIVERY_RECEIPT)
     dead_letters = (
         validated[ValidateOutput.DEAD_LETTER.value],
+        courier[DedupOutput.DEAD_LETTER.value],
+        orders[DedupOutput.DEAD_LETTER.value],
         daily[StatsOutput.DEAD_LETTER.value],
         lifecycle[LifecycleOutput.DEAD_LETTER.value],
         *deliveries["dead_letters"],

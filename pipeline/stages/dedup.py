@@ -6,17 +6,20 @@ the pipeline removes re-sent and redelivered copies itself, the same way on ever
 from __future__ import annotations
 
 import enum
+import hashlib
 from typing import Any, Iterator
 
 import apache_beam as beam
 from apache_beam import pvalue
-from apache_beam.coders import BooleanCoder
+from apache_beam.coders import BytesCoder
 from apache_beam.metrics import Metrics
 from apache_beam.transforms.timeutil import TimeDomain
 from apache_beam.transforms.userstate import ReadModifyWriteStateSpec, TimerSpec, on_timer
 from apache_beam.utils.timestamp import Duration, Timestamp
 
-from pipeline.model.dead_letter import METRICS_NAMESPACE
+from pipeline.model import schemas
+from pipeline.model.dead_letter import DEAD_LETTER_OUTPUT, METRICS_NAMESPACE, ErrorKind, Stage, dead_letter_record
+from pipeline.model.json_records import format_timestamp
 
 
 class DedupOutput(str, enum.Enum):
@@ -24,14 +27,18 @@ class DedupOutput(str, enum.Enum):
 
     UNIQUE = "unique"
     DUPLICATES = "duplicates"
+    DEAD_LETTER = DEAD_LETTER_OUTPUT  # conflicting duplicates
 
 
 class DeduplicateFn(beam.DoFn):
-    """Keeps the first ``(event_id, event)`` of each event_id; later copies go to ``duplicates``.
+    """Keeps the first ``(event_id, event)`` of each event_id; later copies go to ``duplicates``
+    when their content is the same, or become ``conflicting_duplicate`` dead letters when it is not.
 
-    The "seen" flag of an event_id is kept until the watermark passes the event's time plus
-    the horizon, then cleared by an event-time timer, so memory is bounded by the number of
-    distinct events within one horizon.
+    The first copy's content hash (SHA-256 of its Avro encoding) is kept until the watermark
+    passes the event's time plus the horizon, then cleared by an event-time timer, so memory is
+    bounded by the number of distinct events within one horizon. A conflicting copy's dead letter
+    carries both hashes in its attributes (``first_payload_sha256``, ``payload_sha256``); the
+    first copy stays the one that counts.
 
     Example, with a 24 h horizon: an event at 10:00 arrives, then a copy at 10:05 (a Pub/Sub
     redelivery) and another the next day at 09:00 (the sender re-sent it). The first is kept,
@@ -40,11 +47,12 @@ class DeduplicateFn(beam.DoFn):
     choose the horizon longer than any re-send delay.
     """
 
-    SEEN = ReadModifyWriteStateSpec("seen", BooleanCoder())
+    SEEN = ReadModifyWriteStateSpec("seen_sha256", BytesCoder())
     EXPIRY = TimerSpec("expiry", TimeDomain.WATERMARK)
 
-    def __init__(self, horizon_seconds: int, counter_prefix: str) -> None:
+    def __init__(self, horizon_seconds: int, counter_prefix: str, schema_name: str) -> None:
         self.horizon = Duration(seconds=horizon_seconds)
+        self.schema_name = schema_name
         self.unique = Metrics.counter(METRICS_NAMESPACE, f"unique_{counter_prefix}")
         self.duplicates = Metrics.counter(METRICS_NAMESPACE, "duplicates")
 
@@ -56,14 +64,40 @@ class DeduplicateFn(beam.DoFn):
         expiry: Any = beam.DoFn.TimerParam(EXPIRY),
     ) -> Iterator[Any]:
         _, event = keyed_event
-        if seen.read():
+        payload = schemas.encode(self.schema_name, event)
+        digest = hashlib.sha256(payload).digest()
+        first = seen.read()
+        if first == digest:
             self.duplicates.inc()
             yield pvalue.TaggedOutput(DedupOutput.DUPLICATES.value, event)
             return
-        seen.write(True)
+        if first is not None:
+            yield pvalue.TaggedOutput(DedupOutput.DEAD_LETTER.value, self._conflict(event, payload, first, digest))
+            return
+        seen.write(digest)
         expiry.set(timestamp + self.horizon)
         self.unique.inc()
         yield event
+
+    def _conflict(self, event: dict[str, Any], payload: bytes, first: bytes, digest: bytes) -> dict[str, Any]:
+        return dead_letter_record(
+            raw_payload=payload,
+            attributes={
+                "schema": self.schema_name,
+                "event_id": event["event_id"],
+                "event_time": format_timestamp(event["event_time"]),
+                "first_payload_sha256": first.hex(),
+                "payload_sha256": digest.hex(),
+            },
+            source=self.schema_name.rsplit(".", 1)[-1],
+            stage=Stage.DEDUP,
+            kind=ErrorKind.CONFLICTING_DUPLICATE,
+            message=(
+                f"event_id {event['event_id']!r} was seen before with other content (SHA-256 of the Avro "
+                f"encoding {first.hex()[:16]}... there, {digest.hex()[:16]}... here); the first copy counts"
+            ),
+            event_id=event["event_id"],
+        )
 
     @on_timer(EXPIRY)
     def expire(self, seen: Any = beam.DoFn.StateParam(SEEN)) -> None:
@@ -71,17 +105,21 @@ class DeduplicateFn(beam.DoFn):
 
 
 class DeduplicateEvents(beam.PTransform):
-    """Events -> {'unique': first copy of each event_id, 'duplicates': the other copies}.
+    """Events -> {'unique': first copy of each event_id, 'duplicates': identical copies,
+    'dead_letter': copies with other content}.
 
     Args:
         horizon_seconds: how long (event time) an event_id is remembered.
         counter_prefix: names the ``unique_<prefix>`` counter (``courier``, ``order``).
+        schema_name: the events' Avro record, e.g. ``CourierEvent`` (their content is compared
+            in its encoding).
     """
 
-    def __init__(self, horizon_seconds: int, counter_prefix: str) -> None:
+    def __init__(self, horizon_seconds: int, counter_prefix: str, schema_name: str) -> None:
         super().__init__()
         self.horizon_seconds = horizon_seconds
         self.counter_prefix = counter_prefix
+        self.schema_name = schemas.full_name(schema_name)
 
     def expand(self, events: beam.PCollection) -> dict[str, beam.PCollection]:
         results = (
@@ -89,8 +127,8 @@ class DeduplicateEvents(beam.PTransform):
             | "KeyByEventId"
             >> beam.Map(lambda event: (event["event_id"], event)).with_output_types(tuple[str, dict[str, Any]])
             | "KeepFirstCopy"
-            >> beam.ParDo(DeduplicateFn(self.horizon_seconds, self.counter_prefix)).with_outputs(
-                DedupOutput.DUPLICATES.value, main=DedupOutput.UNIQUE.value
+            >> beam.ParDo(DeduplicateFn(self.horizon_seconds, self.counter_prefix, self.schema_name)).with_outputs(
+                DedupOutput.DUPLICATES.value, DedupOutput.DEAD_LETTER.value, main=DedupOutput.UNIQUE.value
             )
         )
         return {output.value: results[output.value] for output in DedupOutput}

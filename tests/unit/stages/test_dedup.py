@@ -1,6 +1,8 @@
 """De-duplication on event_id, with expiring state."""
 from __future__ import annotations
 
+import hashlib
+
 import apache_beam as beam
 from apache_beam.options.pipeline_options import PipelineOptions, StandardOptions
 from apache_beam.testing.test_pipeline import TestPipeline
@@ -8,21 +10,51 @@ from apache_beam.testing.test_stream import TestStream
 from apache_beam.testing.util import assert_that, equal_to
 from apache_beam.transforms.window import TimestampedValue
 
+from pipeline.model import schemas
+from pipeline.model.json_records import from_json
 from pipeline.stages.dedup import DeduplicateEvents
 
 HOUR = 3600
 
 
 def event(event_id: str, note: str) -> dict:
-    return {"event_id": event_id, "note": note}
+    """An order event whose ``merchant_id`` carries ``note``: copies with other notes differ in content."""
+    return from_json(schemas.ORDER_EVENT, {
+        "event_id": event_id, "event_time": "2026-11-21T10:00:00+08:00", "order_id": "O-1", "merchant_id": note,
+        "business_code": "B2C", "status": "CREATED", "lines": [{"sku": "SKU-1", "quantity": 1, "price_cents": 100}],
+    })
 
 
-def test_keeps_the_first_copy_and_reports_the_others() -> None:
+def dedup(horizon_seconds: int) -> DeduplicateEvents:
+    return DeduplicateEvents(horizon_seconds=horizon_seconds, counter_prefix="order", schema_name=schemas.ORDER_EVENT)
+
+
+def test_keeps_the_first_copy_and_reports_identical_ones_as_duplicates() -> None:
     with TestPipeline() as p:
-        events = p | beam.Create([event("a", "1"), event("b", "1"), event("a", "2"), event("a", "3")])
-        out = events | DeduplicateEvents(horizon_seconds=24 * HOUR, counter_prefix="courier")
+        events = p | beam.Create([event("a", "1"), event("b", "1"), event("a", "1"), event("a", "1")])
+        out = events | dedup(24 * HOUR)
         assert_that(out["unique"] | "UniqueIds" >> beam.Map(lambda e: e["event_id"]), equal_to(["a", "b"]), label="Unique")
         assert_that(out["duplicates"] | "DupIds" >> beam.Map(lambda e: e["event_id"]), equal_to(["a", "a"]), label="Dups")
+        assert_that(out["dead_letter"], equal_to([]), label="NoConflicts")
+
+
+def test_a_copy_with_other_content_is_a_conflicting_duplicate_carrying_both_hashes() -> None:
+    first, corrected = event("a", "M-1"), event("a", "M-2")
+    first_hash = hashlib.sha256(schemas.encode(schemas.ORDER_EVENT, first)).hexdigest()
+    corrected_hash = hashlib.sha256(schemas.encode(schemas.ORDER_EVENT, corrected)).hexdigest()
+
+    def check(dead_letters: list) -> None:
+        (letter,) = dead_letters
+        assert (letter["stage"], letter["error_kind"], letter["event_id"]) == ("dedup", "conflicting_duplicate", "a")
+        assert letter["attributes"]["first_payload_sha256"] == first_hash
+        assert letter["attributes"]["payload_sha256"] == corrected_hash
+        assert schemas.decode(schemas.ORDER_EVENT, letter["raw_payload"])["merchant_id"] == "M-2"
+
+    with TestPipeline() as p:
+        out = p | beam.Create([first, corrected]) | dedup(24 * HOUR)
+        assert_that(out["unique"] | "Merchants" >> beam.Map(lambda e: e["merchant_id"]), equal_to(["M-1"]), label="First")
+        assert_that(out["duplicates"], equal_to([]), label="NoPlainDuplicates")
+        assert_that(out["dead_letter"], check, label="Conflict")
 
 
 def test_state_expires_after_the_horizon_in_event_time() -> None:
@@ -34,7 +66,7 @@ def test_state_expires_after_the_horizon_in_event_time() -> None:
         .advance_watermark_to(0)
         .add_elements([TimestampedValue(event("a", "first"), 0)])
         .advance_watermark_to(30 * 60)
-        .add_elements([TimestampedValue(event("a", "redelivered"), 0)])
+        .add_elements([TimestampedValue(event("a", "first"), 0)])
         .advance_watermark_to(2 * HOUR)
         .add_elements([TimestampedValue(event("a", "re-sent much later"), 2 * HOUR)])
         .advance_watermark_to_infinity()
@@ -42,6 +74,7 @@ def test_state_expires_after_the_horizon_in_event_time() -> None:
     options = PipelineOptions()
     options.view_as(StandardOptions).streaming = True
     with TestPipeline(options=options) as p:
-        out = p | stream | DeduplicateEvents(horizon_seconds=HOUR, counter_prefix="courier")
-        assert_that(out["unique"] | "Notes" >> beam.Map(lambda e: e["note"]), equal_to(["first", "re-sent much later"]), label="Unique")
-        assert_that(out["duplicates"] | "DupNotes" >> beam.Map(lambda e: e["note"]), equal_to(["redelivered"]), label="Dups")
+        out = p | stream | dedup(HOUR)
+        notes = beam.Map(lambda e: e["merchant_id"])
+        assert_that(out["unique"] | "Notes" >> notes, equal_to(["first", "re-sent much later"]), label="Unique")
+        assert_that(out["duplicates"] | "DupNotes" >> notes, equal_to(["first"]), label="Dups")

@@ -517,7 +517,7 @@ def test_several_synthetic_days_keep_live_states_flat_on_the_fnapi_runner() -> N
         validated = p | beam.Create([m.message for m in messages]) | ValidateEvents()
         identified = (
             validated[ValidateOutput.COURIER.value]
-            | DeduplicateEvents(horizon_seconds=DAY, counter_prefix="courier")
+            | DeduplicateEvents(horizon_seconds=DAY, counter_prefix="courier", schema_name=schemas.COURIER_EVENT)
         )["unique"] | IdentifyWaybills()
         out = identified | TrackWaybillLifecycles(retain_after_delivery=6 * HOUR, expire_after=2 * DAY)
         assert_that(out[LifecycleOutput.STATE_CHANGES.value] | beam.combiners.ToList(), lambda lists: check_curve(lists[0]), label="LiveCurve")

@@ -98,6 +98,7 @@ def build(p: beam.Pipeline, options: WaybillOptions) -> dict[str, beam.PCollecti
         early_results_every=options.early_results_seconds,
         allowed_lateness=options.allowed_lateness_hours * 3600,
         streaming=streaming,
+        watermark_follows_clock=options.source == "pubsub",
     )
     stats = daily[StatsOutput.STATS.value]
     stats | "WriteDailyStats" >> sinks.to(options.stats_topic, STATS_DIR, schemas.DAILY_STAT)

@@ -26,8 +26,11 @@ one are closed and their events are dead-lettered. On portable runners (Dataflow
 a pending timer holds the gate's output watermark, so what it lets through is never expired
 downstream; the Python DirectRunner sets no such hold (a known TODO in Beam), there the
 guarantee rests on the timer firing before the next event of that shard is processed.
-Limit: a day the gate has never heard of whose close is later than the latest close a
-shard has seen cannot be proven closed (e.g. the first events after a restart).
+
+A day the gate has never heard of cannot be proven closed by its timers (the first events
+of a run, read in its first pull). On a source whose watermark follows the wall clock (Pub/Sub:
+it never passes the time of reading), ``watermark_follows_clock`` closes every day whose close
+is past at the time the event is measured: its window can only have expired by then.
 """
 from __future__ import annotations
 
@@ -217,10 +220,11 @@ class _CloseDays(beam.DoFn):
     )
     CLOSE = TimerSpec("close", TimeDomain.WATERMARK)
 
-    def __init__(self, days: CalendarDays, allowed_lateness: Duration) -> None:
+    def __init__(self, days: CalendarDays, allowed_lateness: Duration, watermark_follows_clock: bool) -> None:
         super().__init__()
         self._days = days
         self._lateness = allowed_lateness
+        self._watermark_follows_clock = watermark_follows_clock
 
     def process(
         self,
@@ -232,7 +236,7 @@ class _CloseDays(beam.DoFn):
         _, event = element
         closes_at = (self._days.day_of(timestamp).end + self._lateness).micros
         closed_through, open_days = days.read() or (MIN_TIMESTAMP.micros, [])
-        if closes_at <= closed_through:
+        if closes_at <= closed_through or (self._watermark_follows_clock and closes_at <= Timestamp.now().micros):
             if event is None:  # an announcement of a closed day
                 return
             yield beam.pvalue.TaggedOutput(_GateOutput.TOO_LATE.value, event)
@@ -346,6 +350,8 @@ class ComputeDailyStats(beam.PTransform):
         streaming: True in streaming pipelines. Batch runners cannot run processing-time
             triggers (apache/beam#19070), so batch gets no EARLY panes.
         shards: number of keys of the lateness gate (parallelism of that step).
+        watermark_follows_clock: the source's watermark never passes the wall clock (Pub/Sub),
+            so a day whose close is past is closed, also the first time the gate sees it.
 
     See the module docstring for a worked example of the panes.
     """
@@ -357,6 +363,7 @@ class ComputeDailyStats(beam.PTransform):
         allowed_lateness: float = DEFAULT_ALLOWED_LATENESS_S,
         streaming: bool = False,
         shards: int = 16,
+        watermark_follows_clock: bool = False,
     ) -> None:
         super().__init__()
         if early_results_every <= 0:
@@ -370,6 +377,7 @@ class ComputeDailyStats(beam.PTransform):
         self._allowed_lateness = Duration.of(allowed_lateness)
         self._streaming = streaming
         self._shards = shards
+        self._watermark_follows_clock = watermark_follows_clock
 
     def _trigger(self) -> trigger.TriggerFn:
         if self._streaming:
@@ -395,7 +403,7 @@ class ComputeDailyStats(beam.PTransform):
             sharded
             | "FlattenEvents" >> beam.Flatten()
             | "CloseDays"
-            >> beam.ParDo(_CloseDays(self._days, self._allowed_lateness)).with_outputs(
+            >> beam.ParDo(_CloseDays(self._days, self._allowed_lateness, self._watermark_follows_clock)).with_outputs(
                 _GateOutput.TOO_LATE.value, main=_GateOutput.MEASURED.value
             )
         )

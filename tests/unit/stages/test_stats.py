@@ -302,3 +302,24 @@ def test_last_figures_equal_a_recount_by_event_time_batch(seed: int, count: int)
 
 def _assert_equal(actual: dict, expected: dict) -> None:
     assert actual == expected
+
+
+@pytest.mark.slow
+def test_a_closed_day_is_dead_lettered_the_first_time_the_gate_sees_it_on_a_clock_watermark() -> None:
+    # A Pub/Sub job starts and its first pull holds events of a day that closed long ago: the
+    # read's watermark is already at the wall clock, so the day's window has expired. Without
+    # the clock the gate, which has never seen that day, would let them through and the window
+    # would drop them: neither counted nor dead-lettered.
+    old = scan("old", "2020-01-01T10:00:00+08:00")
+    events = (
+        test_stream.TestStream()
+        .advance_watermark_to(Timestamp(seconds=int(Timestamp.now().micros // 1_000_000)))
+        .add_elements([stamped("courier", old)])
+        .advance_watermark_to_infinity()
+    )
+    p = streaming_pipeline()
+    stats = run_stats(p, p | events, streaming=True, watermark_follows_clock=True)
+    assert_that(stats["stats"], equal_to([]), label="NotCounted")
+    assert_that(stats["dead_letter"] | beam.Map(lambda r: (r["event_id"], r["error_kind"])),
+                equal_to([("old", "late_beyond_allowed_lateness")]), label="DeadLettered")
+    p.run().wait_until_finish()

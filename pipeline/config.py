@@ -25,9 +25,16 @@ __all__ = ["DEFAULT_ROUTING", "DEFAULT_SUBSCRIPTIONS", "DEFAULT_TARGETS", "Deliv
 
 
 def read_text(path: str) -> str:
-    """A local or ``gs://`` file's text (UTF-8)."""
-    with FileSystems.open(path) as handle:
-        return handle.read().decode("utf-8")
+    """A local or ``gs://`` file's text (UTF-8).
+
+    Raises:
+        ValueError: it cannot be read (missing, unreadable, not UTF-8), in one line.
+    """
+    try:
+        with FileSystems.open(path) as handle:
+            return handle.read().decode("utf-8")
+    except (OSError, UnicodeDecodeError) as error:
+        raise ValueError(f"{path}: cannot be read: {error}") from error
 
 
 @dataclass(frozen=True)

@@ -69,9 +69,17 @@ def parse_catalog(lines: Iterable[str], source: str = "catalog") -> dict[str, Ca
 
 
 def load_catalog(path: str) -> dict[str, CatalogItem]:
-    """:func:`parse_catalog` of a local or ``gs://`` file."""
-    with FileSystems.open(path) as handle:
-        return parse_catalog(handle.read().decode("utf-8").splitlines(), source=path)
+    """:func:`parse_catalog` of a local or ``gs://`` file.
+
+    Raises:
+        ValueError: the file cannot be read, or is not a catalog.
+    """
+    try:
+        with FileSystems.open(path) as handle:
+            text = handle.read().decode("utf-8")
+    except (OSError, UnicodeDecodeError) as error:
+        raise ValueError(f"catalog {path}: cannot be read: {error}") from error
+    return parse_catalog(text.splitlines(), source=path)
 
 
 def default_catalog(skus: int = 200, seed: int = 7) -> list[CatalogItem]:

@@ -33,6 +33,12 @@ boundaries, or on several workers writing the same file (SQLite serialises the
 transactions; each bundle is one transaction, written in ``finish_bundle``). The database
 uses WAL journaling, so readers are not blocked while the job writes.
 
+Values are SQLite's 64-bit integers, the range of ``DailyStat.value`` (an Avro long): from
+-9223372036854775808 to 9223372036854775807, each stored exactly. A figure outside that range
+(the input limits of :mod:`pipeline.model.rules` keep a day's sums far inside it) is not
+written: it is logged and counted under ``current_view_out_of_range``, and the ``stats/``
+files keep it.
+
 The file is local to the machine that runs the DoFn: this sink is for the DirectRunner
 (batch on the FnApiRunner and streaming on the BundleBasedDirectRunner behave the same).
 On Dataflow each worker would write its own file; use a shared database there.
@@ -54,6 +60,7 @@ from pipeline.model.json_records import format_timestamp
 _LOGGER = logging.getLogger(__name__)
 
 TABLE = "daily_stats"
+SQLITE_INTEGERS = range(-(2**63), 2**63)
 FigureKey = tuple[str, str, str, str]  # (day, metric, dimension, key)
 PaneRank = tuple[bool, int, str]
 
@@ -166,6 +173,7 @@ class UpsertBundlesFn(beam.DoFn):
         self.writer = writer
         self._newest: dict[FigureKey, dict[str, Any]] = {}
         self._written = Metrics.counter(METRICS_NAMESPACE, "current_view_records")
+        self._out_of_range = Metrics.counter(METRICS_NAMESPACE, "current_view_out_of_range")
 
     def setup(self) -> None:
         self.writer.open()
@@ -174,6 +182,11 @@ class UpsertBundlesFn(beam.DoFn):
         self._newest = {}
 
     def process(self, stat: dict[str, Any]) -> None:
+        if stat["value"] not in SQLITE_INTEGERS:
+            _LOGGER.error("daily figure %s = %d does not fit a SQLite integer; not written to the current view",
+                          figure_key(stat), stat["value"])
+            self._out_of_range.inc()
+            return
         key = figure_key(stat)
         held = self._newest.get(key)
         if held is None or pane_rank(stat) > pane_rank(held):

@@ -43,6 +43,9 @@ class ErrorKind(str, enum.Enum):
     NOT_AVRO = "not_avro"
     UNREADABLE_FILE = "unreadable_file"
     UNKNOWN_SCHEMA = "unknown_schema"
+    TOO_LARGE = "too_large"  # a line or message over messages.MAX_MESSAGE_BYTES
+    TOO_DEEP = "too_deep"  # JSON nested deeper than messages.MAX_NESTING_DEPTH
+    INVALID_TEXT = "invalid_text"  # text that is not valid Unicode (a lone surrogate, bytes that are not UTF-8)
     MISSING_FIELD = "missing_field"
     WRONG_TYPE = "wrong_type"
     UNKNOWN_ENUM = "unknown_enum"
@@ -50,6 +53,7 @@ class ErrorKind(str, enum.Enum):
     ABSURD_TIMESTAMP = "absurd_timestamp"
     PAYLOAD_MISMATCH = "payload_mismatch"
     INVALID_VALUE = "invalid_value"
+    TOO_LONG = "too_long"  # a text or a list longer than its limit (rules.MAX_TEXT_CHARS, ...)
     ATTRIBUTE_MISMATCH = "attribute_mismatch"
     CONFLICTING_DUPLICATE = "conflicting_duplicate"  # an event_id seen before, with other content
     LATE_BEYOND_ALLOWED_LATENESS = "late_beyond_allowed_lateness"

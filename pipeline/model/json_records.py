@@ -8,7 +8,9 @@ person can write a line by hand:
 * a nullable field is its plain value or ``null`` (and may be left out when it has a default);
 * a union of several records (``CourierEvent.payload``) is an object with one key, the
   record's name: ``{"TrackScan": {"scan_type": "PICKUP", ...}}``;
-* ``bytes`` are base64 strings.
+* ``bytes`` are base64 strings;
+* the top-level object of an input line may carry a ``schema`` key naming its record
+  (``"CourierEvent"``); nested objects may not.
 
 Example::
 
@@ -29,18 +31,69 @@ from typing import Any, Callable
 
 from pipeline.model import schemas
 from pipeline.model.dead_letter import ErrorKind, InvalidInput
+from pipeline.model.messages import MAX_NESTING_DEPTH
 
-_RFC3339 = re.compile(r"^\d{4}-\d{2}-\d{2}[Tt ]\d{2}:\d{2}:\d{2}(\.\d{1,9})?([Zz]|[+-]\d{2}:\d{2})$")
+_RFC3339 = re.compile(r"\d{4}-\d{2}-\d{2}[Tt ]\d{2}:\d{2}:\d{2}(\.\d{1,9})?([Zz]|[+-]\d{2}:\d{2})", re.ASCII)
+_JSON_STRING = re.compile(rb'"[^"\\]*(?:\\.[^"\\]*)*"', re.DOTALL)
+_NOT_A_BRACKET = bytes(b for b in range(256) if b not in b"[]{}")
+_SURROGATE_ESCAPE = re.compile(rb"\\u[dD][89a-fA-F]")
+_LONE_SURROGATE = re.compile("[\ud800-\udfff]")
+_SHOWN_CHARS = 80
 _INTEGER_RANGES = {"int": (-(2**31), 2**31 - 1), "long": (-(2**63), 2**63 - 1)}
 
 Schema = Any  # a fastavro parsed schema node: str, list (union) or dict
+
+
+def parse_line(data: bytes) -> Any:
+    """The JSON value of one input line, refusing what no record can hold.
+
+    Raises:
+        InvalidInput: ``not_json`` (not JSON, or ``NaN``/``Infinity``, which JSON does not
+            have), ``too_deep`` (arrays and objects nested deeper than
+            :data:`~pipeline.model.messages.MAX_NESTING_DEPTH`; checked before parsing) or
+            ``invalid_text`` (bytes that are not UTF-8, or a lone UTF-16 surrogate such as
+            ``"\\ud800"`` in a string or key).
+
+    >>> parse_line(b'{"sku": "SKU-1"}')
+    {'sku': 'SKU-1'}
+    """
+    depth = _nesting_depth(data)
+    if depth > MAX_NESTING_DEPTH:
+        raise InvalidInput(
+            ErrorKind.TOO_DEEP, f"line nests arrays and objects {depth} deep; the limit is {MAX_NESTING_DEPTH}"
+        )
+    try:
+        text = data.decode("utf-8-sig")  # json.loads would take UTF-16 and UTF-32 too, and lone surrogates
+    except UnicodeDecodeError as error:
+        raise InvalidInput(ErrorKind.INVALID_TEXT, f"line is not UTF-8 text: {error}") from error
+    try:
+        value = json.loads(text, parse_constant=_refuse_constant)
+    except ValueError as error:  # json.JSONDecodeError is a ValueError
+        raise InvalidInput(ErrorKind.NOT_JSON, f"line is not JSON: {error}") from error
+    if _SURROGATE_ESCAPE.search(data):
+        _refuse_lone_surrogates(value, "")
+    return value
+
+
+def show(value: Any) -> str:
+    """``repr(value)``, cut to 80 characters: how messages quote a bad value.
+
+    >>> show("x" * 100)
+    "'xxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxx... (102 characters)"
+    """
+    return _cut(repr(value))
+
+
+def _cut(text: str) -> str:
+    return text if len(text) <= _SHOWN_CHARS else f"{text[:_SHOWN_CHARS - 3]}... ({len(text)} characters)"
 
 
 def from_json(name: str, obj: Any) -> schemas.Record:
     """The record ``obj`` holds, checked against schema ``name``.
 
     A union of several records comes back as ``(record full name, record)``, as
-    :func:`pipeline.model.schemas.decode` returns it.
+    :func:`pipeline.model.schemas.decode` returns it. The top-level object may carry a
+    ``schema`` key (it names the record of an input line and is not a field).
 
     Raises:
         InvalidInput: with the path of the first bad field, e.g.
@@ -91,16 +144,54 @@ def parse_timestamp(text: Any, where: str = "timestamp") -> datetime:
     Raises:
         InvalidInput: ``text`` is not such a string or names an impossible time.
     """
-    if not isinstance(text, str) or not _RFC3339.match(text):
+    if not isinstance(text, str) or not _RFC3339.fullmatch(text):
         raise InvalidInput(
             ErrorKind.BAD_TIMESTAMP,
-            f"{where}: {text!r} is not an RFC 3339 timestamp with an offset, "
+            f"{where}: {show(text)} is not an RFC 3339 timestamp with an offset, "
             "e.g. 2026-11-21T09:30:00+08:00",
         )
     try:
-        return datetime.fromisoformat(text.upper().replace("Z", "+00:00")).astimezone(timezone.utc)
+        local = datetime.fromisoformat(text.upper().replace("Z", "+00:00"))
     except ValueError as error:
         raise InvalidInput(ErrorKind.BAD_TIMESTAMP, f"{where}: {text!r} is impossible: {error}") from error
+    try:
+        return local.astimezone(timezone.utc)
+    except OverflowError as error:  # e.g. 0001-01-01T00:00:00+01:00 is in year 0 in UTC
+        raise InvalidInput(
+            ErrorKind.ABSURD_TIMESTAMP, f"{where}: {text!r} is absurd: outside the years 1 to 9999 in UTC"
+        ) from error
+
+
+def _nesting_depth(data: bytes) -> int:
+    """How deep arrays and objects nest in a JSON text, without parsing it (strings skipped)."""
+    if data.count(b"[") + data.count(b"{") <= MAX_NESTING_DEPTH:
+        return 0  # too few brackets to be too deep: the common case, at the cost of two counts
+    depth = deepest = 0
+    for bracket in _JSON_STRING.sub(b"", data).translate(None, _NOT_A_BRACKET):
+        depth += 1 if bracket in b"[{" else -1
+        deepest = max(deepest, depth)
+    return deepest
+
+
+def _refuse_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not a JSON number")
+
+
+def _refuse_lone_surrogates(value: Any, path: str) -> None:
+    """Raises ``invalid_text`` for the first string or key holding half of a UTF-16 surrogate pair."""
+    where = path or "line"
+    if isinstance(value, str):
+        if _LONE_SURROGATE.search(value):
+            raise InvalidInput(
+                ErrorKind.INVALID_TEXT, f"{where}: {show(value)} holds a lone UTF-16 surrogate, which is not text"
+            )
+    elif isinstance(value, dict):
+        for key, item in value.items():
+            _refuse_lone_surrogates(key, f"{where} key")
+            _refuse_lone_surrogates(item, f"{path}.{key}" if path else key)
+    elif isinstance(value, list):
+        for i, item in enumerate(value):
+            _refuse_lone_surrogates(item, f"{path}[{i}]")
 
 
 def _resolve(schema: Schema, named: dict[str, Any]) -> Schema:
@@ -119,11 +210,13 @@ def _from_json(schema: Schema, value: Any, named: dict[str, Any], path: str) -> 
     kind = _type_name(schema)
     if kind == "record":
         if not isinstance(value, dict):
-            raise InvalidInput(ErrorKind.WRONG_TYPE, f"{where}: expected an object, got {value!r}")
-        known = {field["name"] for field in schema["fields"]}
-        unknown = sorted(set(value) - known - {"schema"})
+            raise InvalidInput(ErrorKind.WRONG_TYPE, f"{where}: expected an object, got {show(value)}")
+        known = {field["name"] for field in schema["fields"]} | ({"schema"} if not path else set())
+        unknown = sorted(set(value) - known)
         if unknown:
-            raise InvalidInput(ErrorKind.INVALID_VALUE, f"{where}: unknown field(s) {', '.join(unknown)}")
+            raise InvalidInput(
+                ErrorKind.INVALID_VALUE, f"{where}: unknown field(s) {_cut(', '.join(unknown))}"
+            )
         record = {}
         for field in schema["fields"]:
             field_path = f"{path}.{field['name']}" if path else field["name"]
@@ -138,16 +231,16 @@ def _from_json(schema: Schema, value: Any, named: dict[str, Any], path: str) -> 
         if value not in schema["symbols"]:
             raise InvalidInput(
                 ErrorKind.UNKNOWN_ENUM,
-                f"{where}: unknown symbol {value!r} (expected one of {', '.join(schema['symbols'])})",
+                f"{where}: unknown symbol {show(value)} (expected one of {', '.join(schema['symbols'])})",
             )
         return value
     if kind == "array":
         if not isinstance(value, list):
-            raise InvalidInput(ErrorKind.WRONG_TYPE, f"{where}: expected an array, got {value!r}")
+            raise InvalidInput(ErrorKind.WRONG_TYPE, f"{where}: expected an array, got {show(value)}")
         return [_from_json(schema["items"], item, named, f"{path}[{i}]") for i, item in enumerate(value)]
     if kind == "map":
         if not isinstance(value, dict):
-            raise InvalidInput(ErrorKind.WRONG_TYPE, f"{where}: expected an object, got {value!r}")
+            raise InvalidInput(ErrorKind.WRONG_TYPE, f"{where}: expected an object, got {show(value)}")
         return {k: _from_json(schema["values"], v, named, f"{path}.{k}") for k, v in value.items()}
     if kind == "timestamp-millis":
         return parse_timestamp(value, where)
@@ -169,7 +262,7 @@ def _union_from_json(union: list, value: Any, named: dict[str, Any], path: str) 
         choices = ", ".join(sorted(n for n in by_name if "." not in n))
         raise InvalidInput(
             ErrorKind.WRONG_TYPE,
-            f"{where}: expected an object with one key naming the record ({choices}), got {value!r}",
+            f"{where}: expected an object with one key naming the record ({choices}), got {show(value)}",
         )
     ((branch_name, inner),) = value.items()
     branch = by_name[branch_name]
@@ -190,11 +283,11 @@ def _primitive_from_json(kind: str, value: Any, where: str) -> Any:
         try:
             return base64.b64decode(value, validate=True)
         except (binascii.Error, TypeError, ValueError) as error:
-            raise InvalidInput(ErrorKind.WRONG_TYPE, f"{where}: expected base64, got {value!r}") from error
+            raise InvalidInput(ErrorKind.WRONG_TYPE, f"{where}: expected base64, got {show(value)}") from error
     else:
         raise InvalidInput(ErrorKind.WRONG_TYPE, f"{where}: unsupported Avro type {kind!r}")
     if not ok:
-        raise InvalidInput(ErrorKind.WRONG_TYPE, f"{where}: expected {kind}, got {value!r}")
+        raise InvalidInput(ErrorKind.WRONG_TYPE, f"{where}: expected {kind}, got {show(value)}")
     return value
 
 

@@ -1,20 +1,32 @@
-"""Business rules of the input records, checked after decoding.
+"""Business rules of the input records, checked after decoding, and the limits of their values.
 
 Each check raises :class:`~pipeline.model.dead_letter.InvalidInput` with a message that names the
 field and the bad value. The clock is a parameter so tests can pin it.
+
+The limits keep every value safe for every sink: an ``event_id`` travels as a Pub/Sub attribute
+(at most 1,024 bytes), and the daily sums of quantities and amounts must stay far inside the
+64-bit integers of ``DailyStat.value`` and the SQLite current view. With at most
+:data:`MAX_AMOUNT_CENTS` per order, a day's ``order_value_cents`` of one merchant reaches the
+64-bit limit only after more than nine million orders of that maximum.
 """
 from __future__ import annotations
 
 import re
 from datetime import datetime, timedelta, timezone
-from typing import Any
+from typing import Any, Iterable
 
 from pipeline.model import schemas
 from pipeline.model.dead_letter import ErrorKind, InvalidInput
+from pipeline.model.json_records import show
 
 EARLIEST_EVENT_TIME = datetime(2000, 1, 1, tzinfo=timezone.utc)
 MAX_CLOCK_SKEW = timedelta(days=1)
-_WAYBILL_NO = re.compile(r"^[A-Za-z0-9-]{6,40}$")
+MAX_TEXT_CHARS = 1_000  # any text field
+MAX_EVENT_ID_CHARS = 200  # 200 characters are at most 800 bytes of UTF-8: a Pub/Sub attribute takes 1,024
+MAX_ORDER_LINES = 1_000
+MAX_QUANTITY = 1_000_000  # units of one order line
+MAX_AMOUNT_CENTS = 10**12  # a unit price, a declared value, the value of a whole order
+_WAYBILL_NO = re.compile(r"[A-Za-z0-9-]{6,40}")
 _STATUSES_WITH_WAYBILL = {"SHIPPED", "DELIVERED", "RETURNED"}
 
 
@@ -26,6 +38,7 @@ def check_courier_event(record: dict[str, Any], now: datetime) -> dict[str, Any]
     Raises:
         InvalidInput: the first rule the record breaks.
     """
+    _check_lengths(record, "")
     for field in ("event_id", "waybill_no", "outlet_id"):
         _require_text(record, field)
     _check_waybill_no("waybill_no", record["waybill_no"])
@@ -53,11 +66,7 @@ def check_courier_event(record: dict[str, Any], now: datetime) -> dict[str, Any]
         _require_text(payload, "site_id", "payload.TrackScan.")
     elif record["event_type"] == "ORDER_INFO":
         _require_text(payload, "order_id", "payload.OrderInfo.")
-        if payload["declared_value_cents"] < 0:
-            raise InvalidInput(
-                ErrorKind.INVALID_VALUE,
-                f"payload.OrderInfo.declared_value_cents is negative: {payload['declared_value_cents']}",
-            )
+        _check_amount("payload.OrderInfo.declared_value_cents", payload["declared_value_cents"])
     return {**record, "payload": payload}
 
 
@@ -67,6 +76,7 @@ def check_order_event(record: dict[str, Any], now: datetime) -> dict[str, Any]:
     Raises:
         InvalidInput: the first rule the record breaks.
     """
+    _check_lengths(record, "")
     for field in ("event_id", "order_id", "merchant_id", "business_code"):
         _require_text(record, field)
     _check_event_time(record["event_time"], now)
@@ -74,10 +84,13 @@ def check_order_event(record: dict[str, Any], now: datetime) -> dict[str, Any]:
         raise InvalidInput(ErrorKind.INVALID_VALUE, "lines is empty: an order has at least one line")
     for i, line in enumerate(record["lines"]):
         _require_text(line, "sku", f"lines[{i}].")
-        if line["quantity"] <= 0:
-            raise InvalidInput(ErrorKind.INVALID_VALUE, f"lines[{i}].quantity must be positive, got {line['quantity']}")
-        if line["price_cents"] < 0:
-            raise InvalidInput(ErrorKind.INVALID_VALUE, f"lines[{i}].price_cents is negative: {line['price_cents']}")
+        if not 0 < line["quantity"] <= MAX_QUANTITY:
+            raise InvalidInput(
+                ErrorKind.INVALID_VALUE,
+                f"lines[{i}].quantity must be 1 to {MAX_QUANTITY:,}, got {line['quantity']}",
+            )
+        _check_amount(f"lines[{i}].price_cents", line["price_cents"])
+    _check_amount("the order's value (quantity x price_cents of every line)", _order_value(record["lines"]))
     waybill_no = record["waybill_no"]
     if waybill_no is not None:
         _check_waybill_no("waybill_no", waybill_no)
@@ -86,15 +99,48 @@ def check_order_event(record: dict[str, Any], now: datetime) -> dict[str, Any]:
     return record
 
 
+def _order_value(lines: Iterable[dict[str, Any]]) -> int:
+    return sum(line["quantity"] * line["price_cents"] for line in lines)
+
+
+def _check_amount(field: str, cents: int) -> None:
+    if cents < 0:
+        raise InvalidInput(ErrorKind.INVALID_VALUE, f"{field} is negative: {cents}")
+    if cents > MAX_AMOUNT_CENTS:
+        raise InvalidInput(ErrorKind.INVALID_VALUE, f"{field} is {cents}, over the limit of {MAX_AMOUNT_CENTS:,} cents")
+
+
+def _check_lengths(value: Any, path: str) -> None:
+    """Raises ``too_long`` for the first text or list of a decoded record over its limit.
+
+    A union branch, ``(record name, record)``, is walked under its short record name.
+    """
+    if isinstance(value, str):
+        limit = MAX_EVENT_ID_CHARS if path == "event_id" else MAX_TEXT_CHARS
+        if len(value) > limit:
+            raise InvalidInput(ErrorKind.TOO_LONG, f"{path} is {len(value):,} characters long; the limit is {limit:,}")
+    elif isinstance(value, dict):
+        for field, item in value.items():
+            _check_lengths(item, f"{path}.{field}" if path else field)
+    elif isinstance(value, list):
+        if len(value) > MAX_ORDER_LINES:
+            raise InvalidInput(ErrorKind.TOO_LONG, f"{path} has {len(value):,} entries; the limit is {MAX_ORDER_LINES:,}")
+        for i, item in enumerate(value):
+            _check_lengths(item, f"{path}[{i}]")
+    elif isinstance(value, tuple):
+        record_name, record = value
+        _check_lengths(record, f"{path}.{_short(record_name)}")
+
+
 def _require_text(record: dict[str, Any], field: str, prefix: str = "") -> None:
     if not record[field].strip():
         raise InvalidInput(ErrorKind.MISSING_FIELD, f"{prefix}{field} is empty")
 
 
 def _check_waybill_no(field: str, value: str) -> None:
-    if not _WAYBILL_NO.match(value):
+    if not _WAYBILL_NO.fullmatch(value):
         raise InvalidInput(
-            ErrorKind.INVALID_VALUE, f"{field} {value!r} is not 6 to 40 letters, digits or '-'"
+            ErrorKind.INVALID_VALUE, f"{field} {show(value)} is not 6 to 40 letters, digits or '-'"
         )
 
 

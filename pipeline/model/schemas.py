@@ -66,7 +66,9 @@ def decode(name: str, data: bytes) -> Record:
     """Reads one Avro binary record; unions of several records come back as ``(name, record)``.
 
     Raises:
-        InvalidInput: the bytes are not exactly one record of that schema.
+        InvalidInput: the bytes are not exactly one record of that schema (``not_avro``), a
+            string in it is not UTF-8 (``invalid_text``) or a timestamp is beyond the year
+            9999 or before the year 1 (``absurd_timestamp``).
     """
     buffer = io.BytesIO(data)
     try:
@@ -77,6 +79,15 @@ def decode(name: str, data: bytes) -> Record:
             return_record_name=True,
             return_record_name_override=True,
         )
+    except UnicodeDecodeError as error:
+        raise InvalidInput(
+            ErrorKind.INVALID_TEXT, f"data is not a valid Avro {full_name(name)}: a string is not UTF-8: {error}"
+        ) from error
+    except OverflowError as error:  # the only values of the input records that can overflow are timestamps
+        raise InvalidInput(
+            ErrorKind.ABSURD_TIMESTAMP,
+            f"data holds a timestamp outside the years 1 to 9999 for {full_name(name)}: {error}",
+        ) from error
     except Exception as error:  # fastavro raises many types on corrupt input
         raise InvalidInput(
             ErrorKind.NOT_AVRO,

@@ -152,7 +152,7 @@ class WaybillOptions(PipelineOptions):
         )
         parser.add_argument(
             "--delivery_targets", default=str(DEFAULT_TARGETS),
-            help="JSON list of delivery targets, local or gs://: each a webhook (url, secret), a Pub/Sub "
+            help="JSON list of delivery targets, local or gs://: each a webhook (url, secret_ref), a Pub/Sub "
             "topic (topic) or a local folder under --output_dir (folder); format in docs/delivery.md. "
             "Default: the packaged pipeline/data/targets.json (folders units/<unit>/ and subscribers/<id>/).",
         )

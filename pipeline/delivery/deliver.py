@@ -36,7 +36,9 @@ answers 429 with ``Retry-After: 1`` to the first round. Chunk 1 = 8 requests: ro
 requests, all 200 and fast -> size 6; chunk 3 = 6 -> size 8; chunk 4 = the last 2 requests.
 
 Worker-local state (adaptive sizes, endpoints disabled by a 410): see
-:mod:`pipeline.delivery.state`.
+:mod:`pipeline.delivery.state`. Webhook secrets (signing secrets, secret headers) are read in
+``DeliverBatchFn.setup`` from the references the targets hold
+(:mod:`pipeline.delivery.secret_refs`); the pickled DoFn carries the references only.
 
 A bundle that fails (a crashed worker) is retried by the runner and its messages are sent
 again with the same ``webhook-id``: delivery is at-least-once, and receivers de-duplicate.
@@ -60,7 +62,7 @@ from pipeline.delivery.folders import WritePayloadLines, folder_targets
 from pipeline.delivery.records import DeliveryOutput, DeliveryRequest, batch_id
 from pipeline.delivery.retries import Verdict
 from pipeline.delivery.state import ChunkOutcome, Unit, run_state
-from pipeline.delivery.targets import DeliveryTarget, TargetKind, targets_by_id
+from pipeline.delivery.targets import DeliveryTarget, TargetKind, read_target_secrets, targets_by_id
 from pipeline.delivery.topics import ClientFactory, TopicPublisher
 from pipeline.delivery.webhooks import AttemptResult, WebhookClient, signed_headers
 from pipeline.model.dead_letter import METRICS_NAMESPACE, ErrorKind, Stage, dead_letter_record
@@ -95,6 +97,8 @@ class DeliverBatchFn(beam.DoFn):
         self.publisher_client = publisher_client
 
     def setup(self) -> None:
+        webhooks = (t for t in self.targets.values() if t.kind is TargetKind.WEBHOOK)
+        self._secrets = {t.target_id: read_target_secrets(t) for t in webhooks}
         self._state = run_state(self.run_token, self.targets)
         self._client = WebhookClient()
         self._publisher = TopicPublisher(self.publisher_client)
@@ -202,10 +206,11 @@ class DeliverBatchFn(beam.DoFn):
             with gate:
                 if self._state.disabled_reason(target.target_id) is not None:
                     return None
-                headers = {"content-type": "application/json", **target.headers}
+                secrets = self._secrets[target.target_id]
+                headers = {"content-type": "application/json", **target.headers, **secrets.headers}
                 if len(unit.requests) == 1 and not target.batch_endpoint:
                     headers.update(unit.requests[0].headers)
-                headers.update(signed_headers(target.secret, unit.msg_id, unit.text, datetime.now(timezone.utc)))
+                headers.update(signed_headers(secrets.signing_secret, unit.msg_id, unit.text, datetime.now(timezone.utc)))
                 result = self._client.post(target.address, unit.body, headers, target.connect_timeout_s, target.read_timeout_s)
                 if result.verdict is Verdict.GONE:  # at once, so that the requests still queued stay unsent
                     self._disable(target)

@@ -3,7 +3,8 @@
 A target is exactly one of three kinds, chosen by the key that names where it goes:
 
 * ``url``: a webhook (HTTP POST, signed per Standard Webhooks), one request per message or, with
-  ``batch_endpoint``, one per batch;
+  ``batch_endpoint``, one per batch; its signing secret and secret headers are references
+  (:mod:`pipeline.delivery.secret_refs`) that the workers read, never values in the file;
 * ``topic``: a Pub/Sub topic ``projects/<p>/topics/<t>``; each message is published with the
   payload as data and the attributes ``event_id`` and ``target_id``;
 * ``folder``: JSON Lines files under ``<output_dir>/<folder>/`` (local runs only), one payload
@@ -13,11 +14,12 @@ Example configuration (a list of objects)::
 
     [
       {"target_id": "erp", "url": "https://erp.example.com/hooks/orders",
-       "secret": "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw",
+       "secret_ref": "projects/waybill-prod/secrets/erp-webhook/versions/latest",
        "min_batch": 1, "max_batch": 50, "max_concurrency": 8,
        "retry": {"max_attempts": 6, "base_delay_s": 0.5, "max_delay_s": 30, "max_total_s": 120}},
       {"target_id": "loyalty", "url": "https://partner.example.com/credits", "batch_endpoint": true,
-       "secret": "whsec_...", "min_batch": 2500, "max_batch": 5000, "read_timeout_s": 60},
+       "secret_ref": "env:WAYBILL_SECRET_LOYALTY", "secret_headers": {"X-Api-Key": "file:/etc/waybill/loyalty.key"},
+       "min_batch": 2500, "max_batch": 5000, "read_timeout_s": 60},
       {"target_id": "wms", "topic": "projects/waybill-prod/topics/wms-orders",
        "min_batch": 10, "max_batch": 500, "publish_timeout_s": 10, "retry": {"max_attempts": 5}},
       {"target_id": "coldchain", "folder": "units/coldchain"}
@@ -33,10 +35,13 @@ from dataclasses import dataclass, field
 from typing import Any, Iterable, Mapping, Optional
 
 from pipeline.delivery.retries import RetryPolicy
+from pipeline.delivery.secret_refs import REFERENCE_FORMS, parse_ref, read_secret
 
 TARGET_ID_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
 _TOPIC = re.compile(r"^projects/[^/]+/topics/[^/]+$")
 _FOLDER_PART = re.compile(r"^[A-Za-z0-9_.-]+$")
+# Header names that carry credentials: their values belong in secret_headers, as references.
+_CREDENTIAL_HEADER = re.compile(r"authorization|cookie|api[-_]?key|token|secret|password", re.IGNORECASE)
 
 
 class TargetKind(str, enum.Enum):
@@ -52,7 +57,8 @@ _COMMON_KEYS = frozenset({"target_id"})
 _BATCHING_KEYS = frozenset({"min_batch", "max_batch", "initial_batch", "batch_step", "slow_latency_s", "retry"})
 _KIND_KEYS = {
     TargetKind.WEBHOOK: _BATCHING_KEYS | {
-        "secret", "batch_endpoint", "max_concurrency", "connect_timeout_s", "read_timeout_s", "headers",
+        "secret_ref", "secret_headers", "batch_endpoint", "max_concurrency", "connect_timeout_s",
+        "read_timeout_s", "headers",
     },
     TargetKind.TOPIC: _BATCHING_KEYS | {"publish_timeout_s"},
     TargetKind.FOLDER: frozenset(),
@@ -67,8 +73,10 @@ class DeliveryTarget:
         target_id: a stable name (letters, digits, ``_.-``); used in receipts, dead letters and
             metric names.
         url: a webhook endpoint (``http://`` or ``https://``); every message is POSTed to it.
-        secret: (url) the Standard Webhooks signing secret, ``whsec_<base64>``; None sends
-            unsigned requests (only for internal receivers authenticated another way).
+        secret_ref: (url) where the Standard Webhooks signing secret (``whsec_<base64>``) is:
+            ``env:<NAME>``, ``file:<path>`` or ``projects/<p>/secrets/<s>/versions/<v>``, read
+            by each worker at setup; None sends unsigned requests (only for internal receivers
+            authenticated another way).
         batch_endpoint: (url) False (default): one request per message, as Standard Webhooks
             defines, up to ``max_concurrency`` at once. True: one request per batch whose body
             is a JSON array of the messages' payloads, signed as one message.
@@ -79,7 +87,10 @@ class DeliveryTarget:
         max_concurrency: (url) requests in flight at once to this target (per worker thread).
         connect_timeout_s, read_timeout_s: (url) the ``requests`` timeouts of one attempt.
         retry: bounds on retries (attempts, backoff, total time) (url, topic).
-        headers: (url) extra headers on every request (for example an API key).
+        headers: (url) extra headers on every request; not for credentials (names such as
+            ``Authorization`` or ``X-Api-Key`` are refused: use ``secret_headers``).
+        secret_headers: (url) ``{header name: secret reference}``: headers whose values the
+            workers read like ``secret_ref`` (for example an API key).
         topic: a Pub/Sub topic, ``projects/<project>/topics/<name>``.
         publish_timeout_s: (topic) the deadline of one publish attempt.
         folder: a relative folder under the job's ``output_dir`` (local runs only), e.g.
@@ -88,7 +99,7 @@ class DeliveryTarget:
 
     target_id: str
     url: Optional[str] = None
-    secret: Optional[str] = None
+    secret_ref: Optional[str] = None
     batch_endpoint: bool = False
     min_batch: int = 1
     max_batch: int = 100
@@ -100,6 +111,7 @@ class DeliveryTarget:
     read_timeout_s: float = 10.0
     retry: RetryPolicy = field(default_factory=RetryPolicy)
     headers: Mapping[str, str] = field(default_factory=dict)
+    secret_headers: Mapping[str, str] = field(default_factory=dict)
     topic: Optional[str] = None
     publish_timeout_s: float = 10.0
     folder: Optional[str] = None
@@ -124,8 +136,10 @@ class DeliveryTarget:
                 f"target {self.target_id}: folder must be a relative path of names (letters, digits, _.-) "
                 f"joined by /, without . or .., e.g. units/erp; got {self.folder!r}"
             )
-        if self.url is None and (self.secret is not None or self.batch_endpoint or self.headers):
-            raise ValueError(f"target {self.target_id}: secret, batch_endpoint and headers apply only to url targets")
+        if self.url is None and (self.secret_ref is not None or self.batch_endpoint or self.headers or self.secret_headers):
+            raise ValueError(
+                f"target {self.target_id}: secret_ref, secret_headers, batch_endpoint and headers apply only to url targets"
+            )
         if not 1 <= self.min_batch <= self.max_batch:
             raise ValueError(
                 f"target {self.target_id}: need 1 <= min_batch <= max_batch, got {self.min_batch} and {self.max_batch}"
@@ -134,8 +148,18 @@ class DeliveryTarget:
             raise ValueError(f"target {self.target_id}: max_concurrency must be >= 1, got {self.max_concurrency}")
         if self.publish_timeout_s <= 0:
             raise ValueError(f"target {self.target_id}: publish_timeout_s must be positive, got {self.publish_timeout_s}")
-        if self.secret is not None and not self.secret.startswith("whsec_"):
-            raise ValueError(f"target {self.target_id}: secret must look like whsec_<base64>, got a value without it")
+        if self.secret_ref is not None:
+            parse_ref(self.secret_ref, f"target {self.target_id}: secret_ref")
+        if not isinstance(self.secret_headers, Mapping):
+            raise ValueError(f"target {self.target_id}: secret_headers is an object {{header name: secret reference}}")
+        for name, ref in self.secret_headers.items():
+            parse_ref(ref, f"target {self.target_id}: secret_headers[{name!r}]")
+        credentials = sorted(name for name in self.headers if _CREDENTIAL_HEADER.search(name))
+        if credentials:
+            raise ValueError(
+                f"target {self.target_id}: headers {credentials} carry credentials; give them in secret_headers "
+                f"as references ({REFERENCE_FORMS})"
+            )
 
     @property
     def kind(self) -> TargetKind:
@@ -156,12 +180,15 @@ def target_from_config(obj: Mapping[str, Any]) -> DeliveryTarget:
     """A target from its JSON object (see the module example).
 
     Raises:
-        ValueError: a missing or doubled url/topic/folder, an unknown key, a key of another
-            kind of target, or a bad value; the message names the target and the key.
+        ValueError: a missing or doubled url/topic/folder, an inline ``secret``, an unknown key,
+            a key of another kind of target, or a bad value; the message names the target and
+            the key.
     """
     if not isinstance(obj, Mapping):
         raise ValueError(f"a delivery target is a JSON object, got {obj!r}")
     name = repr(obj.get("target_id"))
+    if "secret" in obj:
+        raise ValueError(f"delivery target {name}: an inline secret is refused; give \"secret_ref\": {REFERENCE_FORMS}")
     kinds = [kind for kind in TargetKind if kind.value in obj]
     if len(kinds) != 1:
         got = "both " + " and ".join(k.value for k in kinds) if kinds else "none of them"
@@ -206,3 +233,31 @@ def load_targets(text: str) -> dict[str, DeliveryTarget]:
     if not isinstance(objs, list):
         raise ValueError(f"a delivery target configuration is a JSON list of objects, got {type(objs).__name__}")
     return targets_by_id(target_from_config(obj) for obj in objs)
+
+
+@dataclass(frozen=True)
+class TargetSecrets:
+    """What a worker read for one webhook target: its signing secret and its secret headers."""
+
+    signing_secret: Optional[str] = field(default=None, repr=False)
+    headers: Mapping[str, str] = field(default_factory=dict, repr=False)
+
+
+def read_target_secrets(target: DeliveryTarget) -> TargetSecrets:
+    """Reads the secrets ``target`` refers to (call it on the worker, in ``DoFn.setup``).
+
+    Raises:
+        ValueError: a secret that cannot be read, or a signing secret not of the form
+            ``whsec_<base64>``; the message names the target and the reference, never a value.
+    """
+    signing = None
+    if target.secret_ref is not None:
+        what = f"target {target.target_id}: secret_ref"
+        signing = read_secret(parse_ref(target.secret_ref, what), what)
+        if not signing.startswith("whsec_"):
+            raise ValueError(f"{what}: the secret at {target.secret_ref} must look like whsec_<base64>")
+    headers = {}
+    for name, ref in target.secret_headers.items():
+        what = f"target {target.target_id}: secret_headers[{name!r}]"
+        headers[name] = read_secret(parse_ref(ref, what), what)
+    return TargetSecrets(signing, headers)

@@ -216,23 +216,39 @@ def direct_runner_code(pipeline: beam_runner_api_pb2.Pipeline) -> list[str]:
        A pickle this code cannot read is a problem too, so a change of Beam's pickle format
        fails loudly instead of passing unchecked.
     """
-    problems = []
-    for transform in transforms(pipeline):
-        if not transform.subtransforms and transform.spec.urn not in DATAFLOW_PRIMITIVES and not _passes_through(transform):
-            problems.append(f"{transform.unique_name}: leaf step {transform.spec.urn or '(no urn)'} is not a Dataflow primitive")
-        for spec in _function_specs(transform.spec):
-            if spec.urn not in _PICKLED_URNS:
-                continue
-            pickled = _unpack_pickle(spec.payload)
-            if pickled is None:
-                problems.append(f"{transform.unique_name}: cannot read its pickled {spec.urn}")
-                continue
-            problems.extend(
-                f"{transform.unique_name}: its pickled {spec.urn} refers to {module}"
-                for module in LOCAL_ONLY_MODULES
-                if module.encode() in pickled
-            )
+    problems = [
+        f"{transform.unique_name}: leaf step {transform.spec.urn or '(no urn)'} is not a Dataflow primitive"
+        for transform in transforms(pipeline)
+        if not transform.subtransforms and transform.spec.urn not in DATAFLOW_PRIMITIVES and not _passes_through(transform)
+    ]
+    for pickled in pickled_objects(pipeline):
+        if pickled.data is None:
+            problems.append(f"{pickled.step}: cannot read its pickled {pickled.urn}")
+            continue
+        problems.extend(
+            f"{pickled.step}: its pickled {pickled.urn} refers to {module}"
+            for module in LOCAL_ONLY_MODULES
+            if module.encode() in pickled.data
+        )
     return problems
+
+
+@dataclass(frozen=True)
+class PickledObject:
+    """One pickled DoFn, WindowFn, CombineFn, coder or transform of a step, decompressed (None
+    when it cannot be read), never unpickled."""
+
+    step: str
+    urn: str
+    data: bytes | None
+
+
+def pickled_objects(pipeline: beam_runner_api_pb2.Pipeline) -> Iterator[PickledObject]:
+    """Every pickled object of every step, as the pickle bytes Beam compressed into the graph."""
+    for transform in transforms(pipeline):
+        for spec in _function_specs(transform.spec):
+            if spec.urn in _PICKLED_URNS:
+                yield PickledObject(transform.unique_name, spec.urn, _unpack_pickle(spec.payload))
 
 
 def _passes_through(transform: beam_runner_api_pb2.PTransform) -> bool:

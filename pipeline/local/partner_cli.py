@@ -7,8 +7,10 @@ sample partner (``--write_sample``) and decrypts a feedback file (``--read_feedb
 from __future__ import annotations
 
 import argparse
+import base64
 import json
 import random
+import secrets
 import sys
 import time
 from pathlib import Path
@@ -20,6 +22,7 @@ from apache_beam.io.filesystems import FileSystems
 from apache_beam.options.pipeline_options import PipelineOptions, StandardOptions
 from apache_beam.runners.runner import PipelineResult
 
+from pipeline.delivery.secret_refs import REFERENCE_FORMS, parse_ref
 from pipeline.local import accounting
 from pipeline.local.cli import configure_logging
 from pipeline.local.runner_choice import LOCAL_RUNNER, STOCK_STREAMING_RUNNER, resolve_runner, runs_in_process
@@ -27,6 +30,8 @@ from pipeline.partner import file_format as partner_format
 from pipeline.partner import keys as partner_keys
 from pipeline.partner.feedback import partners_from
 from pipeline.partner.job import TARGET_ID, build
+
+SAMPLE_SECRET = "points_api.secret"  # the points API's signing secret in a --write_sample folder
 
 
 def argument_parser() -> argparse.ArgumentParser:
@@ -43,8 +48,9 @@ def argument_parser() -> argparse.ArgumentParser:
                         "(format in docs/partner-files.md); read by the workers, never part of the job graph. No default.")
     parser.add_argument("--points_api", default=None, help="URL the credits are POSTed to (a JSON array per "
                         "batch, Standard Webhooks headers). No default.")
-    parser.add_argument("--points_api_secret", default=None, help="whsec_<base64> signing secret of the points "
-                        "API. Default: unsigned.")
+    parser.add_argument("--points_api_secret_ref", default=None, help="where the points API's whsec_<base64> "
+                        f"signing secret is: {REFERENCE_FORMS}; read by the workers, never a value on the command "
+                        "line. Default: unsigned.")
     parser.add_argument("--output_dir", default="output", help="feedback/ (the outbox), partner_receipts/ and "
                                                                "partner_dead_letter/ go here. Default: output.")
     parser.add_argument("--poll_seconds", type=float, default=10.0, help="with --streaming, how often the inbox "
@@ -61,7 +67,8 @@ def argument_parser() -> argparse.ArgumentParser:
     parser.add_argument("--split_rows", type=int, default=50_000, help="rows per work item handed to the "
                                                                        "delivery layer. Default: 50000.")
     parser.add_argument("--write_sample", default=None, help="write a sample into this folder (keys, members, "
-                        "inbox/ with one encrypted file, some rows invalid), print how to run it, and exit.")
+                        "the points API's signing secret, inbox/ with one encrypted file, some rows invalid), print "
+                        "how to run it, and exit.")
     parser.add_argument("--sample_rows", type=int, default=10_000, help="rows of the --write_sample file. "
                                                                         "Default: 10000.")
     parser.add_argument("--read_feedback", default=None, help="decrypt and print a feedback or exception file "
@@ -70,10 +77,15 @@ def argument_parser() -> argparse.ArgumentParser:
 
 
 def write_sample(folder: str, rows: int, seed: int = 7) -> Path:
-    """A partner ``ACME-BANK`` (key, 2,000 members) and one encrypted file in ``folder/inbox``;
-    about 3 rows in 50 break a rule. Keeps an existing ``partner_keys.json``. Returns the file."""
+    """A partner ``ACME-BANK`` (key, 2,000 members), the points API's signing secret
+    (``points_api.secret``, readable by its owner only) and one encrypted file in ``folder/inbox``;
+    about 3 rows in 50 break a rule. Keeps an existing ``partner_keys.json`` and secret. Returns the file."""
     root = Path(folder)
     (root / "inbox").mkdir(parents=True, exist_ok=True)
+    secret = root / SAMPLE_SECRET
+    if not secret.exists():
+        secret.touch(mode=0o600)
+        secret.write_text("whsec_" + base64.b64encode(secrets.token_bytes(24)).decode() + "\n")
     keys = root / "partner_keys.json"
     if not keys.exists():
         (root / "acme-members.txt").write_text("".join(f"M{i:06d}\n" for i in range(1, 2001)))
@@ -111,15 +123,20 @@ def run(argv: Optional[list[str]] = None) -> PipelineResult | None:
     if options.write_sample:
         sample = write_sample(options.write_sample, options.sample_rows)
         root = options.write_sample
-        print(f"wrote {sample} and {root}/partner_keys.json. Try:\n  python -m pipeline.local.points_api --port 8088 --faults &\n"
+        secret_ref = f"file:{root}/{SAMPLE_SECRET}"
+        print(f"wrote {sample}, {root}/partner_keys.json and {root}/{SAMPLE_SECRET}. Try:\n"
+              f"  python -m pipeline.local.points_api --port 8088 --faults --secret_ref {secret_ref} &\n"
               f"  python -m pipeline.partner --inbox {root}/inbox --partner_keys {root}/partner_keys.json "
-              f"--points_api http://127.0.0.1:8088/credits --output_dir {root}/out\n  python -m pipeline.partner "
-              f"--partner_keys {root}/partner_keys.json --read_feedback {root}/out/feedback/{sample.stem}.feedback.wbpf")
+              f"--points_api http://127.0.0.1:8088/credits --points_api_secret_ref {secret_ref} --output_dir {root}/out\n"
+              f"  python -m pipeline.partner --partner_keys {root}/partner_keys.json "
+              f"--read_feedback {root}/out/feedback/{sample.stem}.feedback.wbpf")
         return None
     missing = [f"--{name}" for name in ("partner_keys",) + (() if options.read_feedback else ("inbox", "points_api"))
                if not getattr(options, name)]
     if missing:
         raise ValueError(f"missing {', '.join(missing)} (see --help)")
+    if options.points_api_secret_ref is not None:
+        parse_ref(options.points_api_secret_ref, "--points_api_secret_ref")
     partners = partners_from(options.partner_keys)  # fails early on a bad configuration
     if options.read_feedback:
         from pipeline.partner.feedback import read_feedback

@@ -10,9 +10,11 @@ as success), which is what makes re-sending safe. It counts per ``(partner_id, t
 many times a credit was applied: a sender that changed the key between runs would show 2.
 
 A fault plan decides each answer from the request number and its row count (429 with
-Retry-After, 500 before or after applying, slow answers). Try it by hand::
+Retry-After, 500 before or after applying, slow answers). Given a signing secret, it answers 401
+to a request whose Standard Webhooks signature does not verify. Try it by hand (the secret by
+reference, so that it is not on the command line)::
 
-    python -m pipeline.local.points_api --port 8088 --faults --seconds 600
+    python -m pipeline.local.points_api --port 8088 --faults --seconds 600 --secret_ref file:/tmp/partners/points_api.secret
 """
 from __future__ import annotations
 
@@ -23,7 +25,11 @@ import time
 from collections import Counter
 from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import Callable, NamedTuple, Optional
+from typing import Callable, Mapping, NamedTuple, Optional
+
+from standardwebhooks import Webhook, WebhookVerificationError
+
+from pipeline.delivery.secret_refs import REFERENCE_FORMS, parse_ref, read_secret
 
 _FIELDS = ("idempotency_key", "partner_id", "member_id", "points", "txn_id", "txn_time")
 
@@ -92,10 +98,14 @@ class PointsApi:
         plan: the fault plan (default: always healthy).
         max_requests: a bound; later requests get 503 without being read.
         port: the port on 127.0.0.1 (default: a free one).
+        secret: the ``whsec_<base64>`` signing secret requests must be signed with; None takes
+            unsigned requests.
     """
 
-    def __init__(self, plan: FaultPlan = healthy, max_requests: int = 5000, port: int = 0) -> None:
+    def __init__(self, plan: FaultPlan = healthy, max_requests: int = 5000, port: int = 0,
+                 secret: Optional[str] = None) -> None:
         self.plan = plan
+        self._verifier = Webhook(secret) if secret is not None else None
         self.max_requests = max_requests
         self.available = True  # False: every request gets 503 (the API "went away")
         self.applied: Counter[tuple[str, str]] = Counter()  # (partner_id, txn_id) -> credits applied
@@ -125,7 +135,20 @@ class PointsApi:
         with self._lock:
             return [r.rows for r in sorted(self.requests)]
 
-    def _answer(self, body: bytes) -> tuple[Fault, int]:
+    def _signed(self, body: bytes, headers: Mapping[str, str]) -> bool:
+        if self._verifier is None:
+            return True
+        try:
+            self._verifier.verify(body, dict(headers), json_parse=False)
+        except WebhookVerificationError:
+            return False
+        return True
+
+    def _answer(self, body: bytes, headers: Mapping[str, str]) -> tuple[Fault, int]:
+        if not self._signed(body, headers):
+            with self._lock:
+                self.requests.append(Request(len(self.requests) + 1, 0, 401, 0))
+            return Fault(401, apply=False), 0
         items = json.loads(body)
         if not isinstance(items, list) or any(not isinstance(i, dict) or set(_FIELDS) - set(i) for i in items):
             return Fault(400, apply=False), 0
@@ -154,7 +177,7 @@ class PointsApi:
                 if len(api.requests) >= api.max_requests:
                     fault, applied = Fault(503, apply=False), 0
                 else:
-                    fault, applied = api._answer(body)
+                    fault, applied = api._answer(body, dict(self.headers.items()))
                 time.sleep(min(fault.delay_s, 5.0))
                 text = json.dumps({"applied": applied}).encode()
                 try:
@@ -179,8 +202,17 @@ def main() -> None:
     parser.add_argument("--port", type=int, default=8088, help="port on 127.0.0.1. Default: 8088.")
     parser.add_argument("--faults", action="store_true", help="inject the pressure_plan faults. Default: healthy.")
     parser.add_argument("--seconds", type=float, default=600, help="stop after this long. Default: 600.")
+    parser.add_argument("--secret_ref", default=None, help="where the whsec_<base64> signing secret requests must "
+                        f"be signed with is: {REFERENCE_FORMS}. Default: unsigned requests are taken.")
     args = parser.parse_args()
-    with PointsApi(pressure_plan() if args.faults else healthy, max_requests=100_000, port=args.port) as api:
+    secret = None
+    if args.secret_ref is not None:
+        try:
+            secret = read_secret(parse_ref(args.secret_ref, "--secret_ref"), "--secret_ref")
+        except ValueError as error:
+            parser.error(str(error))
+    with PointsApi(pressure_plan() if args.faults else healthy, max_requests=100_000, port=args.port,
+                   secret=secret) as api:
         print(f"points API on {api.url} for {args.seconds:g} s (Ctrl-C stops it)", flush=True)
         try:
             time.sleep(args.seconds)
@@ -188,7 +220,9 @@ def main() -> None:
             pass
     credited = sum(api.applied.values())
     twice = sum(1 for n in api.applied.values() if n > 1)
-    print(f"{len(api.requests)} requests, {credited} credits applied, {twice} txns credited more than once")
+    unsigned = sum(1 for r in api.requests if r.status == 401)
+    print(f"{len(api.requests)} requests ({unsigned} refused as not signed), {credited} credits applied, "
+          f"{twice} txns credited more than once")
 
 
 if __name__ == "__main__":

@@ -133,8 +133,10 @@ def test_units_subscribers_and_supervision_over_a_signed_webhook_are_delivered_a
     server.expect_request("/supervision", method="POST").respond_with_handler(hook)
     server.start()
     try:
+        (tmp_path / "regulator.secret").write_text(secret + "\n")  # read by the workers, at setup
         targets = json.loads(DEFAULT_TARGETS.read_text()) + [
-            {"target_id": "regulator", "url": server.url_for("/supervision"), "secret": secret, "max_batch": 50}
+            {"target_id": "regulator", "url": server.url_for("/supervision"),
+             "secret_ref": f"file:{tmp_path / 'regulator.secret'}", "max_batch": 50}
         ]
         (tmp_path / "targets.json").write_text(json.dumps(targets))
         result = run([

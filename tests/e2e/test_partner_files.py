@@ -10,16 +10,20 @@ from __future__ import annotations
 import base64
 import io
 import json
+import signal
 import subprocess
 import sys
 import time
+from datetime import datetime, timezone
 from pathlib import Path
 from typing import Callable, Optional
 
 import apache_beam as beam
 import pytest
+import requests
 from apache_beam.options.pipeline_options import PipelineOptions
 
+from pipeline.delivery.webhooks import signed_headers
 from pipeline.local import partner_cli
 from pipeline.local.points_api import Fault, PointsApi, healthy, pressure_plan
 from pipeline.partner import file_format as partner_format
@@ -283,3 +287,77 @@ def test_the_streaming_job_watches_the_inbox_and_builds_for_dataflow(tmp_path: P
         with pytest.raises(ValueError, match="--streaming cannot run on .*splittable DoFns of MatchContinuously"):
             partner_cli.run([f"--inbox={tmp_path}", f"--partner_keys={write_config(tmp_path)}",
                              "--points_api=http://127.0.0.1:1/credits", "--streaming", *runner])
+
+
+# ---------------------------------------------------------------- the points API's signing secret
+
+
+POINTS_SECRET = "whsec_" + base64.b64encode(b"points-api-signing-secret-012345").decode()
+
+
+def test_credits_are_signed_with_the_secret_the_workers_read_from_its_reference(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    keys = write_config(tmp_path)
+    rows, flaws = flawed_rows(300)
+    (tmp_path / "inbox").mkdir()
+    (tmp_path / "inbox" / "ACME-SIGNED.wbpf").write_bytes(encrypted(rows))
+    valid = {f"TX-{n:07d}" for n in range(1, 301) if n not in flaws}
+    monkeypatch.setenv("WAYBILL_TEST_POINTS_SECRET", POINTS_SECRET)
+    reference = "--points_api_secret_ref=env:WAYBILL_TEST_POINTS_SECRET"
+
+    with PointsApi(secret=POINTS_SECRET) as api:
+        run_job(tmp_path / "inbox", keys, api, tmp_path / "out", reference)
+    assert [r.status for r in api.requests] == [200]
+    assert {txn for (_, txn) in api.applied} == valid
+
+    # A points API that expects another secret refuses every request: nothing is credited.
+    other = "whsec_" + base64.b64encode(b"another-signing-secret-012345678").decode()
+    with PointsApi(secret=other) as api:
+        run_job(tmp_path / "inbox", keys, api, tmp_path / "refused", reference)
+    assert [r.status for r in api.requests] == [401] and not api.applied
+    got = statuses(feedback_of(tmp_path / "refused", keys, "ACME-SIGNED.feedback.wbpf"))
+    assert {n for n, (status, reason) in got.items() if (status, reason) == ("failed", "delivery_rejected")} == {
+        n for n in range(1, 301) if n not in flaws}
+
+
+@pytest.mark.parametrize("option", ["--points_api_secret_ref", "--points_api_secret"])
+def test_the_command_line_refuses_the_points_api_secret_itself(tmp_path: Path, option: str) -> None:
+    # "--points_api_secret" is taken as the abbreviation of --points_api_secret_ref, and refused alike.
+    with pytest.raises(ValueError, match=r"^--points_api_secret_ref: a secret is given by reference, never inline: "
+                                         r"env:<NAME>, file:<path> or projects/<p>/secrets/<s>/versions/<v>$") as error:
+        partner_cli.run([f"--inbox={tmp_path}", f"--partner_keys={write_config(tmp_path)}",
+                         "--points_api=http://127.0.0.1:1/credits", f"{option}={POINTS_SECRET}"])
+    assert POINTS_SECRET not in str(error.value)
+
+
+def test_the_sample_keeps_the_points_api_secret_in_a_private_file_off_every_command_line(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    partner_cli.run([f"--write_sample={tmp_path}", "--sample_rows=20"])
+    secret_file = tmp_path / partner_cli.SAMPLE_SECRET
+    secret = secret_file.read_text().strip()
+    printed = capsys.readouterr().out
+    assert secret.startswith("whsec_") and secret_file.stat().st_mode & 0o777 == 0o600
+    assert secret not in printed
+    assert f"--secret_ref file:{secret_file}" in printed and f"--points_api_secret_ref file:{secret_file}" in printed
+
+    # The local points API started as printed: its command line (what ps shows) holds the reference only,
+    # and it takes signed requests and refuses unsigned ones.
+    server = subprocess.Popen(
+        [sys.executable, "-m", "pipeline.local.points_api", "--port=0", "--seconds=60", f"--secret_ref=file:{secret_file}"],
+        cwd=ROOT, stdout=subprocess.PIPE, text=True)
+    try:
+        assert server.stdout is not None
+        url = server.stdout.readline().split()[3]  # "points API on <url> for 60 s ..."
+        argv = Path(f"/proc/{server.pid}/cmdline").read_bytes().split(b"\0")
+        assert f"--secret_ref=file:{secret_file}".encode() in argv and not any(secret.encode() in a for a in argv)
+        body = json.dumps([{"idempotency_key": "ACME-BANK:TX-1", "partner_id": "ACME-BANK", "member_id": "M000001",
+                            "points": 5, "txn_id": "TX-1", "txn_time": WHEN}])
+        unsigned = signed_headers(None, "msg-1", body, datetime.now(timezone.utc))
+        signed = signed_headers(secret, "msg-1", body, datetime.now(timezone.utc))
+        assert [requests.post(url, data=body, headers=h, timeout=10).status_code for h in (unsigned, signed)] == [401, 200]
+    finally:
+        server.send_signal(signal.SIGINT)
+        summary, _ = server.communicate(timeout=30)
+    assert "2 requests (1 refused as not signed), 1 credits applied" in summary

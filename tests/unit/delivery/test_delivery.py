@@ -43,6 +43,8 @@ from pipeline.model import json_records, schemas
 pytest_plugins = ["tests.pubsub_fixtures"]
 
 SECRET = "whsec_" + base64.b64encode(b"waybill-test-secret-0123456789ab").decode()
+SECRET_ENV = "WAYBILL_TEST_DELIVERY_SECRET"
+SECRET_REF = f"env:{SECRET_ENV}"  # the targets hold this; DeliverBatchFn.setup reads SECRET from it
 FAST_RETRY = RetryPolicy(max_attempts=4, base_delay_s=0.01, max_delay_s=0.05, max_total_s=20)
 
 
@@ -101,6 +103,11 @@ class Receiver:
 
     def hits_for(self, event_id: str) -> list[Hit]:
         return [h for h in self.hits if event_id in h.event_ids]
+
+
+@pytest.fixture(autouse=True)
+def signing_secret(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv(SECRET_ENV, SECRET)
 
 
 @pytest.fixture
@@ -239,7 +246,7 @@ def test_every_fault_ends_delivered_or_dead_lettered_with_its_reason(server: HTT
 
     receiver = Receiver(server, "/hook", faults)
     target = DeliveryTarget(
-        "erp", receiver.url, SECRET, min_batch=1, max_batch=30, initial_batch=30, max_concurrency=30,
+        "erp", receiver.url, SECRET_REF, min_batch=1, max_batch=30, initial_batch=30, max_concurrency=30,
         read_timeout_s=0.3, retry=FAST_RETRY,
     )
     receipts, dead, waits = deliver([target], requests_for("erp", 30))
@@ -270,7 +277,7 @@ def test_every_fault_ends_delivered_or_dead_lettered_with_its_reason(server: HTT
 
 def test_gone_endpoint_is_disabled_for_the_rest_of_the_run(server: HTTPServer) -> None:
     receiver = Receiver(server, "/gone", lambda event_id, attempt: Reply(410 if event_id == "evt-005" else 200))
-    target = DeliveryTarget("crm", receiver.url, SECRET, min_batch=4, max_batch=4, retry=FAST_RETRY)
+    target = DeliveryTarget("crm", receiver.url, SECRET_REF, min_batch=4, max_batch=4, retry=FAST_RETRY)
     run = uuid.uuid4().hex
     receipts, dead, _ = deliver([target], requests_for("crm", 12), run_token=run)
 
@@ -298,7 +305,7 @@ def test_batches_shrink_under_429_and_grow_again_after(server: HTTPServer) -> No
         lambda event_id, attempt: Reply(429) if int(event_id[-3:]) < 20 and attempt == 1 else Reply(200),
     )
     target = DeliveryTarget(
-        "wms", receiver.url, SECRET, min_batch=1, max_batch=16, initial_batch=8, batch_step=2,
+        "wms", receiver.url, SECRET_REF, min_batch=1, max_batch=16, initial_batch=8, batch_step=2,
         max_concurrency=16, slow_latency_s=2.0, retry=FAST_RETRY,
     )
     receipts, dead, _ = deliver([target], requests_for("wms", 100))
@@ -317,7 +324,7 @@ def test_batches_shrink_when_the_receiver_slows_down_and_grow_after(server: HTTP
         server, "/slow", lambda event_id, attempt: Reply(200, delay_s=0.4 if int(event_id[-3:]) < 16 else 0.0)
     )
     target = DeliveryTarget(
-        "subs", receiver.url, SECRET, min_batch=1, max_batch=16, initial_batch=8, batch_step=4,
+        "subs", receiver.url, SECRET_REF, min_batch=1, max_batch=16, initial_batch=8, batch_step=4,
         max_concurrency=16, slow_latency_s=0.2, retry=FAST_RETRY,
     )
     receipts, dead, _ = deliver([target], requests_for("subs", 60))
@@ -332,7 +339,7 @@ def test_batches_shrink_when_the_receiver_slows_down_and_grow_after(server: HTTP
 def test_batch_endpoint_gets_one_signed_json_array_per_batch(server: HTTPServer) -> None:
     receiver = Receiver(server, "/credits", lambda event_id, attempt: Reply(503) if attempt == 1 else Reply(202))
     target = DeliveryTarget(
-        "loyalty", receiver.url, SECRET, batch_endpoint=True, min_batch=5, max_batch=10, retry=FAST_RETRY,
+        "loyalty", receiver.url, SECRET_REF, batch_endpoint=True, min_batch=5, max_batch=10, retry=FAST_RETRY,
     )
     receipts, dead, _ = deliver([target], requests_for("loyalty", 12))
 
@@ -347,7 +354,7 @@ def test_batch_endpoint_gets_one_signed_json_array_per_batch(server: HTTPServer)
 
 def test_a_payload_that_cannot_be_signed_is_rejected_without_a_request(server: HTTPServer) -> None:
     receiver = Receiver(server, "/text", lambda event_id, attempt: Reply(200))
-    target = DeliveryTarget("erp", receiver.url, SECRET, max_batch=4, initial_batch=4, retry=FAST_RETRY)
+    target = DeliveryTarget("erp", receiver.url, SECRET_REF, max_batch=4, initial_batch=4, retry=FAST_RETRY)
     good = requests_for("erp", 2)
     binary = DeliveryRequest("erp", "evt-bin", b"\xff\xfe not text")
     receipts, dead, _ = deliver([target], [good[0], binary, good[1]])
@@ -384,8 +391,8 @@ def test_deliver_messages_accounts_for_every_request_in_a_batch_pipeline(server:
     erp = Receiver(server, "/erp", lambda e, attempt: Reply(500) if int(e[-3:]) % 3 == 0 and attempt == 1 else Reply(200))
     wms = Receiver(server, "/wms", lambda e, attempt: Reply(410) if e == "wms-005" else Reply(200))
     targets = [
-        DeliveryTarget("erp", erp.url, SECRET, max_batch=20, retry=FAST_RETRY),
-        DeliveryTarget("wms", wms.url, SECRET, min_batch=10, max_batch=10, max_concurrency=1, retry=FAST_RETRY),
+        DeliveryTarget("erp", erp.url, SECRET_REF, max_batch=20, retry=FAST_RETRY),
+        DeliveryTarget("wms", wms.url, SECRET_REF, min_batch=10, max_batch=10, max_concurrency=1, retry=FAST_RETRY),
     ]
     requests = [*requests_for("erp", 40, "erp"), *requests_for("wms", 20, "wms"), *requests_for("nope", 2, "lost")]
 
@@ -424,7 +431,7 @@ def test_deliver_messages_in_streaming_on_the_bundle_based_direct_runner(server:
         server, "/stream",
         lambda e, attempt: Reply(429, {"Retry-After": "0"}) if attempt == 1 and int(e[-3:]) % 4 == 0 else Reply(200),
     )
-    target = DeliveryTarget("subs", receiver.url, SECRET, max_batch=8, retry=FAST_RETRY)
+    target = DeliveryTarget("subs", receiver.url, SECRET_REF, max_batch=8, retry=FAST_RETRY)
     requests = requests_for("subs", 27)
     # BatchElements sets its buffering deadlines on the wall clock (time.time()), while under
     # TestStream the runner's processing-time clock starts at 0 and never reaches them. The first
@@ -463,8 +470,8 @@ def test_deliver_messages_in_streaming_on_the_bundle_based_direct_runner(server:
         ({"target_id": "wms", "url": "http://127.0.0.1:1/h", "topic": "projects/p/topics/t"},
          r"delivery target 'wms': set exactly one of url, topic, folder; got both url and topic"),
         ({"target_id": "wms"}, r"delivery target 'wms': set exactly one of url, topic, folder; got none of them"),
-        ({"target_id": "wms", "topic": "projects/p/topics/t", "secret": SECRET},
-         r"delivery target 'wms': key\(s\) \['secret'\] do not apply to a topic target"),
+        ({"target_id": "wms", "topic": "projects/p/topics/t", "secret_ref": SECRET_REF},
+         r"delivery target 'wms': key\(s\) \['secret_ref'\] do not apply to a topic target"),
         ({"target_id": "erp", "folder": "units/erp", "max_batch": 5},
          r"delivery target 'erp': key\(s\) \['max_batch'\] do not apply to a folder target"),
         ({"target_id": "wms", "topic": "wms-orders"},

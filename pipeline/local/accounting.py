@@ -158,6 +158,7 @@ def with_checks(
     folders: dict[str, str],
     target_folders: Optional[dict[str, str]] = None,
     counted_in_statistics: Optional[int] = None,
+    carried_lines: Optional[dict[str, int]] = None,
 ) -> Accounting:
     """``accounting`` with its identities (see the module docstring) checked.
 
@@ -167,6 +168,8 @@ def with_checks(
         target_folders: folder targets' ids -> their folder.
         counted_in_statistics: events counted in the daily statistics, read from the files;
             None when the statistics are not in files (that identity is then not checked).
+        carried_lines: folder -> lines of earlier runs in ``files_dir`` (a Pub/Sub run carries
+            the previous output on); only the lines beyond them are this run's.
     """
     a = accounting
     checks = []
@@ -182,7 +185,9 @@ def with_checks(
         expected.update({folder: getattr(a, name) for name, folder in folders.items()})
         expected.update({folder: a.deliveries.get(target, TargetDeliveries()).delivered
                          for target, folder in (target_folders or {}).items()})
-        checks += [Check(f"{folder}/ lines = records written", count_lines(Path(files_dir) / folder), count)
+        carried = carried_lines or {}
+        checks += [Check(f"{folder}/ lines = records written",
+                         count_lines(Path(files_dir) / folder) - carried.get(folder, 0), count)
                    for folder, count in sorted(expected.items())]
     return dataclasses.replace(a, checks=tuple(checks))
 

@@ -7,7 +7,6 @@ submits the job and returns.
 from __future__ import annotations
 
 import argparse
-import contextlib
 import dataclasses
 import json
 import logging
@@ -16,7 +15,7 @@ import sys
 import threading
 import time
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import Any, Callable
 
 from apache_beam.options.pipeline_options import StandardOptions, TestOptions
 from apache_beam.runners.runner import PipelineResult
@@ -83,7 +82,7 @@ def run(argv: list[str] | None = None) -> accounting.Accounting:
     if not is_local_path(options.output_dir):
         return _run_and_report(options, None)
     shown_dir = options.output_dir
-    folder = RunFolder.start(shown_dir, keep_if_killed=options.source == "pubsub")
+    folder = RunFolder.start(shown_dir, continues=options.source == "pubsub")
     print(f"Writing into {folder.path}/; it replaces the output under {shown_dir}/ once the run is complete.",
           file=sys.stderr, flush=True)
     options.output_dir = str(folder.path)
@@ -112,9 +111,10 @@ def _run_and_report(options: WaybillOptions, folder: RunFolder | None) -> accoun
         print(accounting.summary(final), flush=True)
         return final
     folder.keep_stranded_files()
-    stats_in_files = None if options.stats_topic else stats_report.events_counted(stats_report.read_stats(folder.path))
+    stats_in_files = None if options.stats_topic else stats_report.events_counted(
+        stats_report.read_stat_files(folder.new_files(outputs.STATS_DIR)))
     final = accounting.with_checks(counters, folder.path, counted_folders(options), target_folders(options),
-                                   stats_in_files)
+                                   stats_in_files, folder.carried_lines)
     print(accounting.summary(final, str(folder.output_dir)), flush=True)
     print(read_live_states(result).summary_line(), flush=True)
     if options.days > 1:
@@ -179,22 +179,21 @@ def _wait_with_progress(result: PipelineResult, drain: bool) -> None:
 
     waiter = threading.Thread(target=wait, name="wait-until-finish", daemon=True)
     waiter.start()
-    with _sigterm_as_interrupt():
+    try:
+        while waiter.is_alive():
+            progress()
+            waiter.join(_PROGRESS_SECONDS)
+    except KeyboardInterrupt:
+        if not drain:
+            print("\ninterrupted: cancelling the job", file=sys.stderr, flush=True)
+            result.cancel()
+            raise
+        print("\nstopping: no more pulls; finishing what is in flight", file=sys.stderr, flush=True)
         try:
-            while waiter.is_alive():
-                progress()
-                waiter.join(_PROGRESS_SECONDS)
-        except KeyboardInterrupt:
-            if not drain:
-                print("\ninterrupted: cancelling the job", file=sys.stderr, flush=True)
-                result.cancel()
-                raise
-            print("\nstopping: no more pulls; finishing what is in flight", file=sys.stderr, flush=True)
-            try:
-                _drain(result, progress)
-            finally:
-                result.cancel()
-            return
+            _drain(result, progress)
+        finally:
+            result.cancel()
+        return
     if interactive:
         print(file=sys.stderr)
     if failure:
@@ -227,23 +226,6 @@ def _drain(result: PipelineResult, progress: Callable[[], None]) -> None:
     _LOGGER.warning("the job still moved after %.0f s of draining; stopping it anyway", _DRAIN_TIMEOUT_S)
 
 
-@contextlib.contextmanager
-def _sigterm_as_interrupt() -> Iterator[None]:
-    """SIGTERM (``kill``, a container stop) handled as Ctrl-C while the job runs."""
-    if threading.current_thread() is not threading.main_thread():
-        yield
-        return
-
-    def interrupt(signum: int, frame: Any) -> None:
-        raise KeyboardInterrupt
-
-    previous = signal.signal(signal.SIGTERM, interrupt)
-    try:
-        yield
-    finally:
-        signal.signal(signal.SIGTERM, previous)
-
-
 # Warnings Beam logs for every run of this graph that say nothing about the run: a tagged
 # ParDo wrapped in with_exception_handling, and the flatten inside fileio.WriteToFiles.
 _HARMLESS_BEAM_WARNINGS = (
@@ -264,11 +246,22 @@ def configure_logging() -> None:
         handler.addFilter(_drop_harmless_beam_warnings)
 
 
+def _interrupt(signum: int, frame: Any) -> None:
+    raise KeyboardInterrupt
+
+
 def main() -> None:
+    """``python -m pipeline``: exit 0 when every identity holds, 1 when one does not, 2 for bad
+    options or configuration, 130 when interrupted before the run completed. SIGTERM (``kill``,
+    a container stop) is handled as Ctrl-C."""
     configure_logging()
+    signal.signal(signal.SIGTERM, _interrupt)
     try:
         final = run()
     except ValueError as error:
         print(f"error: {error}", file=sys.stderr)
         sys.exit(2)
+    except KeyboardInterrupt:
+        print("interrupted: the previous output is left as it was", file=sys.stderr)
+        sys.exit(130)
     sys.exit(0 if final.balanced else 1)

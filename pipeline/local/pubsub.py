@@ -246,7 +246,7 @@ def run(argv: list[str] | None = None) -> int:
     try:
         topics = create_topics(emulator)
         options = counted_run_options(job_argv(topics, passed, day.isoformat()))
-        folder = RunFolder.start(options.output_dir, keep_if_killed=True)
+        folder = RunFolder.start(options.output_dir)
         options.output_dir = str(folder.path)
         print(f"Pub/Sub emulator at {emulator.host}; topics under projects/{PROJECT}/topics/", file=sys.stderr)
         routes, publisher = publish.Topics(topics.courier, topics.order), emulator.publisher()

@@ -15,8 +15,13 @@ target that is no longer configured); ``.entries.json`` is replaced; what was mo
 deleted. Every step is a rename, and a switch cut short (a kill in the middle) is finished by
 the next run before anything else, so ``--output_dir`` always ends as one run's complete output.
 
-A killed run's own folder is deleted by the next run, except a Pub/Sub run's: the messages it
-took are acknowledged, so its output is kept (and reported) for whoever needs it.
+A run on a bounded input (files, synthetic traffic) replaces the previous output: a re-run
+redoes everything, and a killed run's folder is deleted by the next run. A run that *continues*
+(a Pub/Sub job: the messages earlier runs took are acknowledged and will not come again) starts
+from the previous output: its folder begins with hard links to the previous run's files, and
+with the files a killed continuing run left (not its unfinished ``.temp*`` files), so the output
+it switches in holds every earlier run's too. Its accounting checks only the lines it added
+(:attr:`RunFolder.carried_lines`).
 """
 from __future__ import annotations
 
@@ -34,7 +39,9 @@ _RUN_PREFIX = ".run-"
 _REPLACED_PREFIX = ".replaced-"
 _ENTRIES = ".entries.json"
 _COMPLETE = "COMPLETE"
-_KEEP = "KEEP"  # marks the folder of a run whose output is kept if it does not complete
+_KEEP = "KEEP"  # marks the folder of a continuing run: kept, and carried on, if it does not complete
+_CURRENT_VIEW = "current_view.sqlite"  # and its -wal, -shm
+ACCOUNTING_FILE = "accounting.json"
 
 
 @dataclass(frozen=True)
@@ -43,24 +50,59 @@ class RunFolder:
 
     output_dir: Path
     path: Path
+    carried: frozenset[str]  # files (relative paths) of earlier runs carried in
 
     @classmethod
-    def start(cls, output_dir: str, keep_if_killed: bool = False) -> RunFolder:
-        """Finishes an earlier run's interrupted switch, clears what killed runs left, and
+    def start(cls, output_dir: str, continues: bool = False) -> RunFolder:
+        """Finishes an earlier run's interrupted switch, deals with what killed runs left, and
         makes a new run folder.
 
         Args:
-            keep_if_killed: a killed run's output is kept instead of deleted by the next run
-                (a Pub/Sub run: what it took is acknowledged and will not come again).
+            continues: the run continues the previous ones (see the module docstring).
         """
         root = Path(output_dir)
         root.mkdir(parents=True, exist_ok=True)
-        recover(root)
         path = root / f"{_RUN_PREFIX}{uuid.uuid4().hex[:12]}"
+        _finish_interrupted_switches(root)
         path.mkdir()
-        if keep_if_killed:
+        if continues:
             (path / _KEEP).touch()
-        return cls(root, path)
+            previous = json.loads((root / _ENTRIES).read_text()) if (root / _ENTRIES).exists() else []
+            for name in previous:
+                if name != ACCOUNTING_FILE:
+                    _carry(root / name, path / name, copy=name.startswith(_CURRENT_VIEW))
+        for run in sorted(root.glob(f"{_RUN_PREFIX}*")):
+            if run == path:
+                continue
+            if not (run / _KEEP).exists():
+                shutil.rmtree(run, ignore_errors=True)
+            elif continues:
+                _LOGGER.info("carrying the output of %s, a Pub/Sub run that did not complete, into this run", run)
+                for entry in run.iterdir():
+                    if entry.name not in (_KEEP, ACCOUNTING_FILE) and not entry.name.startswith(_CURRENT_VIEW):
+                        _carry(entry, path / entry.name, copy=False)
+                shutil.rmtree(run, ignore_errors=True)
+            else:
+                _LOGGER.warning("%s holds the output of a Pub/Sub run that did not complete; it is kept for the "
+                                "next Pub/Sub run into this folder, or for you to remove", run)
+        carried = frozenset(str(f.relative_to(path)) for f in path.rglob("*") if f.is_file())
+        return cls(root, path, carried)
+
+    @property
+    def carried_lines(self) -> dict[str, int]:
+        """Folder (relative) -> lines in the ``*.jsonl`` files carried in from earlier runs."""
+        lines: dict[str, int] = {}
+        for name in self.carried:
+            if name.endswith(".jsonl"):
+                folder = str(Path(name).parent)
+                with (self.path / name).open("rb") as stream:
+                    lines[folder] = lines.get(folder, 0) + sum(1 for _ in stream)
+        return lines
+
+    def new_files(self, folder: str) -> list[Path]:
+        """The ``*.jsonl`` files of ``folder`` (relative) that this run wrote, in name order."""
+        files = sorted((self.path / folder).glob("*.jsonl"))
+        return [f for f in files if str(f.relative_to(self.path)) not in self.carried]
 
     def entries(self) -> list[str]:
         """The run's output entries (folders and files), by name."""
@@ -97,24 +139,38 @@ class RunFolder:
         shutil.rmtree(self.path, ignore_errors=True)
 
 
-def recover(root: Path) -> None:
-    """Finishes switches cut short, deletes killed runs' folders (except kept ones) and leftovers."""
+def kept_runs(root: str | Path) -> list[Path]:
+    """Folders of continuing (Pub/Sub) runs that did not complete, kept under ``root``."""
+    return sorted(p for p in Path(root).glob(f"{_RUN_PREFIX}*") if (p / _KEEP).exists() and not (p / _COMPLETE).exists())
+
+
+def _finish_interrupted_switches(root: Path) -> None:
     for run in sorted(root.glob(f"{_RUN_PREFIX}*")):
         if (run / _COMPLETE).exists():
             _LOGGER.info("finishing the interrupted switch of %s", run)
             _finish_switch(root, run)
-        elif (run / _KEEP).exists():
-            _LOGGER.warning("%s holds the output of a Pub/Sub run that did not complete; it is kept: "
-                            "remove it once you no longer need it", run)
-        else:
-            shutil.rmtree(run, ignore_errors=True)
     for replaced in root.glob(f"{_REPLACED_PREFIX}*"):
         shutil.rmtree(replaced, ignore_errors=True)
 
 
-def kept_runs(root: str | Path) -> list[Path]:
-    """Folders of Pub/Sub runs that did not complete, kept under ``root``."""
-    return sorted(p for p in Path(root).glob(f"{_RUN_PREFIX}*") if (p / _KEEP).exists() and not (p / _COMPLETE).exists())
+def _carry(source: Path, target: Path, copy: bool) -> None:
+    """``source`` (a file, or a folder's files but unfinished ``.temp*`` ones) into ``target``:
+    hard links (the files are never written again), or a copy with ``copy`` (the SQLite view)."""
+    files = [source] if source.is_file() else [
+        f for f in source.rglob("*") if f.is_file() and not any(p.startswith(".temp") for p in f.relative_to(source).parts)
+    ]
+    for file in files:
+        destination = target if file == source else target / file.relative_to(source)
+        if destination.exists():  # a killed run had carried the same file on: file names are unique
+            continue
+        destination.parent.mkdir(parents=True, exist_ok=True)
+        if copy:
+            shutil.copy2(file, destination)
+        else:
+            try:
+                os.link(file, destination)
+            except OSError:  # a file system without hard links
+                shutil.copy2(file, destination)
 
 
 def _finish_switch(root: Path, run: Path) -> None:

@@ -43,8 +43,30 @@ def test_a_killed_run_leaves_the_previous_output_as_it_was_and_the_next_run_dele
     assert (tmp_path / "orders" / "orders-1.jsonl").read_text() == "good\n"
 
 
-def test_a_killed_pubsub_runs_folder_is_kept_and_reported(tmp_path: Path) -> None:
-    killed = RunFolder.start(str(tmp_path), keep_if_killed=True)
+def test_a_continuing_run_starts_from_the_previous_output_and_what_a_killed_one_wrote(tmp_path: Path) -> None:
+    # A Pub/Sub run completes, the next is killed after writing a file (and half of another,
+    # still in its temp folder), the one after carries both runs' complete files on.
+    first = RunFolder.start(str(tmp_path), continues=True)
+    _write(first.path / "orders" / "orders-1.jsonl", "a\nb\n")
+    _write(first.path / "accounting.json", "{}")
+    first.switch()
+    killed = RunFolder.start(str(tmp_path), continues=True)
+    _write(killed.path / "orders" / "orders-2.jsonl", "c\n")
+    _write(killed.path / "orders" / ".temp7" / "9_x", "half")
+    assert kept_runs(tmp_path) == [killed.path]
+
+    third = RunFolder.start(str(tmp_path), continues=True)
+    assert not killed.path.exists()
+    assert third.carried_lines == {"orders": 3}
+    _write(third.path / "orders" / "orders-3.jsonl", "d\n")
+    assert [f.name for f in third.new_files("orders")] == ["orders-3.jsonl"]
+    third.switch()
+    assert sorted(f.read_text() for f in (tmp_path / "orders").glob("*.jsonl")) == ["a\nb\n", "c\n", "d\n"]
+    assert not list(tmp_path.rglob(".temp*"))
+
+
+def test_a_replacing_run_keeps_a_killed_continuing_runs_folder(tmp_path: Path) -> None:
+    killed = RunFolder.start(str(tmp_path), continues=True)
     _write(killed.path / "orders" / "orders-2.jsonl", "taken and acknowledged\n")
     RunFolder.start(str(tmp_path))
     assert kept_runs(tmp_path) == [killed.path]

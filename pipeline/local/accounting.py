@@ -82,6 +82,7 @@ class Accounting:
     lifecycle_events: int = 0  # courier events a waybill lifecycle took
     written: dict[str, int] = dataclasses.field(default_factory=dict)  # output folder -> records written
     checks: tuple[Check, ...] = ()  # the identities beyond the inputs' (see :func:`with_checks`)
+    unchecked: tuple[str, ...] = ()  # identities this run could not check, and why
 
     @property
     def all_dead_letters(self) -> int:
@@ -172,10 +173,12 @@ def with_checks(
             the previous output on); only the lines beyond them are this run's.
     """
     a = accounting
-    checks = []
+    checks, unchecked = [], []
+    statistics = "accepted events = counted in daily statistics + dead-lettered late"
     if counted_in_statistics is not None:
-        checks.append(Check("accepted events = counted in daily statistics + dead-lettered late",
-                            a.pushed + a.orders, counted_in_statistics + a.late_for_statistics))
+        checks.append(Check(statistics, a.pushed + a.orders, counted_in_statistics + a.late_for_statistics))
+    else:
+        unchecked.append(f"{statistics} (the statistics are not in local files)")
     checks.append(Check("courier events pushed = tracked in waybill lifecycles + dead-lettered for closed waybills",
                         a.pushed, a.lifecycle_events + a.late_for_closed_waybills))
     checks += [Check(f"delivery target {target}: requested = delivered + dead-lettered",
@@ -189,7 +192,9 @@ def with_checks(
         checks += [Check(f"{folder}/ lines = records written",
                          count_lines(Path(files_dir) / folder) - carried.get(folder, 0), count)
                    for folder, count in sorted(expected.items())]
-    return dataclasses.replace(a, checks=tuple(checks))
+    if files_dir is None:
+        unchecked.append("output folders against what the job wrote (the output is not local)")
+    return dataclasses.replace(a, checks=tuple(checks), unchecked=tuple(unchecked))
 
 
 def summary(accounting: Accounting, shown_dir: Optional[str] = None) -> str:
@@ -227,6 +232,7 @@ def summary(accounting: Accounting, shown_dir: Optional[str] = None) -> str:
         lines.append("Every branch")
         lines += [f"  {c.states}: {c.left:,} = {c.right:,} " + ("holds" if c.holds else "DOES NOT HOLD")
                   for c in branch_checks]
+    lines += [f"  not checked: {what}" for what in a.unchecked]
     if folder_checks:
         lines.append(f"Output files under {shown_dir}/")
         for c in folder_checks:

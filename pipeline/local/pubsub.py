@@ -35,7 +35,6 @@ import threading
 import time
 from dataclasses import dataclass, field
 from datetime import date
-from pathlib import Path
 from typing import Any
 
 from apache_beam.runners.runner import PipelineResult, PipelineState
@@ -43,7 +42,7 @@ from apache_beam.runners.runner import PipelineResult, PipelineState
 from pipeline.io import outputs
 from pipeline.io.synthetic import TrafficProfile
 from pipeline.launcher import launch
-from pipeline.local import accounting, publish
+from pipeline.local import accounting, publish, stats_report
 from pipeline.local.cli import configure_logging, counted_folders, counted_run_options, target_folders
 from pipeline.local.emulator import EmulatorError, EmulatorUnavailable, PubsubEmulator
 from pipeline.local.output_drain import OutputDrain
@@ -149,17 +148,21 @@ class LocalRun:
     def counters(self) -> accounting.Accounting:
         return accounting.read_accounting(self.result)
 
+    def checked(self, counters: accounting.Accounting) -> accounting.Accounting:
+        """``counters`` with every identity checked against the run folder's files."""
+        stats = stats_report.events_counted(stats_report.read_stat_files(self.folder.new_files(outputs.STATS_DIR)))
+        return accounting.with_checks(counters, self.folder.path, counted_folders(self.options),
+                                      target_folders(self.options), stats, self.folder.carried_lines)
+
     def accounted(self, counters: accounting.Accounting, published: int) -> bool:
-        """Every published message is in, the counters balance, every output has landed and every
-        delivery request was delivered or dead-lettered."""
-        order_files = Path(self.options.output_dir, outputs.ORDERS_DIR)
+        """Every published message is in, the counters balance, the topics hold what the counters
+        say, and every identity holds (every output has landed in its files)."""
         return (
             counters.inputs == published
-            and counters.balanced
+            and counters.inputs_balanced
             and self.drain.supervision == counters.pushed
             and self.drain.dead_letters == counters.all_dead_letters
-            and accounting.count_lines(order_files) == counters.orders
-            and all(target.balanced for target in counters.deliveries.values())
+            and self.checked(counters).balanced
         )
 
     def wait_accounted(self, traffic: Traffic) -> bool:
@@ -308,8 +311,7 @@ def _finish(run_: LocalRun, ok: bool, extra: list[str]) -> int:
     """Prints the accounting (and the measurements); the exit code."""
     folder = run_.folder
     folder.keep_stranded_files()
-    counters = accounting.with_checks(run_.counters(), folder.path, counted_folders(run_.options),
-                                      target_folders(run_.options))
+    counters = run_.checked(run_.counters())
     print(accounting.summary(counters, str(folder.output_dir)))
     agrees = run_.drain.supervision == counters.pushed and run_.drain.dead_letters == counters.all_dead_letters
     print(f"On the topics: supervision {run_.drain.supervision:,} (and {run_.drain.compliance_alerts:,} real-name "

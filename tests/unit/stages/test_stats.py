@@ -234,7 +234,7 @@ def recount(events: list[tuple[str, dict[str, Any]]], zone: str) -> dict[tuple, 
     totals: Counter = Counter()
     for stream, e in events:
         day = e["event_time"].astimezone(ZoneInfo(zone)).date().isoformat()
-        found: list[tuple[str, str, str, int]] = []
+        found: list[tuple[str, str, str, int]] = [(f"{stream}_events", "total", "all", 1)]
         if stream == "courier":
             kind = e["payload"].get("scan_type") if e["event_type"] == "TRACK_SCAN" else e["event_type"]
             metric = {"PICKUP": "pickups", "DELIVERED": "deliveries", "EXCEPTION": "delivery_exceptions",

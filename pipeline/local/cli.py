@@ -27,7 +27,7 @@ from pipeline.io import outputs
 from pipeline.io.sinks import is_local_path
 from pipeline.launcher import launch, parse_options
 from pipeline.local import accounting, stats_report
-from pipeline.local.run_folder import RunFolder
+from pipeline.local.run_folder import ACCOUNTING_FILE, RunFolder
 from pipeline.local.runner_choice import LOCAL_RUNNER, check_counted, resolve_runner, runs_in_process
 from pipeline.local.waybill_report import live_by_day, read_live_states
 from pipeline.model.json_records import read_folder
@@ -82,14 +82,16 @@ def run(argv: list[str] | None = None) -> accounting.Accounting:
     if not is_local_path(options.output_dir):
         return _run_and_report(options, None)
     shown_dir = options.output_dir
-    folder = RunFolder.start(shown_dir, continues=options.source == "pubsub")
-    print(f"Writing into {folder.path}/; it replaces the output under {shown_dir}/ once the run is complete.",
+    continues = options.source == "pubsub"
+    folder = RunFolder.start(shown_dir, continues=continues)
+    what = "continues the previous output (its files are linked in)" if continues else "replaces the previous output"
+    print(f"Writing into {folder.path}/; it {what} under {shown_dir}/ once the run is complete.",
           file=sys.stderr, flush=True)
     options.output_dir = str(folder.path)
     try:
         final = _run_and_report(options, folder)
     except BaseException:
-        if options.source != "pubsub":
+        if not continues:
             folder.discard()
         raise
     if final.balanced:
@@ -124,7 +126,7 @@ def _run_and_report(options: WaybillOptions, folder: RunFolder | None) -> accoun
     print(stats_report.summary(folder.path, day=day), flush=True)
     print(f"Current view of the statistics: sqlite3 {Path(folder.output_dir, outputs.CURRENT_VIEW_FILE)} "
           "'SELECT day, metric, dimension, key, value, timing FROM daily_stats'", flush=True)
-    (folder.path / "accounting.json").write_text(json.dumps(dataclasses.asdict(final), indent=2))
+    (folder.path / ACCOUNTING_FILE).write_text(json.dumps(dataclasses.asdict(final), indent=2))
     return final
 
 

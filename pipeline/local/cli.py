@@ -229,10 +229,13 @@ def _drain(result: PipelineResult, progress: Callable[[], None]) -> None:
 
 
 # Warnings Beam logs for every run of this graph that say nothing about the run: a tagged
-# ParDo wrapped in with_exception_handling, and the flatten inside fileio.WriteToFiles.
+# ParDo wrapped in with_exception_handling, the flatten inside fileio.WriteToFiles, and the files
+# WriteToFiles leaves in its temp folders after a bounded streaming input (moved into their
+# folders by RunFolder.keep_stranded_files; the accounting checks every folder's lines).
 _HARMLESS_BEAM_WARNINGS = (
     "requested in with_outputs() but not declared in type hints",
     "All input pcollections must have the same window",
+    "Some files may be left orphaned in the temporary folder",
 )
 
 

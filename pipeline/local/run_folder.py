@@ -19,8 +19,8 @@ A run on a bounded input (files, synthetic traffic) replaces the previous output
 redoes everything, and a killed run's folder is deleted by the next run. A run that *continues*
 (a Pub/Sub job: the messages earlier runs took are acknowledged and will not come again) starts
 from the previous output: its folder begins with hard links to the previous run's files, and
-with the files a killed continuing run left (not its unfinished ``.temp*`` files), so the output
-it switches in holds every earlier run's too. Its accounting checks only the lines it added
+with the files a killed continuing run left (of its writers' unfinished ``.temp*`` files, the
+whole lines), so the output it switches in holds every earlier run's too. Its accounting checks only the lines it added
 (:attr:`RunFolder.carried_lines`).
 """
 from __future__ import annotations
@@ -81,6 +81,7 @@ class RunFolder:
                 for entry in run.iterdir():
                     if entry.name not in (_KEEP, ACCOUNTING_FILE) and not entry.name.startswith(_CURRENT_VIEW):
                         _carry(entry, path / entry.name, copy=False)
+                _salvage_unfinished_files(run, path)
                 shutil.rmtree(run, ignore_errors=True)
             else:
                 _LOGGER.warning("%s holds the output of a Pub/Sub run that did not complete; it is kept for the "
@@ -171,6 +172,25 @@ def _carry(source: Path, target: Path, copy: bool) -> None:
                 os.link(file, destination)
             except OSError:  # a file system without hard links
                 shutil.copy2(file, destination)
+
+
+def _salvage_unfinished_files(killed: Path, target: Path) -> None:
+    """The complete lines of the files a killed run's writers had not finished (in ``.temp*``
+    folders), into ``<folder>/<folder name>-killed-<mtime ns>-<temp name>.jsonl`` under ``target``.
+
+    A writer writes each record then its newline, so every line that ends in one is whole; only
+    a last line cut by the kill is left out. Each such record came from a message the killed
+    run had taken (and acknowledged): it will not come again.
+    """
+    for temp in sorted(p for p in killed.rglob(".temp*") if p.is_dir()):
+        folder = target / temp.parent.relative_to(killed)
+        for unfinished in sorted(f for f in temp.iterdir() if f.is_file()):
+            data = unfinished.read_bytes()
+            whole = data[: data.rfind(b"\n") + 1]
+            if whole:
+                folder.mkdir(parents=True, exist_ok=True)
+                name = f"{temp.parent.name}-killed-{unfinished.stat().st_mtime_ns}-{unfinished.name}.jsonl"
+                (folder / name).write_bytes(whole)
 
 
 def _finish_switch(root: Path, run: Path) -> None:

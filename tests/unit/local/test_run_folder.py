@@ -52,16 +52,16 @@ def test_a_continuing_run_starts_from_the_previous_output_and_what_a_killed_one_
     first.switch()
     killed = RunFolder.start(str(tmp_path), continues=True)
     _write(killed.path / "orders" / "orders-2.jsonl", "c\n")
-    _write(killed.path / "orders" / ".temp7" / "9_x", "half")
+    _write(killed.path / "orders" / ".temp7" / "9_x", "c2\nhal")  # one whole line, one cut by the kill
     assert kept_runs(tmp_path) == [killed.path]
 
     third = RunFolder.start(str(tmp_path), continues=True)
     assert not killed.path.exists()
-    assert third.carried_lines == {"orders": 3}
+    assert third.carried_lines == {"orders": 4}  # not the cut last line of the unfinished file
     _write(third.path / "orders" / "orders-3.jsonl", "d\n")
     assert [f.name for f in third.new_files("orders")] == ["orders-3.jsonl"]
     third.switch()
-    assert sorted(f.read_text() for f in (tmp_path / "orders").glob("*.jsonl")) == ["a\nb\n", "c\n", "d\n"]
+    assert sorted(f.read_text() for f in (tmp_path / "orders").glob("*.jsonl")) == ["a\nb\n", "c\n", "c2\n", "d\n"]
     assert not list(tmp_path.rglob(".temp*"))
 
 

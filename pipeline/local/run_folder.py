@@ -20,8 +20,8 @@ redoes everything, and a killed run's folder is deleted by the next run. A run t
 (a Pub/Sub job: the messages earlier runs took are acknowledged and will not come again) starts
 from the previous output: its folder begins with hard links to the previous run's files, and
 with the files a killed continuing run left (of its writers' unfinished ``.temp*`` files, the
-whole lines), so the output it switches in holds every earlier run's too. Its accounting checks only the lines it added
-(:attr:`RunFolder.carried_lines`).
+whole lines), so the output it switches in holds every earlier run's too. Its accounting checks
+only the lines it added (:attr:`RunFolder.carried_lines`).
 """
 from __future__ import annotations
 
@@ -138,11 +138,6 @@ class RunFolder:
     def discard(self) -> None:
         """Deletes the run's folder (a run that failed before writing anything worth keeping)."""
         shutil.rmtree(self.path, ignore_errors=True)
-
-
-def kept_runs(root: str | Path) -> list[Path]:
-    """Folders of continuing (Pub/Sub) runs that did not complete, kept under ``root``."""
-    return sorted(p for p in Path(root).glob(f"{_RUN_PREFIX}*") if (p / _KEEP).exists() and not (p / _COMPLETE).exists())
 
 
 def _finish_interrupted_switches(root: Path) -> None:

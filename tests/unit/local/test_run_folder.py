@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from pipeline.local import run_folder
-from pipeline.local.run_folder import RunFolder, kept_runs
+from pipeline.local.run_folder import RunFolder
 
 
 def _write(path: Path, text: str) -> None:
@@ -53,7 +53,7 @@ def test_a_continuing_run_starts_from_the_previous_output_and_what_a_killed_one_
     killed = RunFolder.start(str(tmp_path), continues=True)
     _write(killed.path / "orders" / "orders-2.jsonl", "c\n")
     _write(killed.path / "orders" / ".temp7" / "9_x", "c2\nhal")  # one whole line, one cut by the kill
-    assert kept_runs(tmp_path) == [killed.path]
+    assert sorted(tmp_path.glob(".run-*")) == [killed.path]
 
     third = RunFolder.start(str(tmp_path), continues=True)
     assert not killed.path.exists()
@@ -68,8 +68,8 @@ def test_a_continuing_run_starts_from_the_previous_output_and_what_a_killed_one_
 def test_a_replacing_run_keeps_a_killed_continuing_runs_folder(tmp_path: Path) -> None:
     killed = RunFolder.start(str(tmp_path), continues=True)
     _write(killed.path / "orders" / "orders-2.jsonl", "taken and acknowledged\n")
-    RunFolder.start(str(tmp_path))
-    assert kept_runs(tmp_path) == [killed.path]
+    replacing = RunFolder.start(str(tmp_path))
+    assert sorted(tmp_path.glob(".run-*")) == sorted([killed.path, replacing.path])
 
 
 def test_an_entry_of_the_previous_run_that_this_run_does_not_write_goes_away(tmp_path: Path) -> None:

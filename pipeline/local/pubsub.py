@@ -135,7 +135,8 @@ class LocalRun:
     """The job, the drain and the traffic of one local run; :meth:`wait_accounted` is the loop."""
 
     def __init__(
-        self, result: PipelineResult, options: WaybillOptions, drain: OutputDrain, stall_timeout: float, folder: RunFolder
+        self, result: PipelineResult, options: WaybillOptions, drain: OutputDrain, stall_timeout: float,
+        folder: RunFolder,
     ) -> None:
         self.result = result
         self.folder = folder

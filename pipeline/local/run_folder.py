@@ -125,7 +125,8 @@ class RunFolder:
             prefix = temp.parent.name
             for stranded in sorted(temp.iterdir()):
                 if stranded.is_file():
-                    os.replace(stranded, temp.parent / f"{prefix}-final-{stranded.stat().st_mtime_ns}-{stranded.name}.jsonl")
+                    name = f"{prefix}-final-{stranded.stat().st_mtime_ns}-{stranded.name}.jsonl"
+                    os.replace(stranded, temp.parent / name)
                     moved += 1
             shutil.rmtree(temp)
         return moved
@@ -153,7 +154,8 @@ def _carry(source: Path, target: Path, copy: bool) -> None:
     """``source`` (a file, or a folder's files but unfinished ``.temp*`` ones) into ``target``:
     hard links (the files are never written again), or a copy with ``copy`` (the SQLite view)."""
     files = [source] if source.is_file() else [
-        f for f in source.rglob("*") if f.is_file() and not any(p.startswith(".temp") for p in f.relative_to(source).parts)
+        f for f in source.rglob("*")
+        if f.is_file() and not any(part.startswith(".temp") for part in f.relative_to(source).parts)
     ]
     for file in files:
         destination = target if file == source else target / file.relative_to(source)

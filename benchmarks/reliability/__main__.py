@@ -51,6 +51,7 @@ def table(results: list[LegResult]) -> str:
         o, w = r.outputs, r.webhook
         notes.append(
             f"{r.name}: lines sent {r.sent.lines:,}; webhook requests {w.requests:,} "
+            f"({w.incomplete:,} cut short by a kill) "
             f"({sum(w.faults.values()) / max(w.requests, 1):.1%} faulted), accepted {w.accepted:,}, "
             f"events pushed twice {w.events_pushed_twice:,}; doubled within a run {o.doubled_within_a_run:,}; "
             f"misplaced {o.misplaced:,}; foreign {o.foreign:,}; later dead letters {o.later_dead_letters:,}; "

@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Iterable, Iterator
 
 from benchmarks.reliability.generator import Kind, event_id, kind_of, seq_in_line, seq_of
-from benchmarks.reliability.receiver import fault_kind
+from benchmarks.reliability.receiver import INCOMPLETE, fault_kind
 
 HOME = {Kind.COURIER: "supervision", Kind.ORDER_HOOK: "orders", Kind.ORDER_FOLDER: "orders", Kind.INVALID: "deadletter"}
 INPUT_STAGES = frozenset({"decode", "validate"})
@@ -154,6 +154,7 @@ class WebhookCheck:
 
     expected: int = 0
     requests: int = 0
+    incomplete: int = 0  # bodies cut short by a killed job: not processed
     faults: collections.Counter[str] = field(default_factory=collections.Counter)
     accepted: int = 0
     lost: int = 0  # sent order_hook events never accepted
@@ -177,6 +178,9 @@ def check_webhook(sent: InputCount, log_path: Path) -> WebhookCheck:
         for line in log:
             entry = json.loads(line)
             check.requests += 1
+            if entry["outcome"] == INCOMPLETE:
+                check.incomplete += 1
+                continue
             kind = fault_kind(entry["outcome"])
             if kind is not None:
                 check.faults[kind] += 1

@@ -11,6 +11,7 @@ are counted apart, since nothing may lose them.
 from __future__ import annotations
 
 import json
+import os
 import random
 import threading
 import time
@@ -146,15 +147,18 @@ class _Settle:
 
 def _output_lines(out: Path) -> int:
     """Lines in the checked folders, .temp files included (the other folders, such as the
-    statistics', keep growing with every early result)."""
+    statistics', keep growing with every early result). Folders the job renames meanwhile are
+    skipped (``os.walk`` ignores them): the next look counts them at their new place."""
     folders = set(checker.HOME.values())
     lines = 0
-    for path in out.glob("**/*"):
-        if path.parent.name in folders or (path.parent.name.startswith(".temp") and path.parent.parent.name in folders):
-            try:
-                lines += path.read_bytes().count(b"\n") if path.is_file() else 0
-            except OSError:  # moved into place meanwhile: counted at its new name next time
-                continue
+    for folder, _, names in os.walk(out):
+        where = Path(folder)
+        if where.name in folders or (where.name.startswith(".temp") and where.parent.name in folders):
+            for name in names:
+                try:
+                    lines += (where / name).read_bytes().count(b"\n")
+                except OSError:
+                    continue
     return lines
 
 
@@ -239,7 +243,7 @@ def result_json(result: LegResult) -> dict[str, object]:
         "later_dead_letters": o.later_dead_letters, "lines_in_temp_files": o.lines_in_temp_files,
         "torn_lines": o.torn_lines, "runs_counted": o.runs_counted,
         "webhook": {
-            "expected": w.expected, "requests": w.requests, "faults": dict(w.faults), "accepted": w.accepted,
+            "expected": w.expected, "requests": w.requests, "incomplete": w.incomplete, "faults": dict(w.faults), "accepted": w.accepted,
             "lost": w.lost, "pushed_twice": w.pushed_twice, "events_pushed_twice": w.events_pushed_twice,
             "copies_share_their_id": w.copies_share_their_id,
         },

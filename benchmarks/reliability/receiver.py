@@ -1,8 +1,8 @@
 """A webhook receiver on 127.0.0.1 that fails one call in ten, on a schedule fixed by a seed.
 
-The first attempt of a webhook-id fails when :func:`planned_fault` says so (one id in nine, so
-that about one call in ten fails once every id has been delivered); every later attempt of
-that id succeeds. A fault is one of three kinds, in equal shares:
+Attempts 1 to 3 of a webhook-id each fail with probability 1/10, drawn from a hash of the seed,
+the id and the attempt number (:func:`planned_fault`); later attempts succeed, so the client's
+retries always get through. A fault is one of three kinds, in equal shares:
 
 * ``5xx``: 500, 502 or 503;
 * ``429``: Too Many Requests with ``Retry-After: 1``;
@@ -10,8 +10,8 @@ that id succeeds. A fault is one of three kinds, in equal shares:
   that has gone; the request is not processed.
 
 Every request is one line of the log (``webhook_id``, ``event_id`` from the body,
-``attempt`` per webhook-id, ``outcome``: ``ok`` or the fault). Only ``ok`` means the
-receiver took the message.
+``attempt`` per webhook-id, ``outcome``): ``ok`` (the receiver took the message), a fault, or
+``incomplete`` (the client went away before its body arrived: a killed job; not processed).
 """
 from __future__ import annotations
 
@@ -24,7 +24,9 @@ from pathlib import Path
 from typing import IO, Optional
 
 FAULT_KINDS = ("5xx", "429", "timeout")
-FIRST_ATTEMPT_FAULT_SHARE = 1 / 9  # faults / (calls) = (1/9) / (1 + 1/9) = 1/10
+FAULT_SHARE = 0.1
+LAST_FAULTY_ATTEMPT = 3
+INCOMPLETE = "incomplete"
 _SERVER_ERRORS = (500, 502, 503)
 
 
@@ -32,16 +34,16 @@ def planned_fault(seed: int, webhook_id: str, attempt: int) -> Optional[str]:
     """The fault the receiver answers attempt ``attempt`` (1-based) of ``webhook_id`` with:
     ``'500'``, ``'502'``, ``'503'``, ``'429'``, ``'timeout'``, or None (accept).
 
-    >>> planned_fault(7, "rel-000000008:hook", 2) is None
+    >>> planned_fault(7, "rel-000000008:hook", LAST_FAULTY_ATTEMPT + 1) is None
     True
     """
-    if attempt != 1:
+    if attempt > LAST_FAULTY_ATTEMPT:
         return None
-    digest = hashlib.blake2b(f"{seed}:{webhook_id}".encode(), digest_size=8).digest()
+    digest = hashlib.blake2b(f"{seed}:{webhook_id}:{attempt}".encode(), digest_size=8).digest()
     draw = int.from_bytes(digest, "big") / 2**64
-    if draw >= FIRST_ATTEMPT_FAULT_SHARE:
+    if draw >= FAULT_SHARE:
         return None
-    part = draw / FIRST_ATTEMPT_FAULT_SHARE  # uniform in [0, 1)
+    part = draw / FAULT_SHARE  # uniform in [0, 1)
     kind = FAULT_KINDS[int(part * len(FAULT_KINDS))]
     if kind == "5xx":
         return str(_SERVER_ERRORS[int(part * len(FAULT_KINDS) * len(_SERVER_ERRORS)) % len(_SERVER_ERRORS)])
@@ -49,8 +51,9 @@ def planned_fault(seed: int, webhook_id: str, attempt: int) -> Optional[str]:
 
 
 def fault_kind(outcome: str) -> Optional[str]:
-    """The fault kind of a logged outcome (``'5xx'``, ``'429'``, ``'timeout'``), None for ``ok``."""
-    if outcome == "ok":
+    """The fault kind of a logged outcome (``'5xx'``, ``'429'``, ``'timeout'``), None for ``ok``
+    and ``incomplete``."""
+    if outcome in ("ok", INCOMPLETE):
         return None
     return "5xx" if outcome.startswith("5") else outcome
 
@@ -100,12 +103,13 @@ class FaultyReceiver:
         with self._lock:
             self._log.close()
 
-    def decide(self, webhook_id: str, event_id: str) -> str:
-        """Numbers this attempt of ``webhook_id``, logs it and returns its outcome."""
+    def decide(self, webhook_id: str, event_id: str, complete: bool = True) -> str:
+        """Numbers this attempt of ``webhook_id``, logs it and returns its outcome
+        (``incomplete`` when the body did not arrive whole)."""
         with self._lock:
             attempt = self._attempts.get(webhook_id, 0) + 1
             self._attempts[webhook_id] = attempt
-            outcome = planned_fault(self.seed, webhook_id, attempt) or "ok"
+            outcome = (planned_fault(self.seed, webhook_id, attempt) or "ok") if complete else INCOMPLETE
             self.requests += 1
             self.accepted += outcome == "ok"
             record = {"webhook_id": webhook_id, "event_id": event_id, "attempt": attempt, "outcome": outcome}
@@ -120,17 +124,19 @@ class FaultyReceiver:
             protocol_version = "HTTP/1.1"
 
             def do_POST(self) -> None:  # noqa: N802 (http.server's name)
+                length = int(self.headers.get("Content-Length", 0))
                 try:
-                    body = self.rfile.read(int(self.headers.get("Content-Length", 0)))
-                except OSError:  # the client gave up before its request was read: nothing to log
-                    self.close_connection = True
-                    return
+                    body = self.rfile.read(length)
+                except OSError:
+                    body = b""
                 try:
                     event_id = str(json.loads(body).get("event_id", ""))
                 except (ValueError, AttributeError):
                     event_id = ""
-                outcome = receiver.decide(self.headers.get("webhook-id", ""), event_id)
-                if outcome == "timeout":
+                outcome = receiver.decide(self.headers.get("webhook-id", ""), event_id, complete=len(body) == length)
+                if outcome == INCOMPLETE:
+                    self.close_connection = True
+                elif outcome == "timeout":
                     threading.Event().wait(receiver.timeout_sleep_s)
                     self._answer(504, {})
                 elif outcome == "429":

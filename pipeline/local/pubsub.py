@@ -311,7 +311,7 @@ def _cancel(result: PipelineResult) -> None:
 def _finish(run_: LocalRun, ok: bool, extra: list[str]) -> int:
     """Prints the accounting (and the measurements); the exit code."""
     folder = run_.folder
-    folder.keep_stranded_files()
+    folder.keep_stranded_files(target_folders(run_.options).values())
     counters = run_.checked(run_.counters())
     print(accounting.summary(counters, str(folder.output_dir)))
     agrees = run_.drain.supervision == counters.pushed and run_.drain.dead_letters == counters.all_dead_letters

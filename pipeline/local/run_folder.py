@@ -32,6 +32,9 @@ import shutil
 import uuid
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Iterable
+
+from apache_beam.transforms.window import GlobalWindow
 
 _LOGGER = logging.getLogger(__name__)
 
@@ -78,9 +81,9 @@ class RunFolder:
                 shutil.rmtree(run, ignore_errors=True)
             elif continues:
                 _LOGGER.info("carrying the output of %s, a Pub/Sub run that did not complete, into this run", run)
-                for entry in run.iterdir():
-                    if entry.name not in (_KEEP, ACCOUNTING_FILE) and not entry.name.startswith(_CURRENT_VIEW):
-                        _carry(entry, path / entry.name, copy=False)
+                for entry in _entries(run):
+                    if entry != ACCOUNTING_FILE and not entry.startswith(_CURRENT_VIEW):
+                        _carry(run / entry, path / entry, copy=False)
                 _salvage_unfinished_files(run, path)
                 shutil.rmtree(run, ignore_errors=True)
             else:
@@ -107,28 +110,40 @@ class RunFolder:
 
     def entries(self) -> list[str]:
         """The run's output entries (folders and files), by name."""
-        return sorted(p.name for p in self.path.iterdir() if p.name not in (_COMPLETE, _KEEP))
+        return _entries(self.path)
 
-    def keep_stranded_files(self) -> int:
+    def keep_stranded_files(self, folder_targets: Iterable[str] = ()) -> int:
         """Moves into their folders the files the job left in ``.temp*`` folders; returns how many.
 
         Beam's ``WriteToFiles`` in streaming finalises a window's files before the timers that
         fire after a bounded input ends (the last waybill views, alerts, state changes, final
-        statistics): those are written to complete files in the writer's ``.temp*`` folder and
-        never moved. Once the job has finished nothing writes them any more, so each becomes
-        ``<folder>/<folder name>-final-<its mtime ns>-<its temp name>.jsonl``.
+        statistics, what they deliver): those are written to complete files in the writer's
+        ``.temp*`` folder and never moved. Once the job has finished nothing writes them any
+        more, so each becomes ``<folder>/<folder name>-final-<its mtime ns>-<its temp name>.jsonl``.
+
+        Every output's writer has its temp folder inside its own folder, except the one writer of
+        all ``folder_targets``, whose temp folder is at the top: Beam names its files after
+        ``abs(hash((destination, window)))`` (``fileio._create_writer``), which this process, the
+        one that ran the job, computes for each folder target in the global window. A file no
+        target owns stays where it is (and its folder's identity fails).
         """
+        owners = {str(abs(hash((folder, GlobalWindow())))): folder for folder in folder_targets}
         moved = 0
-        for temp in sorted(self.path.rglob(".temp*")):
-            if not temp.is_dir():
-                continue
-            prefix = temp.parent.name
-            for stranded in sorted(temp.iterdir()):
-                if stranded.is_file():
-                    name = f"{prefix}-final-{stranded.stat().st_mtime_ns}-{stranded.name}.jsonl"
-                    os.replace(stranded, temp.parent / name)
-                    moved += 1
-            shutil.rmtree(temp)
+        for temp in sorted(p for p in self.path.rglob(".temp*") if p.is_dir()):
+            for stranded in sorted(f for f in temp.iterdir() if f.is_file()):
+                folder = temp.parent
+                if folder == self.path:
+                    owner = owners.get(stranded.name.split("_", 1)[0])
+                    if owner is None:
+                        _LOGGER.warning("%s: no folder target owns this unfinished file; it is left there", stranded)
+                        continue
+                    folder = self.path / owner
+                    folder.mkdir(parents=True, exist_ok=True)
+                name = f"{folder.name}-final-{stranded.stat().st_mtime_ns}-{stranded.name}.jsonl"
+                os.replace(stranded, folder / name)
+                moved += 1
+            if not any(temp.iterdir()):
+                temp.rmdir()
         return moved
 
     def switch(self) -> None:
@@ -139,6 +154,11 @@ class RunFolder:
     def discard(self) -> None:
         """Deletes the run's folder (a run that failed before writing anything worth keeping)."""
         shutil.rmtree(self.path, ignore_errors=True)
+
+
+def _entries(run: Path) -> list[str]:
+    """The output entries of a run folder: not its markers, not hidden temp folders."""
+    return sorted(p.name for p in run.iterdir() if p.name not in (_COMPLETE, _KEEP) and not p.name.startswith("."))
 
 
 def _finish_interrupted_switches(root: Path) -> None:
@@ -180,6 +200,10 @@ def _salvage_unfinished_files(killed: Path, target: Path) -> None:
     run had taken (and acknowledged): it will not come again.
     """
     for temp in sorted(p for p in killed.rglob(".temp*") if p.is_dir()):
+        if temp.parent == killed:  # the folder targets' writer: which target a file is for died with the run
+            _LOGGER.warning("%s: the unfinished files of folder targets of a killed run cannot be placed; "
+                            "left out: %s", killed, ", ".join(f.name for f in temp.iterdir()))
+            continue
         folder = target / temp.parent.relative_to(killed)
         for unfinished in sorted(f for f in temp.iterdir() if f.is_file()):
             data = unfinished.read_bytes()

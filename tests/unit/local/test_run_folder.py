@@ -7,6 +7,8 @@ import os
 from pathlib import Path
 
 import pytest
+from apache_beam.io import fileio
+from apache_beam.transforms.window import GlobalWindow
 
 from pipeline.local import run_folder
 from pipeline.local.run_folder import RunFolder
@@ -53,6 +55,7 @@ def test_a_continuing_run_starts_from_the_previous_output_and_what_a_killed_one_
     killed = RunFolder.start(str(tmp_path), continues=True)
     _write(killed.path / "orders" / "orders-2.jsonl", "c\n")
     _write(killed.path / "orders" / ".temp7" / "9_x", "c2\nhal")  # one whole line, one cut by the kill
+    _write(killed.path / ".temp8" / "5_y", "{}\n")  # the folder targets' writer: its target died with the run
     assert sorted(tmp_path.glob(".run-*")) == [killed.path]
 
     third = RunFolder.start(str(tmp_path), continues=True)
@@ -63,6 +66,7 @@ def test_a_continuing_run_starts_from_the_previous_output_and_what_a_killed_one_
     third.switch()
     assert sorted(f.read_text() for f in (tmp_path / "orders").glob("*.jsonl")) == ["a\nb\n", "c\n", "c2\n", "d\n"]
     assert not list(tmp_path.rglob(".temp*"))
+    assert sorted(p.name for p in tmp_path.iterdir()) == [".entries.json", "orders"]
 
 
 def test_a_replacing_run_keeps_a_killed_continuing_runs_folder(tmp_path: Path) -> None:
@@ -125,3 +129,18 @@ def test_files_left_in_temp_folders_move_into_their_folder(tmp_path: Path) -> No
     assert names[0] == "waybills-000000-1-00000-of-00001.jsonl"
     assert names[1].startswith("waybills-final-") and names[1].endswith("-555_abc.jsonl")
     assert [p.name.startswith("erp-final-") for p in (folder.path / "units" / "erp").iterdir()] == [True]
+
+
+def test_files_the_folder_targets_writer_left_at_the_top_go_to_their_target(tmp_path: Path) -> None:
+    # The one writer of all folder targets has its temp folder at the top of the run folder;
+    # Beam's own writer names the temp file (after its destination and window).
+    folder = RunFolder.start(str(tmp_path))
+    temp = folder.path / ".temp-targets"
+    name, handle = fileio._create_writer(str(temp), ("units/erp", GlobalWindow()), fileio.TextSink().create_metadata)
+    handle.write(b'{"order": 1}\n')
+    handle.close()
+    _write(temp / "123_unknown", "{}\n")  # no configured target owns it
+    assert folder.keep_stranded_files(["units/erp", "units/wms"]) == 1
+    (moved,) = (folder.path / "units" / "erp").iterdir()
+    assert moved.name.startswith("erp-final-") and moved.read_text() == '{"order": 1}\n'
+    assert (temp / "123_unknown").exists() and ".temp-targets" not in folder.entries()

@@ -183,7 +183,9 @@ def with_checks(
                         a.pushed, a.lifecycle_events + a.late_for_closed_waybills))
     checks += [Check(f"delivery target {target}: requested = delivered + dead-lettered",
                      d.requested, d.delivered + d.dead_lettered) for target, d in a.deliveries.items()]
-    if files_dir is not None:
+    if files_dir is None:
+        unchecked.append("output folders against what the job wrote (the output is not local)")
+    else:
         expected = dict(a.written)
         expected.update({folder: getattr(a, name) for name, folder in folders.items()})
         expected.update({folder: a.deliveries.get(target, TargetDeliveries()).delivered
@@ -192,8 +194,6 @@ def with_checks(
         checks += [Check(f"{folder}/ lines = records written",
                          count_lines(Path(files_dir) / folder) - carried.get(folder, 0), count)
                    for folder, count in sorted(expected.items())]
-    if files_dir is None:
-        unchecked.append("output folders against what the job wrote (the output is not local)")
     return dataclasses.replace(a, checks=tuple(checks), unchecked=tuple(unchecked))
 
 

@@ -34,6 +34,9 @@ LOCAL_RUNNER=pipeline.local.runner.LocalRunner
 
 if [ "${1:-}" = "--test" ]; then
   shift
+  for arg in "$@"; do  # test paths given: run those only
+    case "$arg" in tests|tests/*|./tests|./tests/*) exec .venv/bin/python -m pytest "$@" ;; esac
+  done
   exec .venv/bin/python -m pytest tests "$@"
 fi
 if [ "${1:-}" = "--batch" ]; then

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import signal
 import threading
 import time
 from collections import Counter
@@ -197,6 +198,10 @@ class PointsApi:
         return Handler
 
 
+def _stop(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(prog="python -m pipeline.local.points_api", description=__doc__.split("\n\n")[0])
     parser.add_argument("--port", type=int, default=8088, help="port on 127.0.0.1. Default: 8088.")
@@ -211,9 +216,10 @@ def main() -> None:
             secret = read_secret(parse_ref(args.secret_ref, "--secret_ref"), "--secret_ref")
         except ValueError as error:
             parser.error(str(error))
+    signal.signal(signal.SIGTERM, _stop)
     with PointsApi(pressure_plan() if args.faults else healthy, max_requests=100_000, port=args.port,
                    secret=secret) as api:
-        print(f"points API on {api.url} for {args.seconds:g} s (Ctrl-C stops it)", flush=True)
+        print(f"points API on {api.url} for {args.seconds:g} s (Ctrl-C or SIGTERM stops it)", flush=True)
         try:
             time.sleep(args.seconds)
         except KeyboardInterrupt:

@@ -358,6 +358,6 @@ def test_the_sample_keeps_the_points_api_secret_in_a_private_file_off_every_comm
         signed = signed_headers(secret, "msg-1", body, datetime.now(timezone.utc))
         assert [requests.post(url, data=body, headers=h, timeout=10).status_code for h in (unsigned, signed)] == [401, 200]
     finally:
-        server.send_signal(signal.SIGINT)
+        server.send_signal(signal.SIGTERM)  # (SIGINT is ignored where the tests run in the background)
         summary, _ = server.communicate(timeout=30)
     assert "2 requests (1 refused as not signed), 1 credits applied" in summary

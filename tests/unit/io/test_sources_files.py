@@ -13,7 +13,7 @@ import pytest
 from pipeline.io.sources import read_avro_container, read_file
 from pipeline.model import schemas
 from pipeline.model.messages import MAX_MESSAGE_BYTES, Encoding, RawMessage
-from tests.unit.model.hostile_inputs import container, courier_record, order_record
+from tests.unit.model.hostile_inputs import container, courier_record, order_record, zigzag_varint
 
 RECORDS = [courier_record(f"ev-{i:04d}") for i in range(600)]
 
@@ -73,7 +73,7 @@ def test_a_block_whose_records_do_not_decode_is_skipped_alone_with_its_record_co
     data = container(schemas.COURIER_EVENT, RECORDS)
     offset, size, count = blocks(data)[2]
     # The first record's event_id length, just after the block's two varints: now longer than the block.
-    header = len(_varint(count)) + len(_varint(size - 16 - len(_varint(count)) - 2))
+    header = len(zigzag_varint(count)) + len(zigzag_varint(size - 16 - len(zigzag_varint(count)) - 2))
     damaged = data[:offset + header] + b"\x7e" + data[offset + header + 1:]
     messages = read(damaged)
     assert event_ids(messages) == ids_of_blocks(data, {2})
@@ -127,13 +127,3 @@ def test_a_line_over_the_size_limit_is_cut_and_the_next_lines_keep_their_numbers
     assert [(m.attributes["line"], len(m.data)) for m in messages] == [
         ("1", 5), ("2", MAX_MESSAGE_BYTES + 1), ("4", 6), ("5", MAX_MESSAGE_BYTES + 1),
     ]
-
-
-def _varint(n: int) -> bytes:
-    n = (n << 1) ^ (n >> 63)
-    out = bytearray()
-    while n > 0x7F:
-        out.append((n & 0x7F) | 0x80)
-        n >>= 7
-    out.append(n)
-    return bytes(out)

@@ -210,3 +210,14 @@ def container(name: str, records: list[dict[str, Any]], codec: str = "null", syn
     out = io.BytesIO()
     fastavro.writer(out, schemas.parsed(name), records, codec=codec, sync_interval=sync_interval)
     return out.getvalue()
+
+
+def zigzag_varint(n: int) -> bytes:
+    """Avro's zigzag varint of a long (a block's record count and byte size in a container)."""
+    n = (n << 1) ^ (n >> 63)
+    out = bytearray()
+    while n > 0x7F:
+        out.append((n & 0x7F) | 0x80)
+        n >>= 7
+    out.append(n)
+    return bytes(out)

@@ -14,7 +14,7 @@ from pipeline.io.sinks import to_pubsub_message
 from pipeline.model import json_records, schemas
 from pipeline.model.messages import MAX_MESSAGE_BYTES, MAX_NESTING_DEPTH, Encoding, RawMessage
 from pipeline.stages.validate import ValidateEvents, ValidateEventsFn, ValidateOutput
-from tests.unit.model.hostile_inputs import courier_record, json_line_object, order_record
+from tests.unit.model.hostile_inputs import courier_record, json_line_object, order_record, zigzag_varint
 
 LONG_MAX = 2**63 - 1
 INT_MAX = 2**31 - 1
@@ -116,9 +116,9 @@ def test_an_avro_timestamp_beyond_the_year_9999_is_absurd() -> None:
     avro = schemas.encode("CourierEvent", courier_record("ev-1"))
     # event_time is the long after the enum event_type; replace it by 2**62 ms (zigzag varint).
     good_millis = json_records.parse_timestamp(COURIER["event_time"]).timestamp() * 1000
-    encoded = _varint(int(good_millis))
+    encoded = zigzag_varint(int(good_millis))
     assert avro.count(encoded) == 1
-    assert dead_letter(avro.replace(encoded, _varint(2**62)), {"schema": "CourierEvent"}, Encoding.AVRO)["error_kind"] == "absurd_timestamp"
+    assert dead_letter(avro.replace(encoded, zigzag_varint(2**62)), {"schema": "CourierEvent"}, Encoding.AVRO)["error_kind"] == "absurd_timestamp"
 
 
 def test_an_avro_string_that_is_not_utf8_is_invalid_text() -> None:
@@ -192,14 +192,3 @@ def test_an_unreadable_stretch_is_its_own_dead_letter() -> None:
     text = b"bytes 10 to 20 of the file (10 bytes) could not be read: a block does not end in the file's sync marker"
     letter = dead_letter(text, {"file": "f.avro", "offset": "10", "skipped_bytes": "10"}, Encoding.UNREADABLE)
     assert (letter["error_kind"], letter["stage"], letter["message"]) == ("unreadable_file", "decode", text.decode())
-
-
-def _varint(n: int) -> bytes:
-    """Avro's zigzag varint of a long."""
-    n = (n << 1) ^ (n >> 63)
-    out = bytearray()
-    while n > 0x7F:
-        out.append((n & 0x7F) | 0x80)
-        n >>= 7
-    out.append(n)
-    return bytes(out)

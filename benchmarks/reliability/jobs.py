@@ -12,8 +12,8 @@ from pathlib import Path
 from typing import Callable
 
 from benchmarks.reliability.receiver import FaultyReceiver
+from pipeline.local.runner_choice import LOCAL_RUNNER
 
-LOCAL_RUNNER = "pipeline.local.runner.LocalRunner"
 _POLL_S = 0.2
 
 

@@ -16,12 +16,11 @@ the final record, so a person sees when the figure became right.
 from __future__ import annotations
 
 import argparse
-import json
 from pathlib import Path
 from typing import Any, Iterable, Optional
 
 from pipeline.io.current_view import figure_key, pane_rank
-from pipeline.model.json_records import from_json, read_folder
+from pipeline.model.json_records import read_files, read_folder
 from pipeline.stages.stats import COURIER_EVENTS, ORDER_EVENTS, TOTAL_DIMENSION
 
 DAILY_STAT = "com.waybill.DailyStat"
@@ -48,8 +47,7 @@ def read_stats(output_dir: str | Path) -> list[Stat]:
 
 def read_stat_files(paths: Iterable[Path]) -> list[Stat]:
     """Every DailyStat record in ``paths``, in that order, checked against the schema."""
-    return [from_json(DAILY_STAT, json.loads(line)) for path in paths
-            for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+    return read_files(paths, DAILY_STAT)
 
 
 def latest(records: Iterable[Stat]) -> dict[tuple[str, str, str, str], Stat]:

@@ -27,7 +27,7 @@ import json
 import re
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Iterable
 
 from pipeline.model import schemas
 from pipeline.model.dead_letter import ErrorKind, InvalidInput
@@ -110,8 +110,17 @@ def read_folder(folder: str | Path, name: str) -> list[schemas.Record]:
     Raises:
         ValueError: a line is not such a record, naming the file and line.
     """
+    return read_files(sorted(Path(folder).glob("*.jsonl")), name)
+
+
+def read_files(paths: Iterable[Path], name: str) -> list[schemas.Record]:
+    """Every record of schema ``name`` in the JSON Lines files ``paths``, in that order.
+
+    Raises:
+        ValueError: a line is not such a record, naming the file and line.
+    """
     records = []
-    for path in sorted(Path(folder).glob("*.jsonl")):
+    for path in paths:
         for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
             if not line.strip():
                 continue

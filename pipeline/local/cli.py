@@ -112,10 +112,11 @@ def _run_and_report(options: WaybillOptions, folder: RunFolder | None) -> accoun
         final = accounting.with_checks(counters, None, {})
         print(accounting.summary(final), flush=True)
         return final
-    folder.keep_stranded_files(target_folders(options).values())
+    targets = target_folders(options)
+    folder.keep_stranded_files(targets.values())
     stats_in_files = None if options.stats_topic else stats_report.events_counted(
         stats_report.read_stat_files(folder.new_files(outputs.STATS_DIR)))
-    final = accounting.with_checks(counters, folder.path, counted_folders(options), target_folders(options),
+    final = accounting.with_checks(counters, folder.path, counted_folders(options), targets,
                                    stats_in_files, folder.carried_lines)
     print(accounting.summary(final, str(folder.output_dir)), flush=True)
     print(read_live_states(result).summary_line(), flush=True)

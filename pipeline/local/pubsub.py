@@ -141,6 +141,7 @@ class LocalRun:
         self.result = result
         self.folder = folder
         self.options = options
+        self.target_folders = target_folders(options)
         self.drain = drain
         self.stall_timeout = stall_timeout
         self.published = 0
@@ -153,7 +154,7 @@ class LocalRun:
         """``counters`` with every identity checked against the run folder's files."""
         stats = stats_report.events_counted(stats_report.read_stat_files(self.folder.new_files(outputs.STATS_DIR)))
         return accounting.with_checks(counters, self.folder.path, counted_folders(self.options),
-                                      target_folders(self.options), stats, self.folder.carried_lines)
+                                      self.target_folders, stats, self.folder.carried_lines)
 
     def accounted(self, counters: accounting.Accounting, published: int) -> bool:
         """Every published message is in, the counters balance, the topics hold what the counters
@@ -311,7 +312,7 @@ def _cancel(result: PipelineResult) -> None:
 def _finish(run_: LocalRun, ok: bool, extra: list[str]) -> int:
     """Prints the accounting (and the measurements); the exit code."""
     folder = run_.folder
-    folder.keep_stranded_files(target_folders(run_.options).values())
+    folder.keep_stranded_files(run_.target_folders.values())
     counters = run_.checked(run_.counters())
     print(accounting.summary(counters, str(folder.output_dir)))
     agrees = run_.drain.supervision == counters.pushed and run_.drain.dead_letters == counters.all_dead_letters

@@ -25,6 +25,7 @@ only the lines it added (:attr:`RunFolder.carried_lines`).
 """
 from __future__ import annotations
 
+import functools
 import json
 import logging
 import os
@@ -35,6 +36,8 @@ from pathlib import Path
 from typing import Iterable
 
 from apache_beam.transforms.window import GlobalWindow
+
+from pipeline.local.accounting import file_lines
 
 _LOGGER = logging.getLogger(__name__)
 
@@ -70,8 +73,7 @@ class RunFolder:
         path.mkdir()
         if continues:
             (path / _KEEP).touch()
-            previous = json.loads((root / _ENTRIES).read_text()) if (root / _ENTRIES).exists() else []
-            for name in previous:
+            for name in _previous_entries(root):
                 if name != ACCOUNTING_FILE:
                     _carry(root / name, path / name, copy=name.startswith(_CURRENT_VIEW))
         for run in sorted(root.glob(f"{_RUN_PREFIX}*")):
@@ -92,15 +94,15 @@ class RunFolder:
         carried = frozenset(str(f.relative_to(path)) for f in path.rglob("*") if f.is_file())
         return cls(root, path, carried)
 
-    @property
+    @functools.cached_property
     def carried_lines(self) -> dict[str, int]:
-        """Folder (relative) -> lines in the ``*.jsonl`` files carried in from earlier runs."""
+        """Folder (relative) -> lines in the ``*.jsonl`` files carried in from earlier runs
+        (counted once: those files are never written again)."""
         lines: dict[str, int] = {}
         for name in self.carried:
             if name.endswith(".jsonl"):
                 folder = str(Path(name).parent)
-                with (self.path / name).open("rb") as stream:
-                    lines[folder] = lines.get(folder, 0) + sum(1 for _ in stream)
+                lines[folder] = lines.get(folder, 0) + file_lines(self.path / name)
         return lines
 
     def new_files(self, folder: str) -> list[Path]:
@@ -161,6 +163,11 @@ def _entries(run: Path) -> list[str]:
     return sorted(p.name for p in run.iterdir() if p.name not in (_COMPLETE, _KEEP) and not p.name.startswith("."))
 
 
+def _previous_entries(root: Path) -> list[str]:
+    """The entries the last completed run wrote (none before the first)."""
+    return json.loads((root / _ENTRIES).read_text()) if (root / _ENTRIES).exists() else []
+
+
 def _finish_interrupted_switches(root: Path) -> None:
     for run in sorted(root.glob(f"{_RUN_PREFIX}*")):
         if (run / _COMPLETE).exists():
@@ -217,8 +224,7 @@ def _salvage_unfinished_files(killed: Path, target: Path) -> None:
 def _finish_switch(root: Path, run: Path) -> None:
     new_entries: list[str] = json.loads((run / _COMPLETE).read_text())
     replaced = root / f"{_REPLACED_PREFIX}{run.name.removeprefix(_RUN_PREFIX)}"
-    previous = json.loads((root / _ENTRIES).read_text()) if (root / _ENTRIES).exists() else []
-    for name in sorted({*new_entries, *previous}):
+    for name in sorted({*new_entries, *_previous_entries(root)}):
         incoming = run / name
         if name in new_entries and not incoming.exists():
             continue  # moved in before the interruption

@@ -205,7 +205,9 @@ def run_pubsub_leg(workdir: Path, settings: LegSettings, emulator: Any, topics: 
             kills += job.wait_until(lambda: handed[0] >= point, settings.attempt_timeout_s)
             job.kill()
             codes.append(job.process.returncode)
-        restarted_at = handed[0]
+        # The message counted next may have been handed to the client just before the kill (the
+        # count goes up after the hand-over): only those after it were surely sent to a dead job.
+        restarted_at = handed[0] + 1
         job = Job(argv, workdir / "job.log")
         settle = _Settle(lambda: (_output_lines(out), receiver.requests, publisher.is_alive()), settings.settle_s)
         job.wait_until(settle.done, settings.attempt_timeout_s)

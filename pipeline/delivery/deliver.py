@@ -12,17 +12,19 @@ Targets are webhooks (``url``), Pub/Sub topics (``topic``) or, in local runs, fo
    (in streaming the stateful variant, with ``max_batch_duration_secs``, so that it batches
    across bundles; in batch the per-bundle one, see :class:`DeliverMessages`).
 2. ``DeliverBatchFn`` splits each gathered list by target and then into chunks of that
-   target's current adaptive size (:class:`pipeline.delivery.adaptive_batch.AdaptiveBatchSize`).
+   target's current adaptive size (:class:`pipeline.delivery.adaptive_batch.AdaptiveLimit`).
    A chunk is one "batch": one receipt.
 3. A chunk is sent in rounds. Per-message targets (Standard Webhooks): one signed POST per
    message, all of the chunk's messages in flight at once up to ``max_concurrency`` (so the
-   adaptive size is the load the receiver sees). Batch-endpoint targets: one signed POST whose
-   body is the JSON array of the payloads. Topic targets: every message of the chunk published
-   at once (:mod:`pipeline.delivery.topics`). After each round the retryable failures wait
-   (full jitter, Retry-After honoured, :mod:`pipeline.delivery.retries`) and go again, until
-   delivered, rejected, or out of attempts or time.
+   adaptive size is the load the receiver sees); one chunk at a time. Batch-endpoint targets:
+   one signed POST whose body is the JSON array of the payloads; up to the target's adaptive
+   concurrency of chunks in flight at once, each with its own rounds (see below). Topic
+   targets: every message of the chunk published at once (:mod:`pipeline.delivery.topics`),
+   one chunk at a time. After each round the retryable failures wait (full jitter,
+   Retry-After honoured, :mod:`pipeline.delivery.retries`) and go again, until delivered,
+   rejected, or out of attempts or time.
 4. How the chunk went (429/503/timeouts, quota and unavailable errors, latency) sizes the next
-   chunk of that target.
+   chunk of that target and, for a batch endpoint, sets how many chunks may be in flight.
 
 A folder target's share of a gathered list is one chunk: its payloads go, one line each, to
 the tagged output ``folder_<target_id>`` that :class:`DeliverMessages` writes to files
@@ -35,7 +37,16 @@ answers 429 with ``Retry-After: 1`` to the first round. Chunk 1 = 8 requests: ro
 (8 delivered, attempts 2, latency ~1000 ms); the 429s halve the size to 4. Chunk 2 = 4
 requests, all 200 and fast -> size 6; chunk 3 = 6 -> size 8; chunk 4 = the last 2 requests.
 
-Worker-local state (adaptive sizes, endpoints disabled by a 410): see
+Example of a batch endpoint's concurrency: target ``points`` with chunks of 2,500
+(``min_batch = max_batch``) and 1..4 chunks in flight; 12,500 requests make chunks A..E.
+A goes alone (the concurrency starts at ``min_concurrency``); its clean, fast answer raises the
+concurrency to 2, so B and C go together. B's clean answer raises it to 3: D and E join C
+(metric ``delivery_concurrency_points``: 1, 1, 2, 2, 3). C met a 429 before its 200, which halves
+the concurrency to 1: no chunk would start until D and E end; their clean answers raise it to 2,
+then 3. Each chunk's outcome updates the batch size in the same way, so a chunk cut later is cut
+at the size its predecessors left.
+
+Worker-local state (adaptive sizes and concurrency, endpoints disabled by a 410): see
 :mod:`pipeline.delivery.state`. Webhook secrets (signing secrets, secret headers) are read in
 ``DeliverBatchFn.setup`` from the references the targets hold
 (:mod:`pipeline.delivery.secret_refs`); the pickled DoFn carries the references only.
@@ -51,7 +62,7 @@ import random
 import threading
 import time
 import uuid
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from datetime import datetime, timezone
 from typing import Any, Callable, Iterable, Iterator, Mapping, Optional, Union
 
@@ -75,7 +86,7 @@ class DeliverBatchFn(beam.DoFn):
 
     Args:
         targets: ``{target_id: target}``.
-        run_token: keys the worker-local state (adaptive sizes, disabled endpoints).
+        run_token: keys the worker-local state (adaptive sizes and concurrency, disabled endpoints).
         seed: seeds the jitter (tests); None for a random seed.
         sleep: how to wait between rounds (tests may record the waits).
         publisher_client: makes the Pub/Sub ``PublisherClient`` (default the real one; tests
@@ -117,6 +128,10 @@ class DeliverBatchFn(beam.DoFn):
             by_target.setdefault(request.target_id, []).append(request)
         for target_id, requests in by_target.items():
             target = self.targets.get(target_id)
+            if target is not None and target.batch_endpoint:
+                for chunk, outcome in self._deliver_concurrently(target, requests):
+                    yield from self._report(target_id, chunk, outcome)
+                continue
             while requests:
                 if target is None:
                     known = ", ".join(sorted(self.targets)) or "none"
@@ -131,6 +146,29 @@ class DeliverBatchFn(beam.DoFn):
                     chunk, requests = requests[:size], requests[size:]
                     outcome = self._deliver_chunk(target, chunk)
                 yield from self._report(target_id, chunk, outcome)
+
+    def _deliver_concurrently(
+        self, target: DeliveryTarget, requests: list[DeliveryRequest]
+    ) -> Iterator[tuple[list[DeliveryRequest], ChunkOutcome]]:
+        """A batch endpoint's chunks, up to its adaptive concurrency in flight at once; yields each
+        chunk with its outcome as it ends (in this thread, where Beam's metrics are counted).
+
+        A chunk is cut, at the current batch size, when a chunk ends and fewer than the current
+        concurrency are in flight. Each chunk is one POST sent from the pool, never a pool task
+        of its own (``_send_round`` sends a single unit in its caller's thread), so the pool,
+        sized to the largest ``max_concurrency``, always has a thread for it.
+        """
+        in_flight = Metrics.distribution(METRICS_NAMESPACE, f"delivery_concurrency_{target.target_id}")
+        running: dict[Future[ChunkOutcome], list[DeliveryRequest]] = {}
+        while requests or running:
+            while requests and len(running) < self._state.concurrency(target.target_id):
+                size = self._state.batch_size(target.target_id)
+                chunk, requests = requests[:size], requests[size:]
+                running[self._executor.submit(self._deliver_chunk, target, chunk)] = chunk
+                in_flight.update(len(running))
+            done, _ = wait(running, return_when=FIRST_COMPLETED)
+            for future in [f for f in running if f in done]:
+                yield running.pop(future), future.result()
 
     def _deliver_chunk(self, target: DeliveryTarget, chunk: list[DeliveryRequest]) -> ChunkOutcome:
         started = time.monotonic()

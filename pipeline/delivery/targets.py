@@ -19,7 +19,7 @@ Example configuration (a list of objects)::
        "retry": {"max_attempts": 6, "base_delay_s": 0.5, "max_delay_s": 30, "max_total_s": 120}},
       {"target_id": "loyalty", "url": "https://partner.example.com/credits", "batch_endpoint": true,
        "secret_ref": "env:WAYBILL_SECRET_LOYALTY", "secret_headers": {"X-Api-Key": "file:/etc/waybill/loyalty.key"},
-       "min_batch": 2500, "max_batch": 5000, "read_timeout_s": 60},
+       "min_batch": 2500, "max_batch": 5000, "min_concurrency": 1, "max_concurrency": 4, "read_timeout_s": 60},
       {"target_id": "wms", "topic": "projects/waybill-prod/topics/wms-orders",
        "min_batch": 10, "max_batch": 500, "publish_timeout_s": 10, "retry": {"max_attempts": 5}},
       {"target_id": "coldchain", "folder": "units/coldchain"}
@@ -57,7 +57,7 @@ _COMMON_KEYS = frozenset({"target_id"})
 _BATCHING_KEYS = frozenset({"min_batch", "max_batch", "initial_batch", "batch_step", "slow_latency_s", "retry"})
 _KIND_KEYS = {
     TargetKind.WEBHOOK: _BATCHING_KEYS | {
-        "secret_ref", "secret_headers", "batch_endpoint", "max_concurrency", "connect_timeout_s",
+        "secret_ref", "secret_headers", "batch_endpoint", "min_concurrency", "max_concurrency", "connect_timeout_s",
         "read_timeout_s", "headers",
     },
     TargetKind.TOPIC: _BATCHING_KEYS | {"publish_timeout_s"},
@@ -79,12 +79,16 @@ class DeliveryTarget:
             authenticated another way).
         batch_endpoint: (url) False (default): one request per message, as Standard Webhooks
             defines, up to ``max_concurrency`` at once. True: one request per batch whose body
-            is a JSON array of the messages' payloads, signed as one message.
+            is a JSON array of the messages' payloads, signed as one message; up to an adaptive
+            number of batches (``min_concurrency``..``max_concurrency``) at once.
         min_batch, max_batch: bounds of the adaptive batch size (url, topic).
         initial_batch: the first batch size (default ``min_batch``).
         batch_step: the additive increase of the batch size (default a tenth of the range).
         slow_latency_s: a median response time above this shrinks the batches.
-        max_concurrency: (url) requests in flight at once to this target (per worker thread).
+        min_concurrency: (url, batch_endpoint only) the fewest batches in flight at once; the
+            number starts here and adapts as the batch size does.
+        max_concurrency: (url) requests in flight at once to this target (per worker thread): a
+            fixed number for one-per-message targets, the most for batch endpoints.
         connect_timeout_s, read_timeout_s: (url) the ``requests`` timeouts of one attempt.
         retry: bounds on retries (attempts, backoff, total time) (url, topic).
         headers: (url) extra headers on every request; not for credentials (names such as
@@ -106,6 +110,7 @@ class DeliveryTarget:
     initial_batch: Optional[int] = None
     batch_step: Optional[int] = None
     slow_latency_s: float = 1.0
+    min_concurrency: int = 1
     max_concurrency: int = 8
     connect_timeout_s: float = 3.05
     read_timeout_s: float = 10.0
@@ -144,8 +149,16 @@ class DeliveryTarget:
             raise ValueError(
                 f"target {self.target_id}: need 1 <= min_batch <= max_batch, got {self.min_batch} and {self.max_batch}"
             )
-        if self.max_concurrency < 1:
-            raise ValueError(f"target {self.target_id}: max_concurrency must be >= 1, got {self.max_concurrency}")
+        if not 1 <= self.min_concurrency <= self.max_concurrency:
+            raise ValueError(
+                f"target {self.target_id}: need 1 <= min_concurrency <= max_concurrency, "
+                f"got {self.min_concurrency} and {self.max_concurrency}"
+            )
+        if self.min_concurrency != 1 and not self.batch_endpoint:
+            raise ValueError(
+                f"target {self.target_id}: min_concurrency applies only to batch_endpoint targets (the others send "
+                f"max_concurrency requests at once), got {self.min_concurrency}"
+            )
         if self.publish_timeout_s <= 0:
             raise ValueError(f"target {self.target_id}: publish_timeout_s must be positive, got {self.publish_timeout_s}")
         if self.secret_ref is not None:

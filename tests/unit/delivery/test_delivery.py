@@ -33,7 +33,7 @@ from pytest_httpserver import HTTPServer
 from standardwebhooks import Webhook
 from werkzeug import Request, Response
 
-from pipeline.delivery.adaptive_batch import AdaptiveBatchSize, Pressure
+from pipeline.delivery.adaptive_batch import AdaptiveLimit, Pressure
 from pipeline.delivery.deliver import DeliverBatchFn, DeliverMessages
 from pipeline.delivery.records import DeliveryRequest, delivery_request
 from pipeline.delivery.retries import RetryPolicy, parse_retry_after
@@ -166,7 +166,7 @@ def by_event(dead: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
 
 
 def test_adaptive_size_halves_under_throttling_and_grows_by_step_within_bounds() -> None:
-    size = AdaptiveBatchSize(min_size=2500, max_size=5000, initial=4000, slow_latency_s=2.0)
+    size = AdaptiveLimit(minimum=2500, maximum=5000, initial=4000, slow_latency_s=2.0)
     assert size.step == 250
     assert [size.record(Pressure.THROTTLED) for _ in range(2)] == [2500, 2500]  # floor at min
     assert [size.record(Pressure.HEALTHY, 0.3) for _ in range(11)][-2:] == [5000, 5000]  # cap at max
@@ -177,9 +177,9 @@ def test_adaptive_size_halves_under_throttling_and_grows_by_step_within_bounds()
 
 def test_adaptive_size_rejects_bad_bounds() -> None:
     with pytest.raises(ValueError, match="1 <= min <= max, got min=10, max=5"):
-        AdaptiveBatchSize(10, 5)
+        AdaptiveLimit(10, 5)
     with pytest.raises(ValueError, match=r"within \[1, 5\], got 9"):
-        AdaptiveBatchSize(1, 5, initial=9)
+        AdaptiveLimit(1, 5, initial=9)
 
 
 def test_backoff_is_full_jitter_under_an_exponential_cap_and_gives_up_at_the_limits() -> None:

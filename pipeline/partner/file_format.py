@@ -17,14 +17,20 @@ The text inside (UTF-8, ``\\n`` line ends, comma-separated, no quoting: fields h
     H,1,ACME-BANK,ACME-20261121-001,2026-11-21T08:00:00Z          header: version, partner, file id, created
     D,ACME-BANK,M000001,150,TX-000001,2026-11-21T07:59:00+08:00   a row: partner, member, points, txn id, txn time
     T,1,<sha256 hex of the D lines, each with its \\n>             trailer: row count, checksum
+
+Numbers are ASCII digits only (at most 18, no sign, no spaces inside); txn_time is RFC 3339
+(``YYYY-MM-DDThh:mm:ss[.fraction]`` then ``Z`` or ``+hh:mm``/``-hh:mm``); no field holds bytes that
+are not UTF-8, a control or invisible format character, or a line separator.
 """
 from __future__ import annotations
 
 import enum
 import hashlib
 import os
+import re
 import struct
-from datetime import datetime
+import unicodedata
+from datetime import datetime, timezone
 from typing import BinaryIO, Callable, Iterable, Iterator, Mapping, NamedTuple, Optional, Union
 
 from cryptography.exceptions import InvalidTag
@@ -38,6 +44,14 @@ SEGMENT_BYTES = 64 * 1024
 _TAG = 16
 _PREFIX = 7
 _LENGTH = struct.Struct(">I")
+MAX_DIGITS = 18  # of a row's points and the trailer's count: longer is a rejection, never a giant int
+_WHOLE_NUMBER = re.compile(f"[0-9]{{1,{MAX_DIGITS}}}")
+# Unicode categories no field may hold, and what the rejection calls them.
+_UNSEEN = {"Cc": "control character", "Cf": "invisible format character", "Cs": "lone surrogate",
+           "Zl": "line separator", "Zp": "paragraph separator"}
+_ROW_FIELDS = ("partner", "member_id", "points", "txn_id", "txn_time")  # a D line's fields after the D
+_RFC3339 = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2}T[0-9]{2}:[0-9]{2}:[0-9]{2}(\.[0-9]{1,9})?"
+                      r"(Z|[+-]([01][0-9]|2[0-3]):[0-5][0-9])")
 
 
 class FileProblem(str, enum.Enum):
@@ -52,6 +66,7 @@ class FileProblem(str, enum.Enum):
     BAD_TRAILER = "bad_trailer"
     ROW_COUNT_MISMATCH = "row_count_mismatch"
     CHECKSUM_MISMATCH = "checksum_mismatch"
+    TOO_MANY_INVALID = "too_many_invalid"
 
 
 class FileRejected(Exception):
@@ -219,7 +234,7 @@ def lines_of(segments: Iterable[bytes]) -> Iterator[bytes]:
 
 
 class FileInfo(NamedTuple):
-    """What the header and trailer of a verified file say."""
+    """What the header and trailer of a verified file say, and how many rows break a row rule."""
 
     partner_id: str
     key_id: str
@@ -227,6 +242,7 @@ class FileInfo(NamedTuple):
     created_at: str
     row_count: int
     checksum: str
+    invalid_rows: int = 0  # counted only when verify_file is given max_invalid_percent
 
 
 class Row(NamedTuple):
@@ -267,36 +283,75 @@ def key_lookup(partners: Mapping[str, Partner]) -> Callable[[str, str], bytes]:
     return key_for
 
 
-def verify_file(stream: BinaryIO, partners: Mapping[str, Partner]) -> FileInfo:
+def verify_file(stream: BinaryIO, partners: Mapping[str, Partner], max_invalid_percent: Optional[float] = None) -> FileInfo:
     """Reads a whole file once: decrypts every segment and checks header, trailer, count, checksum.
+
+    Args:
+        max_invalid_percent: when given, every D row is also checked as :func:`read_rows` does, and
+            a file whose invalid rows are more than this percent of its rows is refused.
 
     Raises:
         FileRejected: for the first problem found.
+        ValueError: ``max_invalid_percent`` is not between 0 and 100.
     """
+    if max_invalid_percent is not None and not 0 <= max_invalid_percent <= 100:
+        raise ValueError(f"max_invalid_percent must be from 0 to 100, got {max_invalid_percent!r}")
     partner_id, key_id, segments = decrypt(stream, key_lookup(partners))
     lines = lines_of(segments)
     header = next(lines, b"").decode("utf-8", errors="replace").split(",")
     if len(header) != 5 or header[:2] != ["H", str(VERSION)] or header[2] != partner_id:
         raise FileRejected(FileProblem.BAD_HEADER, f"first line must be H,{VERSION},{partner_id},<file id>,<created>; got {header!r:.120}", partner_id)
-    digest, count, trailer = hashlib.sha256(), 0, None
+    file_id, created_at = header[3].strip(), header[4].strip()
+    for name, value in (("file id", file_id), ("created", created_at)):
+        problem = _unreadable(value)
+        if problem:
+            raise FileRejected(FileProblem.BAD_HEADER, f"the header's {name} {problem}: {_shown(value)}", partner_id)
+    check = _RowChecker(partners[partner_id]) if max_invalid_percent is not None else None
+    digest, count, invalid, trailer = hashlib.sha256(), 0, 0, None
     for line in lines:
         if trailer is not None:
             raise FileRejected(FileProblem.BAD_TRAILER, f"text after the trailer line {trailer!r:.80}", partner_id)
         if line.startswith(b"D,"):
             digest.update(line + b"\n")
             count += 1
+            if check is not None and isinstance(check(count, line), RowRejection):
+                invalid += 1
         elif line.startswith(b"T,"):
             trailer = line.decode("utf-8", errors="replace").strip()
         else:
             raise FileRejected(FileProblem.BAD_TRAILER, f"line {count + 2} is neither a D row nor the T trailer: {line[:40]!r}", partner_id)
     fields = (trailer or "").split(",")
-    if len(fields) != 3 or not fields[1].isdigit():
-        raise FileRejected(FileProblem.BAD_TRAILER, f"last line must be T,<row count>,<sha256 hex>; got {trailer!r:.120}", partner_id)
-    if int(fields[1]) != count:
-        raise FileRejected(FileProblem.ROW_COUNT_MISMATCH, f"trailer says {fields[1]} rows, the file has {count}", partner_id)
+    said = _whole_number(fields[1]) if len(fields) == 3 else None
+    if said is None:
+        raise FileRejected(FileProblem.BAD_TRAILER, f"last line must be T,<row count in ASCII digits>,<sha256 hex>; got {trailer!r:.120}", partner_id)
+    if said != count:
+        raise FileRejected(FileProblem.ROW_COUNT_MISMATCH, f"trailer says {said} rows, the file has {count}", partner_id)
     if fields[2].lower() != digest.hexdigest():
         raise FileRejected(FileProblem.CHECKSUM_MISMATCH, f"trailer checksum {fields[2]!r:.70} != sha256 of the rows {digest.hexdigest()}", partner_id)
-    return FileInfo(partner_id, key_id, header[3], header[4], count, digest.hexdigest())
+    if max_invalid_percent is not None and invalid * 100 > max_invalid_percent * count:
+        raise FileRejected(
+            FileProblem.TOO_MANY_INVALID,
+            f"{invalid} of {count} rows ({100 * invalid / count:g}%) break a row rule; the limit is {max_invalid_percent:g}%", partner_id,
+        )
+    return FileInfo(partner_id, key_id, file_id, created_at, count, digest.hexdigest(), invalid)
+
+
+class _RowChecker:
+    """The row rules over one file's D lines in order: :func:`check_row`, then ``duplicate_txn_id``."""
+
+    def __init__(self, partner: Partner) -> None:
+        self._partner = partner
+        self._seen: set[str] = set()
+
+    def __call__(self, row_no: int, line: bytes) -> Union[Row, RowRejection]:
+        checked = check_row(row_no, line.decode("utf-8", errors="replace"), self._partner)
+        if not isinstance(checked, Row):
+            return checked
+        if checked.txn_id in self._seen:
+            return RowRejection(row_no, checked.txn_id, checked.member_id, str(checked.points), "duplicate_txn_id",
+                                f"txn_id {checked.txn_id!r} appears earlier in this file")
+        self._seen.add(checked.txn_id)
+        return checked
 
 
 def read_rows(stream: BinaryIO, partners: Mapping[str, Partner]) -> Iterator[Union[Row, RowRejection]]:
@@ -305,21 +360,33 @@ def read_rows(stream: BinaryIO, partners: Mapping[str, Partner]) -> Iterator[Uni
     A txn_id seen earlier in the same file is rejected as ``duplicate_txn_id`` (the first one counts).
     """
     partner_id, _, segments = decrypt(stream, key_lookup(partners))
-    partner = partners[partner_id]
-    seen: set[str] = set()
+    check = _RowChecker(partners[partner_id])
     row_no = 0
     for line in lines_of(segments):
-        if not line.startswith(b"D,"):
-            continue
-        row_no += 1
-        checked = check_row(row_no, line.decode("utf-8", errors="replace"), partner)
-        if isinstance(checked, Row):
-            if checked.txn_id in seen:
-                checked = RowRejection(row_no, checked.txn_id, checked.member_id, str(checked.points), "duplicate_txn_id",
-                                       f"txn_id {checked.txn_id!r} appears earlier in this file")
-            else:
-                seen.add(checked.txn_id)
-        yield checked
+        if line.startswith(b"D,"):
+            row_no += 1
+            yield check(row_no, line)
+
+
+def _whole_number(text: str) -> Optional[int]:
+    """``text`` as a whole number when it is 1 to :data:`MAX_DIGITS` ASCII digits, else None."""
+    return int(text) if _WHOLE_NUMBER.fullmatch(text) else None
+
+
+def _unreadable(text: str) -> Optional[str]:
+    """What makes ``text`` unfit for a field (bytes that were not UTF-8, an unseen character), or None."""
+    for char in text:
+        if char == "\ufffd":
+            return "holds bytes that are not UTF-8 (shown as U+FFFD)"
+        kind = _UNSEEN.get(unicodedata.category(char))
+        if kind:
+            return f"holds the {kind} U+{ord(char):04X}"
+    return None
+
+
+def _shown(text: str, limit: int = 40) -> str:
+    """``repr(text)`` of at most ``limit`` characters of it, saying how long a longer one was."""
+    return repr(text) if len(text) <= limit else f"{text[:limit]!r}... ({len(text)} characters)"
 
 
 def check_row(row_no: int, line: str, partner: Partner) -> Union[Row, RowRejection]:
@@ -332,32 +399,45 @@ def check_row(row_no: int, line: str, partner: Partner) -> Union[Row, RowRejecti
     ...  "D,ACME,M1,0,TX-3,2026-11-21T07:59:00Z", "D,ACME,M1,501,TX-4,2026-11-21T07:59:00Z",
     ...  "D,ACME,M1,5,,2026-11-21T07:59:00Z", "D,ACME,M1,5,TX-6,yesterday", "D,ACME,M1,5")]
     ['unknown_member', 'bad_points', 'points_over_limit', 'missing_txn_id', 'bad_txn_time', 'malformed_row']
+
+    Numbers are ASCII digits only, and a field must be readable text:
+
+    >>> check_row(7, "D,ACME,M1,\u00b2,TX-7,2026-11-21T07:59:00Z", p).message
+    "points must be a positive whole number of 1-18 ASCII digits, got '²'"
+    >>> check_row(8, "D,ACME,M1,5,TX-\ufffd,2026-11-21T07:59:00Z", p).message
+    "txn_id holds bytes that are not UTF-8 (shown as U+FFFD): 'TX-\ufffd'"
     """
     fields = line.split(",")
-    if len(fields) != 6:
-        return RowRejection(row_no, "", "", "", "malformed_row", f"expected 6 comma-separated fields, got {len(fields)}")
+    if len(fields) != 6 or fields[0].strip() != "D":
+        return RowRejection(row_no, "", "", "", "malformed_row",
+                            f"expected 6 comma-separated fields starting with D, got {len(fields)} starting with {_shown(fields[0], 10)}")
     _, partner_id, member_id, points_text, txn_id, txn_time = (f.strip() for f in fields)
 
     def reject(reason: str, message: str) -> RowRejection:
         return RowRejection(row_no, txn_id, member_id, points_text, reason, message)
 
+    for name, value in zip(_ROW_FIELDS, (partner_id, member_id, points_text, txn_id, txn_time)):
+        problem = _unreadable(value)
+        if problem:
+            return reject("bad_encoding", f"{name} {problem}: {_shown(value)}")
     if not txn_id or len(txn_id) > 64:
-        return reject("missing_txn_id", f"txn_id must be 1-64 characters, got {txn_id!r}")
+        return reject("missing_txn_id", f"txn_id must be 1-64 characters, got {_shown(txn_id, 70)}")
     if partner_id != partner.partner_id:
-        return reject("partner_mismatch", f"row partner {partner_id!r} in a file of {partner.partner_id!r}")
+        return reject("partner_mismatch", f"row partner {_shown(partner_id)} in a file of {partner.partner_id!r}")
     if member_id not in partner.members:
-        return reject("unknown_member", f"member {member_id!r} is not a known member of {partner.partner_id}")
-    if not points_text.isdigit() or int(points_text) <= 0:
-        return reject("bad_points", f"points must be a positive whole number, got {points_text!r}")
-    if int(points_text) > partner.max_points:
+        return reject("unknown_member", f"member {_shown(member_id)} is not a known member of {partner.partner_id}")
+    points = _whole_number(points_text)
+    if points is None or points <= 0:
+        return reject("bad_points", f"points must be a positive whole number of 1-{MAX_DIGITS} ASCII digits, got {_shown(points_text)}")
+    if points > partner.max_points:
         return reject("points_over_limit", f"{points_text} points is over the limit of {partner.max_points} per row")
+    if not _RFC3339.fullmatch(txn_time):
+        return reject("bad_txn_time", f"txn_time must be RFC 3339 with an offset (2026-11-21T07:59:00Z, +hh:mm), got {_shown(txn_time)}")
     try:
-        when = datetime.fromisoformat(txn_time.replace("Z", "+00:00"))
-    except ValueError:
-        return reject("bad_txn_time", f"txn_time must be RFC 3339 with an offset, got {txn_time!r}")
-    if when.tzinfo is None:
-        return reject("bad_txn_time", f"txn_time needs an offset (Z or +hh:mm), got {txn_time!r}")
-    return Row(row_no, partner_id, member_id, int(points_text), txn_id, txn_time)
+        datetime.fromisoformat(txn_time.replace("Z", "+00:00")).astimezone(timezone.utc)
+    except (ValueError, OverflowError) as error:
+        return reject("bad_txn_time", f"txn_time {_shown(txn_time)} is not a real time: {error}")
+    return Row(row_no, partner_id, member_id, points, txn_id, txn_time)
 
 
 def partner_file_lines(partner_id: str, file_id: str, created_at: str, rows: Iterable[str]) -> Iterator[str]:

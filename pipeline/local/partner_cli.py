@@ -32,6 +32,8 @@ from pipeline.partner.feedback import partners_from
 from pipeline.partner.job import TARGET_ID, build
 
 SAMPLE_SECRET = "points_api.secret"  # the points API's signing secret in a --write_sample folder
+BATCH_ROWS = (2500, 5000)  # the batch bounds the points API takes unless --allow_any_batch_bounds
+MAX_CONCURRENCY = 64  # the most batches in flight --max_concurrency may ask for
 
 
 def argument_parser() -> argparse.ArgumentParser:
@@ -59,6 +61,12 @@ def argument_parser() -> argparse.ArgumentParser:
                                                                        "after this long; 0 runs until Ctrl-C. Default: 0.")
     parser.add_argument("--min_batch", type=int, default=2500, help="smallest batch of rows. Default: 2500.")
     parser.add_argument("--max_batch", type=int, default=5000, help="largest batch of rows. Default: 5000.")
+    parser.add_argument("--allow_any_batch_bounds", action="store_true", help="accept --min_batch/--max_batch "
+                        f"outside {BATCH_ROWS[0]}..{BATCH_ROWS[1]} (bounds agreed with the points API). Default: off.")
+    parser.add_argument("--min_concurrency", type=int, default=1, help="fewest batches in flight at once; the "
+                        "number adapts between this and --max_concurrency as the batch size does. Default: 1.")
+    parser.add_argument("--max_concurrency", type=int, default=4, help=f"most batches in flight at once (at most "
+                        f"{MAX_CONCURRENCY}). Default: 4.")
     parser.add_argument("--slow_seconds", type=float, default=2.0, help="an answer slower than this shrinks the "
                                                                         "batches. Default: 2.0.")
     parser.add_argument("--max_attempts", type=int, default=6, help="attempts per batch. Default: 6.")
@@ -74,6 +82,27 @@ def argument_parser() -> argparse.ArgumentParser:
     parser.add_argument("--read_feedback", default=None, help="decrypt and print a feedback or exception file "
                                                               "(needs --partner_keys), and exit.")
     return parser
+
+
+def check_delivery_bounds(options: argparse.Namespace) -> None:
+    """Refuses batch bounds outside ``BATCH_ROWS`` (unless ``--allow_any_batch_bounds``) and
+    concurrency bounds outside 1..``MAX_CONCURRENCY``, or a minimum above its maximum.
+
+    >>> check_delivery_bounds(argparse.Namespace(min_batch=2500, max_batch=6000, allow_any_batch_bounds=False,
+    ...                                          min_concurrency=1, max_concurrency=4))
+    Traceback (most recent call last):
+    ValueError: --min_batch and --max_batch must be within 2500..5000, got 2500 and 6000; give --allow_any_batch_bounds for bounds agreed with the points API
+    """
+    low, high = BATCH_ROWS
+    if not 1 <= options.min_batch <= options.max_batch:
+        raise ValueError(f"--min_batch and --max_batch must satisfy 1 <= min <= max, got {options.min_batch} "
+                         f"and {options.max_batch}")
+    if not options.allow_any_batch_bounds and not low <= options.min_batch <= options.max_batch <= high:
+        raise ValueError(f"--min_batch and --max_batch must be within {low}..{high}, got {options.min_batch} and "
+                         f"{options.max_batch}; give --allow_any_batch_bounds for bounds agreed with the points API")
+    if not 1 <= options.min_concurrency <= options.max_concurrency <= MAX_CONCURRENCY:
+        raise ValueError(f"--min_concurrency and --max_concurrency must satisfy 1 <= min <= max <= {MAX_CONCURRENCY}, "
+                         f"got {options.min_concurrency} and {options.max_concurrency}")
 
 
 def write_sample(folder: str, rows: int, seed: int = 7) -> Path:
@@ -135,6 +164,7 @@ def run(argv: Optional[list[str]] = None) -> PipelineResult | None:
                if not getattr(options, name)]
     if missing:
         raise ValueError(f"missing {', '.join(missing)} (see --help)")
+    check_delivery_bounds(options)
     if options.points_api_secret_ref is not None:
         parse_ref(options.points_api_secret_ref, "--points_api_secret_ref")
     partners = partners_from(options.partner_keys)  # fails early on a bad configuration

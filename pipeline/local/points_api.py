@@ -15,6 +15,8 @@ to a request whose Standard Webhooks signature does not verify. Try it by hand (
 reference, so that it is not on the command line)::
 
     python -m pipeline.local.points_api --port 8088 --faults --seconds 600 --secret_ref file:/tmp/partners/points_api.secret
+
+``--faults`` runs :class:`CapacityPlan`, which also answers by the rows in flight, as a loaded API would.
 """
 from __future__ import annotations
 
@@ -81,6 +83,85 @@ def pressure_plan(slow_s: float = 0.3, busy_above: int = 3500) -> FaultPlan:
         return Fault()
 
     return plan
+
+
+class CapacityPlan:
+    """A points API with a capacity: the rows it is working on (in flight) are bounded, and its
+    answers slow down as they grow. Called under the API's lock; deterministic for a given clock
+    and order of arrivals.
+
+    A request is in flight from its arrival until its answer is due. Request number n, of
+    ``rows`` rows, arriving while ``in_flight`` rows are in flight, gets the first that holds:
+
+    ==================================  ===============================================================
+    condition                           answer
+    ==================================  ===============================================================
+    in_flight + rows > capacity_rows    429, Retry-After: ``retry_after``, nothing applied, at once
+    n % 11 == 5                         500, nothing applied, at once
+    n % 13 == 7                         500 after applying (the answer is lost), after the latency
+    else                                200 after the latency
+    ==================================  ===============================================================
+
+    The latency is ``base_s + per_row_s * (in_flight + rows)``, fixed at arrival: every row in
+    flight shares the API's work, so more rows at once bring more rows a second, each request
+    slower, up to the capacity.
+
+    Worked example, the defaults (10,000 rows; 0.4 s + 0.1 ms a row)::
+
+        >>> clock = [0.0]
+        >>> plan = CapacityPlan(clock=lambda: clock[0])
+        >>> def answer(number, rows):
+        ...     fault = plan(number, rows)
+        ...     return fault.status, round(fault.delay_s, 2), fault.apply
+        >>> answer(1, 5000)   # alone: 0.4 s + 5,000 x 0.1 ms
+        (200, 0.9, True)
+        >>> answer(2, 4000)   # 9,000 rows in flight
+        (200, 1.3, True)
+        >>> answer(3, 2500)   # 11,500 would be over the capacity
+        (429, 0.0, False)
+        >>> clock[0] = 1.0    # request 1 was answered at 0.9 s: 4,000 rows in flight
+        >>> answer(4, 5000)
+        (200, 1.3, True)
+        >>> answer(5, 1000)   # 10,000 fit, but request 5 fails before applying
+        (500, 0.0, False)
+        >>> plan.max_in_flight_rows, plan.max_in_flight_requests
+        (9000, 2)
+
+    Args:
+        capacity_rows: the most rows in flight at once.
+        base_s: the latency of an empty request.
+        per_row_s: the latency each row in flight adds.
+        retry_after: the Retry-After of a 429, in seconds.
+        clock: the time in seconds (tests pass their own).
+    """
+
+    def __init__(self, capacity_rows: int = 10_000, base_s: float = 0.4, per_row_s: float = 0.0001,
+                 retry_after: str = "1", clock: Callable[[], float] = time.monotonic) -> None:
+        if base_s + per_row_s * capacity_rows > 5.0:
+            raise ValueError(f"base_s + per_row_s * capacity_rows must be at most 5 s (the longest an answer is held), "
+                             f"got {base_s + per_row_s * capacity_rows:g} s")
+        self.capacity_rows = capacity_rows
+        self.base_s = base_s
+        self.per_row_s = per_row_s
+        self.retry_after = retry_after
+        self.clock = clock
+        self.max_in_flight_rows = 0
+        self.max_in_flight_requests = 0
+        self._in_flight: list[tuple[float, int]] = []  # (when its answer is due, rows)
+
+    def __call__(self, number: int, rows: int) -> Fault:
+        now = self.clock()
+        self._in_flight = [(due, n) for due, n in self._in_flight if due > now]
+        load = sum(n for _, n in self._in_flight) + rows
+        if load > self.capacity_rows:
+            return Fault(429, apply=False, retry_after=self.retry_after)
+        if number % 11 == 5:
+            return Fault(500, apply=False)
+        latency = self.base_s + self.per_row_s * load
+        self._in_flight.append((now + latency, rows))
+        self.max_in_flight_rows = max(self.max_in_flight_rows, load)
+        self.max_in_flight_requests = max(self.max_in_flight_requests, len(self._in_flight))
+        return Fault(500 if number % 13 == 7 else 200, delay_s=latency)
 
 
 class Request(NamedTuple):
@@ -205,7 +286,8 @@ def _stop(signum: int, frame: object) -> None:
 def main() -> None:
     parser = argparse.ArgumentParser(prog="python -m pipeline.local.points_api", description=__doc__.split("\n\n")[0])
     parser.add_argument("--port", type=int, default=8088, help="port on 127.0.0.1. Default: 8088.")
-    parser.add_argument("--faults", action="store_true", help="inject the pressure_plan faults. Default: healthy.")
+    parser.add_argument("--faults", action="store_true", help="answer as a points API with a capacity (CapacityPlan: "
+                        "a 429 over 10,000 rows in flight, slower answers under load, some 500s). Default: healthy.")
     parser.add_argument("--seconds", type=float, default=600, help="stop after this long. Default: 600.")
     parser.add_argument("--secret_ref", default=None, help="where the whsec_<base64> signing secret requests must "
                         f"be signed with is: {REFERENCE_FORMS}. Default: unsigned requests are taken.")
@@ -217,7 +299,7 @@ def main() -> None:
         except ValueError as error:
             parser.error(str(error))
     signal.signal(signal.SIGTERM, _stop)
-    with PointsApi(pressure_plan() if args.faults else healthy, max_requests=100_000, port=args.port,
+    with PointsApi(CapacityPlan() if args.faults else healthy, max_requests=100_000, port=args.port,
                    secret=secret) as api:
         print(f"points API on {api.url} for {args.seconds:g} s (Ctrl-C or SIGTERM stops it)", flush=True)
         try:

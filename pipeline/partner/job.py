@@ -258,11 +258,13 @@ class CreditPartnerFiles(beam.PTransform):
 
 
 def points_target(options: argparse.Namespace) -> DeliveryTarget:
-    """The points API as a batch-endpoint delivery target (its signing secret by reference)."""
+    """The points API as a batch-endpoint delivery target (its signing secret by reference; batch size and
+    batches in flight adapt within the options' bounds)."""
     return DeliveryTarget(
         TARGET_ID, options.points_api, options.points_api_secret_ref, batch_endpoint=True,
         min_batch=options.min_batch, max_batch=options.max_batch, slow_latency_s=options.slow_seconds,
-        max_concurrency=1, read_timeout_s=max(30.0, 4 * options.slow_seconds),
+        min_concurrency=options.min_concurrency, max_concurrency=options.max_concurrency,
+        read_timeout_s=max(30.0, 4 * options.slow_seconds),
         retry=RetryPolicy(max_attempts=options.max_attempts, max_total_s=options.retry_seconds),
     )
 

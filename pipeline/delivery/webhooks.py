@@ -59,6 +59,7 @@ class AttemptResult:
         retry_after_s: the receiver's Retry-After, in seconds, when it sent one.
         pressure: a sign of load (429, 503, timeout, refused connection).
         error: for a person, what went wrong (None when delivered).
+        body: the response body of a delivered POST sent with ``keep_body`` (else empty).
     """
 
     verdict: Verdict
@@ -67,6 +68,7 @@ class AttemptResult:
     retry_after_s: Optional[float] = None
     pressure: bool = False
     error: Optional[str] = None
+    body: bytes = b""
 
 
 class WebhookClient:
@@ -102,8 +104,10 @@ class WebhookClient:
         headers: Mapping[str, str],
         connect_timeout_s: float,
         read_timeout_s: float,
+        keep_body: bool = False,
     ) -> AttemptResult:
-        """Sends one POST and classifies the outcome (see :class:`AttemptResult`)."""
+        """Sends one POST and classifies the outcome (see :class:`AttemptResult`); ``keep_body``
+        keeps a delivered response's body (for requests that ask, such as look-ups)."""
         started = time.monotonic()
         try:
             response = self._session().post(
@@ -131,7 +135,8 @@ class WebhookClient:
         if verdict is not Verdict.DELIVERED:
             excerpt = response.text[:_BODY_EXCERPT].strip()
             problem = f"HTTP {status} {response.reason or ''}".rstrip() + (f": {excerpt}" if excerpt else "")
-        return AttemptResult(verdict, status, latency, retry_after, status in PRESSURE_STATUSES, problem)
+        body = response.content if keep_body and verdict is Verdict.DELIVERED else b""
+        return AttemptResult(verdict, status, latency, retry_after, status in PRESSURE_STATUSES, problem, body)
 
     def close(self) -> None:
         """Closes every session this client opened (call from ``DoFn.teardown``)."""

@@ -29,7 +29,8 @@ from pipeline.local.runner_choice import LOCAL_RUNNER, STOCK_STREAMING_RUNNER, r
 from pipeline.partner import file_format as partner_format
 from pipeline.partner import keys as partner_keys
 from pipeline.partner.feedback import partners_from
-from pipeline.partner.job import TARGET_ID, build
+from pipeline.partner.job import build, new_run_id, run_dir, store_uri
+from pipeline.partner.store import describe, find_rows, parse_store
 
 SAMPLE_SECRET = "points_api.secret"  # the points API's signing secret in a --write_sample folder
 BATCH_ROWS = (2500, 5000)  # the batch bounds the points API takes unless --allow_any_batch_bounds
@@ -53,8 +54,18 @@ def argument_parser() -> argparse.ArgumentParser:
     parser.add_argument("--points_api_secret_ref", default=None, help="where the points API's whsec_<base64> "
                         f"signing secret is: {REFERENCE_FORMS}; read by the workers, never a value on the command "
                         "line. Default: unsigned.")
-    parser.add_argument("--output_dir", default="output", help="feedback/ (the outbox), partner_receipts/ and "
-                                                               "partner_dead_letter/ go here. Default: output.")
+    parser.add_argument("--output_dir", default="output", help="each run writes runs/<run id>/ here (feedback/, "
+                        "partner_receipts/, feedback_receipts/, partner_dead_letter/); archive/ keeps every received "
+                        "file. Default: output.")
+    parser.add_argument("--store", default=None, help="where every file and row outcome is kept: sqlite:<path> "
+                        "(local runs) or bigquery:<project>.<dataset> (Dataflow). Default: sqlite:<output_dir>/store.sqlite.")
+    parser.add_argument("--reconcile_seconds", type=float, default=300.0, help="how long the points API may take to "
+                        "answer the look-ups of one file before its unconfirmed rows are reported not_credited. Default: 300.")
+    parser.add_argument("--max_invalid_percent", type=float, default=None, help="refuse a whole file (exception file, "
+                        "nothing credited) when more than this percent of its rows break a row rule. Default: never.")
+    parser.add_argument("--find_txn", default=None, help="print what happened to this txn_id (every file and run that "
+                        "held it) from the --store, and exit.")
+    parser.add_argument("--file", default=None, help="with --find_txn, only in this file (its file id or name).")
     parser.add_argument("--poll_seconds", type=float, default=10.0, help="with --streaming, how often the inbox "
                                                                          "is listed. Default: 10.")
     parser.add_argument("--run_seconds", type=float, default=0.0, help="with --streaming on this machine, stop "
@@ -137,12 +148,28 @@ def write_sample(folder: str, rows: int, seed: int = 7) -> Path:
     return target
 
 
-def _progress(result: PipelineResult) -> str:
-    c = accounting.read_counters(result)
-    return (f"files {c.get('partner_files_read', 0):,} (refused {c.get('partner_files_refused', 0):,}) | rows read "
-            f"{c.get('partner_rows_read', 0):,} | credited {c.get(f'delivery_delivered_{TARGET_ID}', 0):,} | rejected "
-            f"{c.get('partner_rows_rejected', 0):,} | failed {c.get(f'delivery_dead_lettered_{TARGET_ID}', 0):,} | "
-            f"answers {c.get('partner_feedback_files', 0) + c.get('partner_exception_files', 0):,}")
+def progress(counters: dict[str, int]) -> str:
+    """The run's totals from its counters, one line."""
+    c = counters
+    answers = c.get("partner_feedback_files", 0) + c.get("partner_exception_files", 0)
+    return (f"files {c.get('partner_files_read', 0):,} (refused {c.get('partner_files_refused', 0):,}, answered "
+            f"{answers:,}) | rows {c.get('partner_rows_read', 0):,}: credited {c.get('partner_rows_credited', 0):,}, "
+            f"rejected {c.get('partner_rows_rejected', 0):,}, already credited {c.get('partner_rows_already_credited', 0):,}, "
+            f"not credited {c.get('partner_rows_not_credited', 0):,}")
+
+
+def problems(counters: dict[str, int]) -> list[str]:
+    """What a finished batch run leaves to do: files without an answer, rows not credited."""
+    found = []
+    unanswered = counters.get("partner_files_read", 0) - counters.get("partner_feedback_files", 0) - counters.get(
+        "partner_exception_files", 0)
+    if unanswered:
+        found.append(f"{unanswered:,} file(s) got no answer: see the log and partner_dead_letter/")
+    not_credited = counters.get("partner_rows_not_credited", 0)
+    if not_credited:
+        found.append(f"{not_credited:,} row(s) not credited (see the feedback): running the same inbox again sends "
+                     "them again, and nothing is credited twice")
+    return found
 
 
 def run(argv: Optional[list[str]] = None) -> PipelineResult | None:
@@ -158,7 +185,14 @@ def run(argv: Optional[list[str]] = None) -> PipelineResult | None:
               f"  python -m pipeline.partner --inbox {root}/inbox --partner_keys {root}/partner_keys.json "
               f"--points_api http://127.0.0.1:8088/credits --points_api_secret_ref {secret_ref} --output_dir {root}/out\n"
               f"  python -m pipeline.partner --partner_keys {root}/partner_keys.json "
-              f"--read_feedback {root}/out/feedback/{sample.stem}.feedback.wbpf")
+              f"--read_feedback {root}/out/runs/<run id>/feedback/{sample.stem}.feedback.wbpf   (the run prints its id)")
+        return None
+    if options.find_txn:
+        store = parse_store(store_uri(options))
+        if not store.startswith("sqlite:"):
+            raise ValueError(f"--find_txn reads a sqlite: store; query {store} with the SQL in docs/partner-store.md")
+        found = find_rows(store.removeprefix("sqlite:"), options.find_txn, options.file)
+        print(describe(found) if found else f"{options.find_txn}: in no file of {store}")
         return None
     missing = [f"--{name}" for name in ("partner_keys",) + (() if options.read_feedback else ("inbox", "points_api"))
                if not getattr(options, name)]
@@ -180,33 +214,47 @@ def run(argv: Optional[list[str]] = None) -> PipelineResult | None:
         raise ValueError(f"--streaming cannot run on {standard.runner}: Beam 2.77's streaming DirectRunner cannot run "
                          "the splittable DoFns of MatchContinuously; use --runner=DataflowRunner (or PrismRunner where "
                          "Prism is installed)")
+    in_process = runs_in_process(standard.runner)
+    if in_process != (parse_store(store_uri(options)).startswith("sqlite:")):
+        raise ValueError(f"--store {store_uri(options)} does not fit {standard.runner}: sqlite:<path> is for local runs, "
+                         "bigquery:<project>.<dataset> for Dataflow")
+    run_id = new_run_id()
     p = beam.Pipeline(options=beam_options)
-    build(p, options, standard.streaming)
+    build(p, options, standard.streaming, run_id)
     result = p.run()
-    if not runs_in_process(standard.runner):
-        print(f"{standard.runner}: job submitted; it runs without this process.", flush=True)
+    here = run_dir(options.output_dir, run_id)
+    if not in_process:
+        print(f"{standard.runner}: job submitted; it runs without this process and writes {here}", flush=True)
         return result
     if not standard.streaming:
         result.wait_until_finish()
-        print(_progress(result), flush=True)
+        counters = accounting.read_counters(result)
+        print(progress(counters), flush=True)
+        print(f"run {run_id}: answers in {FileSystems.join(here, 'feedback')}", flush=True)
+        for problem in problems(counters):
+            print(f"attention: {problem}", flush=True)
         return result
     started = time.monotonic()
     try:
         while not options.run_seconds or time.monotonic() - started < options.run_seconds:
-            print(_progress(result), file=sys.stderr, flush=True)
+            print(progress(accounting.read_counters(result)), file=sys.stderr, flush=True)
             time.sleep(min(2.0, options.poll_seconds))
     except KeyboardInterrupt:
         pass
     result.cancel()  # on the DirectRunner wait_until_finish() never returns after cancel (Beam 2.77)
-    print(_progress(result), flush=True)
+    print(progress(accounting.read_counters(result)), flush=True)
     return result
 
 
 def main() -> None:
+    """Exit status: 0 every file answered and every valid row credited (or already credited),
+    1 rows not credited or files unanswered, 2 a bad option or configuration."""
     configure_logging()
     try:
-        run()
+        result = run()
     except ValueError as error:
         print(f"error: {error}", file=sys.stderr)
         sys.exit(2)
+    if result is not None and result.state == "DONE" and problems(accounting.read_counters(result)):
+        sys.exit(1)
 

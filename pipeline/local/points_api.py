@@ -2,12 +2,18 @@
 
 ``POST /credits`` takes a JSON array of credits (the payloads the partner-file stage sends)::
 
-    [{"idempotency_key": "ACME-BANK:TX-000001", "partner_id": "ACME-BANK", "member_id": "M000001",
-      "points": 150, "txn_id": "TX-000001", "txn_time": "2026-11-21T07:59:00Z"}, ...]
+    [{"idempotency_key": "ACME-BANK:TX-000001", "partner_id": "ACME-BANK", "file_id": "ACME-001",
+      "member_id": "M000001", "points": 150, "txn_id": "TX-000001", "txn_time": "2026-11-21T07:59:00Z"}, ...]
 
 and applies the whole request or none of it; a key it has applied before is skipped (answered
 as success), which is what makes re-sending safe. It counts per ``(partner_id, txn_id)`` how
 many times a credit was applied: a sender that changed the key between runs would show 2.
+
+``POST /credits/lookup`` with ``{"keys": ["ACME-BANK:TX-000001", ...]}`` answers which of those
+keys it holds and the file each was credited from, the idempotent look-up a sender reconciles
+with when an answer was lost::
+
+    {"credits": {"ACME-BANK:TX-000001": {"file_id": "ACME-001"}}}
 
 A fault plan decides each answer from the request number and its row count (429 with
 Retry-After, 500 before or after applying, slow answers). Given a signing secret, it answers 401
@@ -23,6 +29,7 @@ from __future__ import annotations
 import argparse
 import json
 import signal
+import socket
 import threading
 import time
 from collections import Counter
@@ -34,18 +41,21 @@ from standardwebhooks import Webhook, WebhookVerificationError
 
 from pipeline.delivery.secret_refs import REFERENCE_FORMS, parse_ref, read_secret
 
-_FIELDS = ("idempotency_key", "partner_id", "member_id", "points", "txn_id", "txn_time")
+_FIELDS = ("idempotency_key", "partner_id", "file_id", "member_id", "points", "txn_id", "txn_time")
+LOOKUP_PATH = "/lookup"  # appended to the credits URL
 
 
 @dataclass(frozen=True)
 class Fault:
     """One answer: ``status`` after ``delay_s``; ``apply`` says whether the credits are applied
-    first (a 500 with ``apply=True`` is "done, but the answer was lost")."""
+    first (a 500 with ``apply=True`` is "done, but the answer was lost"); ``drop`` closes the
+    connection instead of answering (the API died after applying)."""
 
     status: int = 200
     delay_s: float = 0.0
     apply: bool = True
     retry_after: Optional[str] = None
+    drop: bool = False
 
 
 # (request number, from 1; rows in the request) -> the answer
@@ -190,10 +200,12 @@ class PointsApi:
         self._verifier = Webhook(secret) if secret is not None else None
         self.max_requests = max_requests
         self.available = True  # False: every request gets 503 (the API "went away")
+        self.lookups_available = True  # False: look-ups get 503 (credits go on)
         self.applied: Counter[tuple[str, str]] = Counter()  # (partner_id, txn_id) -> credits applied
-        self.keys: set[str] = set()
+        self.credited_from: dict[str, str] = {}  # idempotency_key -> the file_id it was applied from
         self.balances: Counter[tuple[str, str]] = Counter()  # (partner_id, member_id) -> points
         self.requests: list[Request] = []
+        self.lookups = 0
         self._lock = threading.Lock()
         self._server = ThreadingHTTPServer(("127.0.0.1", port), self._handler())
         self._server.daemon_threads = True
@@ -240,13 +252,32 @@ class PointsApi:
             applied = 0
             if fault.apply:
                 for item in items:
-                    if item["idempotency_key"] not in self.keys:
-                        self.keys.add(item["idempotency_key"])
+                    if item["idempotency_key"] not in self.credited_from:
+                        self.credited_from[item["idempotency_key"]] = str(item["file_id"])
                         self.applied[(item["partner_id"], item["txn_id"])] += 1
                         self.balances[(item["partner_id"], item["member_id"])] += int(item["points"])
                         applied += 1
             self.requests.append(Request(number, len(items), fault.status, applied))
         return fault, applied
+
+    def applied_by_file(self) -> Counter[str]:
+        """Credits held per file_id: what a feedback's ``credited`` totals must equal."""
+        with self._lock:
+            return Counter(self.credited_from.values())
+
+    def _lookup(self, body: bytes, headers: Mapping[str, str]) -> tuple[int, bytes]:
+        if not self._signed(body, headers):
+            return 401, b"{}"
+        if not (self.available and self.lookups_available):
+            return 503, b"{}"
+        try:
+            keys = json.loads(body)["keys"]
+        except (ValueError, KeyError, TypeError):
+            return 400, b'{"error": "expected an object with a list of keys"}'
+        with self._lock:
+            self.lookups += 1
+            held = {key: {"file_id": self.credited_from[key]} for key in keys if key in self.credited_from}
+        return 200, json.dumps({"credits": held}).encode()
 
     def _handler(self) -> type[BaseHTTPRequestHandler]:
         api = self
@@ -256,16 +287,25 @@ class PointsApi:
 
             def do_POST(self) -> None:  # noqa: N802 (http.server's name)
                 body = self.rfile.read(int(self.headers.get("content-length", 0)))
+                if self.path.endswith(LOOKUP_PATH):
+                    self._send(*api._lookup(body, dict(self.headers.items())))
+                    return
                 if len(api.requests) >= api.max_requests:
                     fault, applied = Fault(503, apply=False), 0
                 else:
                     fault, applied = api._answer(body, dict(self.headers.items()))
                 time.sleep(min(fault.delay_s, 5.0))
-                text = json.dumps({"applied": applied}).encode()
+                if fault.drop:
+                    self.close_connection = True
+                    self.connection.shutdown(socket.SHUT_RDWR)
+                    return
+                self._send(fault.status, json.dumps({"applied": applied}).encode(), fault.retry_after)
+
+            def _send(self, status: int, text: bytes, retry_after: Optional[str] = None) -> None:
                 try:
-                    self.send_response(fault.status)
-                    if fault.retry_after is not None:
-                        self.send_header("Retry-After", fault.retry_after)
+                    self.send_response(status)
+                    if retry_after is not None:
+                        self.send_header("Retry-After", retry_after)
                     self.send_header("content-type", "application/json")
                     self.send_header("content-length", str(len(text)))
                     self.end_headers()

@@ -1,6 +1,6 @@
-"""Feedback and exception files for partners: their text, and the encrypting file sink.
+"""Feedback and exception files for partners: their text, and writing them.
 
-Every input file gets one answer in the outbox, named after it:
+Every input file gets one answer, named after it:
 
 * ``<name>.feedback.wbpf`` (``<name>.wbpf`` answered): the file was read; one R line per row,
   in file order, then totals::
@@ -8,16 +8,20 @@ Every input file gets one answer in the outbox, named after it:
       H,1,ACME-BANK,FEEDBACK,ACME-20261121-001.wbpf,ACME-20261121-001,2026-11-21T09:00:00Z
       R,1,TX-000001,M000001,150,credited,,
       R,2,TX-000002,M999999,20,rejected,unknown_member,member 'M999999' is not a known member of ACME-BANK
-      R,3,TX-000003,M000003,75,failed,delivery_failed,gave up on http://... after 6 attempt(s) ...
-      T,3,1,1,1,<sha256 hex of the R lines, each with its \\n>
+      R,3,TX-000003,M000003,75,already_credited,credited_from_file,ACME-20261120-004
+      R,4,TX-000004,M000004,60,not_credited,delivery_failed,gave up on http://... after 6 attempt(s) ...
+      T,4,1,1,1,1,<sha256 hex of the R lines, each with its \\n>
 
-  (``T,<rows>,<credited>,<rejected>,<failed>,<checksum>``; a ``failed`` row was not credited
-  and may be sent again in a new file: its txn_id keeps it from being credited twice.)
+  (``T,<rows>,<credited>,<rejected>,<already_credited>,<not_credited>,<checksum>``. Each status
+  is what the points API holds, asked after crediting (:mod:`pipeline.partner.reconcile`): a
+  ``credited`` row was credited from this file, an ``already_credited`` one from the file named,
+  a ``not_credited`` one not at all, and may be sent again in a new file: its txn_id keeps it
+  from being credited twice.)
 * ``<name>.exception.wbpf``: the file was refused as a whole; nothing in it was credited::
 
       H,1,ACME-BANK,EXCEPTION,ACME-20261121-001.wbpf,,2026-11-21T09:00:00Z
       E,undecryptable,segment 0 does not decrypt with key 'k2026' of 'ACME-BANK': wrong key ...
-      T,0,0,0,0,<sha256 hex of the E line with its \\n>
+      T,0,0,0,0,0,<sha256 hex of the E line with its \\n>
 
 Both are encrypted like input files, with the partner's ``feedback_key``. A file whose partner is
 not configured (or that is no partner file at all) cannot be encrypted for anyone: its exception
@@ -26,19 +30,30 @@ Messages have their commas replaced by ``;`` so that every line splits on commas
 """
 from __future__ import annotations
 
+import enum
 import functools
 import hashlib
 from datetime import datetime, timezone
-from typing import Any, BinaryIO, Iterable, Mapping, NamedTuple, Optional
+from typing import BinaryIO, Iterable, Mapping, NamedTuple, Optional
 
-from apache_beam.io import fileio
 from apache_beam.io.filesystems import FileSystems
 
 from pipeline.partner import file_format as partner_format
 from pipeline.partner import keys as partner_keys
+from pipeline.partner.archive import write_whole
 from pipeline.partner.keys import Partner
 
-STATUSES = ("credited", "rejected", "failed")
+
+class Status(str, enum.Enum):
+    """A row's outcome, in the order of the T line's totals."""
+
+    CREDITED = "credited"
+    REJECTED = "rejected"
+    ALREADY_CREDITED = "already_credited"
+    NOT_CREDITED = "not_credited"
+
+
+CREDITED_FROM_FILE = "credited_from_file"  # the reason of an already_credited row; the message is the file id
 
 
 class FileSummary(NamedTuple):
@@ -48,16 +63,40 @@ class FileSummary(NamedTuple):
     partner_id: Optional[str]
     file_id: str
     row_count: int
-    problem: Optional[str] = None  # a FileProblem value
+    problem: Optional[str] = None  # a FileProblem value, or another stable code
     message: str = ""
+    sha256: str = ""  # of the file's bytes as received
+    received_at: str = ""  # ISO 8601 UTC: when the file was last written
+    archived_as: str = ""
+
+
+class RowOutcome(NamedTuple):
+    """The final outcome of one row (one R line and one row of the store)."""
+
+    row_no: int
+    txn_id: str
+    member_id: str
+    points: str
+    status: Status
+    reason: str = ""
+    message: str = ""
+    credited_from: str = ""  # the file id the points API credited the txn from
+    batch_id: str = ""  # the delivery batch the row went in
 
 
 class FeedbackDoc(NamedTuple):
-    """One output file: its name in the outbox, the partner to encrypt for, its text lines."""
+    """One answer: its name without extension, the partner to encrypt for, its text lines, and
+    its totals by status (``{}`` for an exception)."""
 
     name: str
     partner_id: Optional[str]
     lines: list[str]
+    totals: Mapping[Status, int]
+
+    @property
+    def complete(self) -> bool:
+        """A feedback whose every row has its final outcome (none ``not_credited``)."""
+        return bool(self.totals) and not self.totals.get(Status.NOT_CREDITED)
 
 
 def clean(text: str) -> str:
@@ -65,13 +104,14 @@ def clean(text: str) -> str:
     return text.replace(",", ";").replace("\n", " ").replace("\r", " ")
 
 
-def row_line(row_no: int, txn_id: str, member_id: str, points: str, status: str, reason: str = "", message: str = "") -> str:
+def row_line(row: RowOutcome) -> str:
     """One R line.
 
-    >>> row_line(2, "TX-2", "M9", "20", "rejected", "unknown_member", "member 'M9', unknown")
+    >>> row_line(RowOutcome(2, "TX-2", "M9", "20", Status.REJECTED, "unknown_member", "member 'M9', unknown"))
     "R,2,TX-2,M9,20,rejected,unknown_member,member 'M9'; unknown"
     """
-    return ",".join(["R", str(row_no), clean(txn_id), clean(member_id), clean(points), status, reason, clean(message)])
+    return ",".join(["R", str(row.row_no), clean(row.txn_id), clean(row.member_id), clean(row.points),
+                     row.status.value, row.reason, clean(row.message)])
 
 
 def _now() -> str:
@@ -85,20 +125,21 @@ def _closed(head: str, body: list[str], totals: list[int]) -> list[str]:
     return [head, *body, ",".join(["T", *map(str, totals), digest.hexdigest()])]
 
 
-def feedback_doc(summary: FileSummary, rows: Iterable[tuple[int, str]]) -> FeedbackDoc:
-    """The answer to one input file: a feedback (``rows`` are ``(row_no, R line)``) or an exception."""
+def feedback_doc(summary: FileSummary, rows: Iterable[RowOutcome]) -> FeedbackDoc:
+    """The answer to one input file: a feedback of ``rows`` or, for a refused file, an exception."""
     partner = summary.partner_id or ""
     stem = summary.name.removesuffix(".wbpf")
     if summary.problem is not None:
         head = f"H,{partner_format.VERSION},{clean(partner)},EXCEPTION,{clean(summary.name)},{clean(summary.file_id)},{_now()}"
-        lines = _closed(head, [f"E,{summary.problem},{clean(summary.message)}"], [0, 0, 0, 0])
-        return FeedbackDoc(f"{stem}.exception", summary.partner_id, lines)
-    body = [line for _, line in sorted(rows)]
-    counts = {status: 0 for status in STATUSES}
-    for line in body:
-        counts[line.split(",", 6)[5]] += 1
+        lines = _closed(head, [f"E,{summary.problem},{clean(summary.message)}"], [0] * (1 + len(Status)))
+        return FeedbackDoc(f"{stem}.exception", summary.partner_id, lines, {})
+    ordered = sorted(rows)
+    totals = {status: 0 for status in Status}
+    for row in ordered:
+        totals[row.status] += 1
     head = f"H,{partner_format.VERSION},{clean(partner)},FEEDBACK,{clean(summary.name)},{clean(summary.file_id)},{_now()}"
-    return FeedbackDoc(f"{stem}.feedback", summary.partner_id, _closed(head, body, [len(body), *counts.values()]))
+    lines = _closed(head, [row_line(row) for row in ordered], [len(ordered), *totals.values()])
+    return FeedbackDoc(f"{stem}.feedback", summary.partner_id, lines, totals)
 
 
 @functools.lru_cache(maxsize=8)
@@ -120,39 +161,25 @@ def partners_from(path: str) -> Mapping[str, Partner]:
     return partner_keys.load_partners(read_text(path), read_members_file)
 
 
-def output_name(doc: FeedbackDoc, partners: Mapping[str, Partner]) -> str:
+def answer_name(doc: FeedbackDoc, partners: Mapping[str, Partner]) -> str:
     """``.wbpf`` when the doc can be encrypted for its partner, ``.txt`` (exceptions only) when not."""
     return f"{doc.name}.wbpf" if doc.partner_id in partners else f"{doc.name}.txt"
 
 
-class FeedbackSink(fileio.FileSink):
-    """Writes :class:`FeedbackDoc` records, encrypted for their partner (``fileio.WriteToFiles``).
+def write_answer(doc: FeedbackDoc, folder: str, partners: Mapping[str, Partner]) -> str:
+    """Writes ``doc`` into ``folder`` (encrypted for its partner, or in clear for no partner) as a
+    whole file; returns its path."""
+    path = FileSystems.join(folder, answer_name(doc, partners))
+    partner = partners.get(doc.partner_id or "")
 
-    Args:
-        partner_keys: the path of the partner key configuration (read on the worker, so that
-            no key is ever part of the pipeline graph).
-    """
-
-    def __init__(self, partner_keys: str) -> None:
-        self.partner_keys = partner_keys
-        self._out: Optional[BinaryIO] = None
-
-    def open(self, fh: BinaryIO) -> None:
-        self._out = fh
-
-    def write(self, record: Any) -> None:
-        if self._out is None:
-            raise RuntimeError("FeedbackSink.write() called before open()")
-        doc: FeedbackDoc = record
-        partner = partners_from(self.partner_keys).get(doc.partner_id or "")
+    def write(out: BinaryIO) -> None:
         if partner is not None:
-            partner_format.encrypt_text(doc.lines, self._out, partner)
+            partner_format.encrypt_text(doc.lines, out, partner)
         else:
-            self._out.write("".join(line + "\n" for line in doc.lines).encode("utf-8"))
+            out.write("".join(line + "\n" for line in doc.lines).encode("utf-8"))
 
-    def flush(self) -> None:
-        if self._out is not None:
-            self._out.flush()
+    write_whole(path, write)
+    return path
 
 
 def read_feedback(stream: BinaryIO, partners: Mapping[str, Partner]) -> list[str]:

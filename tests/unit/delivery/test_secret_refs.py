@@ -27,6 +27,7 @@ from pipeline.deploy import dataflow_graph
 from pipeline.local import partner_cli
 from pipeline.options import WaybillOptions
 from pipeline.partner import job as partner_job
+from tests.partner_fixtures import write_config
 
 
 def whsec(seed: str) -> str:
@@ -219,14 +220,17 @@ def test_no_configured_secret_is_in_the_job_graph(tmp_path: Path, secrets_in_env
 
 
 @pytest.mark.slow
-def test_no_points_api_secret_is_in_the_partner_job_graph(tmp_path: Path, secrets_in_env: dict[str, str]) -> None:
+def test_no_points_api_or_feedback_secret_is_in_the_partner_job_graph(tmp_path: Path, secrets_in_env: dict[str, str]) -> None:
+    keys = write_config(tmp_path, feedback_target={"url": "https://acme.example.com/f", "secret_ref": "env:WAYBILL_TEST_SECRET_1"})
     args, _ = partner_cli.argument_parser().parse_known_args([
-        f"--inbox={tmp_path}", f"--partner_keys={tmp_path / 'keys.json'}", "--points_api=https://points.example.com/c",
+        f"--inbox={tmp_path}", f"--partner_keys={keys}", "--points_api=https://points.example.com/c",
         "--points_api_secret_ref=env:WAYBILL_TEST_SECRET_0", f"--output_dir={tmp_path / 'out'}"])
     p = beam.Pipeline()
-    partner_job.build(p, args, streaming=False)
+    partner_job.build(p, args, streaming=False, run_id=partner_job.new_run_id())
 
     blobs = _graph_bytes(p)
 
     assert any(b"env:WAYBILL_TEST_SECRET_0" in blob for blob in blobs)
-    assert [form for form in _forms(secrets_in_env["WAYBILL_TEST_SECRET_0"]) for blob in blobs if form in blob] == []
+    assert any(b"env:WAYBILL_TEST_SECRET_1" in blob for blob in blobs)
+    assert [form for name in ("WAYBILL_TEST_SECRET_0", "WAYBILL_TEST_SECRET_1") for form in _forms(secrets_in_env[name])
+            for blob in blobs if form in blob] == []

@@ -13,7 +13,9 @@ and runs ``python -m pipeline.partner`` on the local runner against it once per 
 Each setting gets a fresh API. The figures are the API's own: rows credited (distinct keys
 applied), requests, 429s, 5xx, the most rows and requests in flight, and the seconds from its
 first request to the last credit's answer (``credit s``); ``job s`` is the job's wall time,
-start-up and feedback included. One run per setting: the timings are of this machine in this run.
+start-up and feedback included. ``feedback`` is the sum of the ``credited`` totals of the run's
+feedback files, decrypted as the partner reads them: it must equal ``credited``, what the API
+holds. One run per setting: the timings are of this machine in this run.
 
 Example::
 
@@ -34,7 +36,7 @@ from pipeline.local.partner_cli import SAMPLE_SECRET, write_sample
 from pipeline.local.points_api import CapacityPlan, Fault, PointsApi
 from pipeline.local.runner_choice import LOCAL_RUNNER
 from pipeline.partner import file_format as partner_format
-from pipeline.partner.feedback import partners_from
+from pipeline.partner.feedback import partners_from, read_feedback
 from pipeline.partner.file_format import Row
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -71,6 +73,7 @@ class Outcome:
     valid_rows: int
     credited: int  # distinct keys the API applied
     credited_twice: int  # keys applied more than once (must be 0)
+    feedback_credited: int  # the credited totals of the run's feedback files (must equal credited)
     requests: int
     throttled: int  # 429s
     server_errors: int  # 5xx
@@ -108,11 +111,12 @@ def valid_rows(inbox: Path, keys: Path) -> int:
 def run_setting(setting: Setting, root: Path, valid: int, capacity_rows: int) -> Outcome:
     """Runs the job once against a fresh points API; the figures are the API's."""
     plan = TimedPlan(CapacityPlan(capacity_rows=capacity_rows))
+    output = root / setting.name.replace(" ", "_")
     secret = (root / SAMPLE_SECRET).read_text().strip()
     with PointsApi(plan, max_requests=100_000, secret=secret) as api:
         args = [sys.executable, "-m", "pipeline.partner", f"--inbox={root / 'inbox'}",
                 f"--partner_keys={root / 'partner_keys.json'}", f"--points_api={api.url}",
-                f"--points_api_secret_ref=file:{root / SAMPLE_SECRET}", f"--output_dir={root / setting.name.replace(' ', '_')}",
+                f"--points_api_secret_ref=file:{root / SAMPLE_SECRET}", f"--output_dir={output}",
                 f"--runner={LOCAL_RUNNER}", *setting.options()]
         started = time.monotonic()
         done = subprocess.run(args, cwd=ROOT, capture_output=True, text=True, timeout=JOB_TIMEOUT_S)
@@ -125,11 +129,22 @@ def run_setting(setting: Setting, root: Path, valid: int, capacity_rows: int) ->
     first = min((arrived for arrived, _ in plan.times.values()), default=0.0)
     return Outcome(
         setting=setting.name, valid_rows=valid, credited=len(counts), credited_twice=sum(1 for n in counts if n > 1),
+        feedback_credited=feedback_credited(output, root / "partner_keys.json"),
         requests=len(requests), throttled=sum(1 for r in requests if r.status == 429),
         server_errors=sum(1 for r in requests if r.status >= 500), max_rows_in_flight=plan.plan.max_in_flight_rows,
         max_requests_in_flight=plan.plan.max_in_flight_requests,
         credit_s=max((due for _, due in applying), default=first) - first, job_s=job_s, exit_code=done.returncode,
     )
+
+
+def feedback_credited(output: Path, keys: Path) -> int:
+    """The ``credited`` totals of every feedback file the runs into ``output`` wrote (the T lines)."""
+    partners = partners_from(str(keys))
+    total = 0
+    for path in output.glob("runs/*/feedback/*.feedback.wbpf"):
+        with path.open("rb") as stream:
+            total += int(read_feedback(stream, partners)[-1].split(",")[2])
+    return total
 
 
 def measure(workdir: Path, rows: int, capacity_rows: int) -> list[Outcome]:
@@ -142,12 +157,12 @@ def measure(workdir: Path, rows: int, capacity_rows: int) -> list[Outcome]:
 def table(outcomes: list[Outcome]) -> str:
     """The figures, one row per setting."""
     head = (f"{'setting':<16}{'credit s':>9}{'job s':>7}{'rows/s':>8}{'credited':>10}{'valid':>8}{'requests':>9}"
-            f"{'429':>6}{'5xx':>5}{'max rows in flight':>20}{'max requests in flight':>24}")
+            f"{'feedback':>10}{'429':>6}{'5xx':>5}{'max rows in flight':>20}{'max requests in flight':>24}")
     lines = [head]
     for o in outcomes:
         rate = o.credited / o.credit_s if o.credit_s else 0.0
         lines.append(f"{o.setting:<16}{o.credit_s:>9.1f}{o.job_s:>7.1f}{rate:>8,.0f}{o.credited:>10,}{o.valid_rows:>8,}"
-                     f"{o.requests:>9}{o.throttled:>6}{o.server_errors:>5}{o.max_rows_in_flight:>20,}"
+                     f"{o.requests:>9}{o.feedback_credited:>10,}{o.throttled:>6}{o.server_errors:>5}{o.max_rows_in_flight:>20,}"
                      f"{o.max_requests_in_flight:>24}")
     return "\n".join(lines)
 
@@ -168,7 +183,8 @@ def main(argv: list[str] | None = None) -> int:
     else:
         print(f"{args.rows:,} rows, points API capacity {args.capacity_rows:,} rows in flight, in {workdir}\n"
               f"{table(outcomes)}")
-    everything = all(o.exit_code == 0 and o.credited == o.valid_rows and not o.credited_twice for o in outcomes)
+    everything = all(o.exit_code == 0 and o.credited == o.valid_rows == o.feedback_credited and not o.credited_twice
+                     for o in outcomes)
     return 0 if everything else 1
 
 

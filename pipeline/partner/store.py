@@ -22,6 +22,8 @@ Asking (SQLite): ``print(describe(find_rows("output/store.sqlite", "TX-000017"))
 """
 from __future__ import annotations
 
+import functools
+
 import re
 import sqlite3
 from contextlib import closing
@@ -121,11 +123,11 @@ class Table:
     record: type
     key: tuple[str, ...]
 
-    @property
+    @functools.cached_property  # read once: every record is checked against them
     def columns(self) -> tuple[Column, ...]:
         return tuple(_column(name, hint) for name, hint in get_type_hints(self.record, include_extras=True).items())
 
-    @property
+    @functools.cached_property
     def fields(self) -> tuple[str, ...]:
         return tuple(column.name for column in self.columns)
 

@@ -36,7 +36,7 @@ def test_every_setting_credits_every_valid_row_once_and_only_fixed_large_batches
     print("\n" + table(list(outcomes.values())))
     assert list(outcomes) == [s.name for s in SETTINGS]
     for o in outcomes.values():
-        assert (o.exit_code, o.credited, o.credited_twice) == (0, o.valid_rows, 0), o
+        assert (o.exit_code, o.credited, o.feedback_credited, o.credited_twice) == (0, o.valid_rows, o.valid_rows, 0), o
     small, large, adaptive = outcomes["fixed 2500 x 1"], outcomes["fixed 5000 x 4"], outcomes["adaptive"]
     assert (small.throttled, small.max_requests_in_flight, small.max_rows_in_flight) == (0, 1, 2500)
     assert large.throttled >= 1

@@ -5,8 +5,8 @@ import collections
 import json
 import socket
 import time
-from datetime import datetime, timezone
 from collections.abc import Sequence
+from datetime import datetime, timezone
 from pathlib import Path
 
 import pytest

@@ -30,6 +30,7 @@ from pipeline.partner import file_format as partner_format
 from pipeline.partner import keys as partner_keys
 from pipeline.partner.feedback import partners_from
 from pipeline.partner.job import build, new_run_id, run_dir, store_uri
+from pipeline.partner.keys import FEEDBACK_PREFIX
 from pipeline.partner.store import describe, find_rows, parse_store
 
 SAMPLE_SECRET = "points_api.secret"  # the points API's signing secret in a --write_sample folder
@@ -155,7 +156,12 @@ def progress(counters: dict[str, int]) -> str:
     return (f"files {c.get('partner_files_read', 0):,} (refused {c.get('partner_files_refused', 0):,}, answered "
             f"{answers:,}) | rows {c.get('partner_rows_read', 0):,}: credited {c.get('partner_rows_credited', 0):,}, "
             f"rejected {c.get('partner_rows_rejected', 0):,}, already credited {c.get('partner_rows_already_credited', 0):,}, "
-            f"not credited {c.get('partner_rows_not_credited', 0):,}")
+            f"not credited {c.get('partner_rows_not_credited', 0):,} | answers sent to partners "
+            f"{c.get('partner_answers_sent', 0) + _sum_of(c, f'delivery_delivered_{FEEDBACK_PREFIX}'):,}")
+
+
+def _sum_of(counters: dict[str, int], prefix: str) -> int:
+    return sum(value for name, value in counters.items() if name.startswith(prefix))
 
 
 def problems(counters: dict[str, int]) -> list[str]:
@@ -165,11 +171,21 @@ def problems(counters: dict[str, int]) -> list[str]:
         "partner_exception_files", 0)
     if unanswered:
         found.append(f"{unanswered:,} file(s) got no answer: see the log and partner_dead_letter/")
+    not_sent = counters.get("partner_answers_not_sent", 0) + _sum_of(counters, f"delivery_dead_lettered_{FEEDBACK_PREFIX}")
+    if not_sent:
+        found.append(f"{not_sent:,} answer(s) not sent to their partner's feedback_target: see partner_dead_letter/")
     not_credited = counters.get("partner_rows_not_credited", 0)
     if not_credited:
         found.append(f"{not_credited:,} row(s) not credited (see the feedback): running the same inbox again sends "
                      "them again, and nothing is credited twice")
     return found
+
+
+def _remove_empty_temp_folders(run_folder: str) -> None:
+    """The file writers leave their emptied ``.temp*`` folders behind; a finished local run removes them."""
+    for folder in Path(run_folder).glob("*/.temp*"):
+        if folder.is_dir() and not any(folder.iterdir()):
+            folder.rmdir()
 
 
 def run(argv: Optional[list[str]] = None) -> PipelineResult | None:
@@ -185,7 +201,7 @@ def run(argv: Optional[list[str]] = None) -> PipelineResult | None:
               f"  python -m pipeline.partner --inbox {root}/inbox --partner_keys {root}/partner_keys.json "
               f"--points_api http://127.0.0.1:8088/credits --points_api_secret_ref {secret_ref} --output_dir {root}/out\n"
               f"  python -m pipeline.partner --partner_keys {root}/partner_keys.json "
-              f"--read_feedback {root}/out/runs/<run id>/feedback/{sample.stem}.feedback.wbpf   (the run prints its id)")
+              f"--read_feedback <the answer's path, printed by the run>")
         return None
     if options.find_txn:
         store = parse_store(store_uri(options))
@@ -230,7 +246,11 @@ def run(argv: Optional[list[str]] = None) -> PipelineResult | None:
         result.wait_until_finish()
         counters = accounting.read_counters(result)
         print(progress(counters), flush=True)
-        print(f"run {run_id}: answers in {FileSystems.join(here, 'feedback')}", flush=True)
+        print(f"run {run_id}: {here}", flush=True)
+        for answer in sorted(m.path for found in FileSystems.match([FileSystems.join(here, "feedback", "*")])
+                             for m in found.metadata_list):
+            print(f"  answer: {answer}", flush=True)
+        _remove_empty_temp_folders(here)
         for problem in problems(counters):
             print(f"attention: {problem}", flush=True)
         return result

@@ -185,7 +185,7 @@ class AnswerFileFn(beam.DoFn):
         with FileSystems.open(written, compression_type=CompressionTypes.UNCOMPRESSED) as stream:
             content = stream.read()
         event_id = f"{partner.partner_id}:{answer}:{hashlib.sha256(content).hexdigest()[:16]}"
-        target_id = f"feedback-{partner.partner_id}"
+        target_id = partner.feedback_target_id
         if partner.feedback_folder is None:
             yield beam.pvalue.TaggedOutput(AnswerOutput.WEBHOOK_ANSWERS.value, delivery_request(target_id, event_id, {
                 "partner_id": partner.partner_id, "file_name": summary.name, "answer": answer,
@@ -200,6 +200,7 @@ class AnswerFileFn(beam.DoFn):
             yield beam.pvalue.TaggedOutput(AnswerOutput.DEAD_LETTER.value, dead_letter_record(
                 b"", {"target_id": target_id, "folder": partner.feedback_folder, "answer": written},
                 f"delivery:{target_id}", Stage.DELIVER, ErrorKind.DELIVERY_FAILED, error, event_id=event_id))
+        count("answers_not_sent" if error else "answers_sent")
         yield {"target_id": target_id, "batch_id": event_id, "delivered_ids": [] if error else [event_id],
                "failed_ids": [event_id] if error else [], "attempts": 1, "latency_ms": round((time.monotonic() - started) * 1000),
                "batch_size": 1, "started_at": when, "last_error": error}

@@ -18,6 +18,8 @@ from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
 from pipeline.delivery.targets import DeliveryTarget, target_from_config
 
+FEEDBACK_PREFIX = "feedback-"  # a partner's feedback target is the delivery target feedback-<partner_id>
+
 
 @dataclass(frozen=True)
 class Partner:
@@ -42,6 +44,10 @@ class Partner:
     feedback_target: Mapping[str, Any] = field(default_factory=dict)
 
     @property
+    def feedback_target_id(self) -> str:
+        return f"{FEEDBACK_PREFIX}{self.partner_id}"
+
+    @property
     def feedback_folder(self) -> Optional[str]:
         folder: Optional[str] = self.feedback_target.get("folder")
         return folder
@@ -50,7 +56,7 @@ class Partner:
         """The feedback webhook as a delivery target ``feedback-<partner_id>``, if one is configured."""
         if "url" not in self.feedback_target:
             return None
-        return target_from_config({"target_id": f"feedback-{self.partner_id}", **self.feedback_target})
+        return target_from_config({"target_id": self.feedback_target_id, **self.feedback_target})
 
 
 def load_partners(text: str, read_text: Callable[[str], str]) -> dict[str, Partner]:

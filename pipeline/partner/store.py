@@ -23,7 +23,6 @@ Asking (SQLite): ``print(describe(find_rows("output/store.sqlite", "TX-000017"))
 from __future__ import annotations
 
 import functools
-
 import re
 import sqlite3
 from contextlib import closing

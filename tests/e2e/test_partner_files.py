@@ -11,6 +11,7 @@ import base64
 import io
 import json
 import signal
+import sqlite3
 import subprocess
 import sys
 import time
@@ -157,6 +158,10 @@ def test_a_run_that_loses_the_api_half_way_then_reruns_credits_each_row_once(tmp
     second = statuses(feedback_of(tmp_path / "out", keys, "ACME-HALF.feedback.wbpf"))
     assert {n for n, (status, _) in second.items() if status == "credited"} == set(range(1, 12_001)) - set(flaws)
     assert {txn for (_, txn) in api.applied} == valid and set(api.applied.values()) == {1}
+    # The store holds each row once, with the outcome of the second run.
+    with sqlite3.connect(tmp_path / "out" / "store.sqlite") as db:
+        stored = dict(db.execute("select outcome, count(*) from partner_rows group by outcome").fetchall())
+    assert stored == {"credited": len(valid), "rejected": len(flaws)}
 
 
 def test_a_run_killed_half_way_then_rerun_credits_each_row_once(tmp_path: Path) -> None:

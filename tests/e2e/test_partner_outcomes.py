@@ -15,6 +15,7 @@ from pytest_httpserver import HTTPServer
 from standardwebhooks import Webhook
 
 from pipeline.local import partner_cli
+from pipeline.local.accounting import read_counters
 from pipeline.local.points_api import Fault, PointsApi
 from pipeline.partner import file_format as partner_format
 from tests.partner_fixtures import (
@@ -232,3 +233,22 @@ def test_the_store_says_what_happened_to_a_txn(tmp_path: Path, capsys: object) -
     said = capsys.readouterr().out  # type: ignore[attr-defined]
     assert "F-1" in said and "credited" in said and "already_credited from F-2" not in said
     assert "already_credited" in said and said.count("TX-0000015") == 2
+
+
+def test_an_answer_that_cannot_be_sent_is_a_dead_letter_and_the_run_says_so(tmp_path: Path) -> None:
+    (tmp_path / "not-a-folder").write_text("a file where the partner's outbox should be")
+    keys = write_config(tmp_path, feedback_target={"folder": str(tmp_path / "not-a-folder" / "outbox")})
+    (tmp_path / "inbox").mkdir()
+    (tmp_path / "inbox" / "f.wbpf").write_bytes(encrypted(rows_of(1, 10)))
+    with PointsApi() as api:
+        result = partner_cli.run([f"--inbox={tmp_path / 'inbox'}", f"--partner_keys={keys}", f"--points_api={api.url}",
+                                  f"--output_dir={tmp_path / 'out'}", "--runner=FnApiRunner"])
+    assert result is not None
+    assert partner_cli.problems(read_counters(result)) == [
+        "1 answer(s) not sent to their partner's feedback_target: see partner_dead_letter/"]
+    run = last_run(tmp_path / "out")
+    dead = [json.loads(line) for p in run.glob("partner_dead_letter/*.jsonl") for line in p.open()]
+    assert [d["error_kind"] for d in dead] == ["delivery_failed"] and "could not copy f.feedback.wbpf" in dead[0]["message"]
+    receipts = [json.loads(line) for p in run.glob("feedback_receipts/*.jsonl") for line in p.open()]
+    assert [(r["target_id"], r["failed_ids"] != []) for r in receipts] == [("feedback-ACME-BANK", True)]
+    assert (run / "feedback" / "f.feedback.wbpf").exists()  # the answer itself is kept in the run

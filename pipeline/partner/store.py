@@ -2,8 +2,9 @@
 
 Two tables, one record per key (see :class:`FileRecord` and :class:`RowRecord`):
 
-* ``partner_files``, keyed by ``sha256`` (of the encrypted file's bytes): the file's facts,
-  its answer, why it was refused (``problem``) and its totals;
+* ``partner_files``, keyed by ``(sha256, run_id)`` (the encrypted file's bytes, and the run
+  that answered it): the file's facts, its answer, why it was refused (``problem``) and its
+  totals, once per run that received it (a file sent twice is answered twice);
 * ``partner_rows``, keyed by ``(partner_id, file_id, row_no)``: each row's outcome
   (``credited``, ``rejected``, ``already_credited`` or ``not_credited``), reason and message.
 
@@ -49,7 +50,7 @@ Outcome = Literal["credited", "rejected", "already_credited", "not_credited"]
 
 
 class FileRecord(TypedDict):
-    """One input file as the job answered it (the key: ``sha256``)."""
+    """One input file as one run answered it (the key: ``sha256`` and ``run_id``)."""
 
     sha256: str  # hex of the encrypted file's bytes
     file_name: str  # the input file's base name
@@ -163,7 +164,7 @@ class Table:
                              f"missing {sorted(missing)}, unexpected {sorted(unexpected)}")
 
 
-FILES = Table("partner_files", FileRecord, ("sha256",))
+FILES = Table("partner_files", FileRecord, ("sha256", "run_id"))
 ROWS = Table("partner_rows", RowRecord, ("partner_id", "file_id", "row_no"))
 TABLES = {"files": FILES, "rows": ROWS}  # the inputs of StoreOutcomes and the tables they go to
 
@@ -298,7 +299,7 @@ def find_rows(sqlite_path: str, txn_id: str, file: Optional[str] = None) -> list
     (None when the file's record is not in the store).
     """
     query = (f"SELECT {', '.join('r.' + name for name in ROWS.fields)}, f.received_at, f.answer, f.archived_as "
-             f"FROM {ROWS.name} r LEFT JOIN {FILES.name} f ON f.sha256 = r.sha256 "
+             f"FROM {ROWS.name} r LEFT JOIN {FILES.name} f ON f.sha256 = r.sha256 AND f.run_id = r.run_id "
              "WHERE r.txn_id = :txn_id AND (:file IS NULL OR :file IN (r.file_id, r.file_name)) "
              "ORDER BY julianday(r.processed_at), r.partner_id, r.file_id, r.row_no")
     with closing(_read(sqlite_path)) as connection:

@@ -100,8 +100,8 @@ def stored(tmp_path: Path) -> Path:
 
 
 def test_a_second_run_updates_the_outcomes_and_duplicates_nothing(stored: Path) -> None:
-    # A once, though both runs stored it: run 2's record (its counts and run id); the refused file from run 1.
-    assert table(stored, "partner_files") == [RUN_2_FILES[0], RUN_1_FILES[1], RUN_2_FILES[1]]
+    # A once per run that answered it; the refused file from run 1; C from run 2.
+    assert table(stored, "partner_files") == [RUN_1_FILES[0], RUN_2_FILES[0], RUN_1_FILES[1], RUN_2_FILES[1]]
     assert table(stored, "partner_rows") == RUN_2_ROWS  # run 1's three rows updated, file C's row added
     with closing(sqlite3.connect(stored)) as db:
         assert db.execute("PRAGMA journal_mode").fetchone() == ("wal",)
@@ -200,7 +200,7 @@ def test_the_tables_have_the_fields_of_the_records(stored: Path) -> None:
     # (name, not null, position in the primary key)
     assert columns["partner_files"] == [
         ("sha256", 1, 1), ("file_name", 1, 0), ("partner_id", 0, 0), ("file_id", 0, 0), ("row_count", 1, 0),
-        ("received_at", 1, 0), ("processed_at", 1, 0), ("run_id", 1, 0), ("answer", 1, 0), ("problem", 0, 0),
+        ("received_at", 1, 0), ("processed_at", 1, 0), ("run_id", 1, 2), ("answer", 1, 0), ("problem", 0, 0),
         ("archived_as", 1, 0), ("credited", 1, 0), ("rejected", 1, 0), ("already_credited", 1, 0),
         ("not_credited", 1, 0)]
     assert columns["partner_rows"] == [

@@ -106,8 +106,8 @@ def _feedback_target(partner_id: str, obj: Any) -> Mapping[str, Any]:
     if not isinstance(obj, dict) or ("folder" in obj) == ("url" in obj):
         raise ValueError(f"partner {partner_id!r}: feedback_target is {{\"folder\": <path>}} or {{\"url\": ..., "
                          f"\"secret_ref\": ...}}, got {obj!r:.80}")
-    if "folder" in obj and set(obj) != {"folder"}:
-        raise ValueError(f"partner {partner_id!r}: a folder feedback_target takes only 'folder', got {sorted(obj)}")
+    if "folder" in obj and (set(obj) != {"folder"} or not isinstance(obj["folder"], str) or not obj["folder"].strip()):
+        raise ValueError(f"partner {partner_id!r}: a folder feedback_target is {{\"folder\": <a path>}}, got {obj!r:.80}")
     return dict(obj)
 
 

@@ -43,13 +43,16 @@ def argument_parser() -> argparse.ArgumentParser:
     Beam. Not a ``PipelineOptions`` subclass: Beam parses every subclass together, and the job's
     ``WaybillOptions`` already has ``--output_dir`` with another meaning."""
     parser = argparse.ArgumentParser(prog="python -m pipeline.partner", description=(
-        "Credit loyalty points from encrypted partner files through the delivery layer, in batches that adapt "
-        "to the points API, and answer every file with an encrypted feedback (or exception) file. Beam's own "
-        "options are accepted too: --streaming (watch --inbox), --runner (default: the DirectRunner), --project, ..."))
+        "Credit loyalty points from encrypted partner files through the delivery layer, in batches whose size and "
+        "number in flight adapt to the points API; settle every row with what the points API holds; answer every file "
+        "with an encrypted feedback (or exception) file, send it to the partner, and keep every file and row outcome in "
+        "a store. Beam's own options are accepted too: --streaming (watch --inbox), --runner (default: the DirectRunner), "
+        "--project, ..."))
     parser.add_argument("--inbox", default=None, help="partner files to read: a file, a folder (its *.wbpf "
                         "files) or a glob; local or gs://. In streaming, watched for new files. No default.")
     parser.add_argument("--partner_keys", default=None, help="the partner key configuration, a JSON file "
-                        "(format in docs/partner-files.md); read by the workers, never part of the job graph. No default.")
+                        "(format in docs/partner-files.md); read at launch and by the workers, its keys never part of the job "
+                        "graph. No default.")
     parser.add_argument("--points_api", default=None, help="URL the credits are POSTed to (a JSON array per "
                         "batch, Standard Webhooks headers). No default.")
     parser.add_argument("--points_api_secret_ref", default=None, help="where the points API's whsec_<base64> "

@@ -39,6 +39,7 @@ from pipeline.partner.feedback import (
     Status,
     feedback_doc,
     partners_from,
+    utc_now,
     write_answer,
 )
 from pipeline.partner.keys import Partner
@@ -101,10 +102,6 @@ def settle(row: RowDelivery, held: Mapping[str, str], file_id: str, unconfirmed:
                       row.failure_message or "no delivery outcome came back", batch_id=row.batch_id)
 
 
-def _now() -> str:
-    return datetime.now(timezone.utc).isoformat(timespec="seconds").replace("+00:00", "Z")
-
-
 class AnswerFileFn(beam.DoFn):
     """``(path, {"file": [FileSummary], "valid": [RowDelivery], "rejected": [RowOutcome]})`` ->
     the outputs of :class:`AnswerOutput`.
@@ -116,6 +113,7 @@ class AnswerFileFn(beam.DoFn):
         feedback_dir: the run's ``feedback/`` folder.
         archive_dir: the archive (for the ``COMPLETE`` mark).
         run_id: this run's id (in the store).
+        seed: seeds the look-up's retry jitter (tests).
     """
 
     def __init__(self, partner_keys: str, points_api: DeliveryTarget, reconcile_seconds: float, feedback_dir: str,
@@ -140,7 +138,7 @@ class AnswerFileFn(beam.DoFn):
             doc = feedback_doc(summary, rows)
             written = write_answer(doc, self.feedback_dir, self._partners)
             answer = written.rsplit("/", 1)[-1]
-            processed_at = _now()
+            processed_at = utc_now()
             if summary.partner_id and doc.complete:
                 archive.mark_complete(self.archive_dir, summary.partner_id, summary.file_id, {
                     "sha256": summary.sha256, "answer": answer, "processed_at": processed_at, "run_id": self.run_id})

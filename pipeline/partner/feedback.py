@@ -114,7 +114,8 @@ def row_line(row: RowOutcome) -> str:
                      row.status.value, row.reason, clean(row.message)])
 
 
-def _now() -> str:
+def utc_now() -> str:
+    """Now, as ISO 8601 UTC to the second: ``2026-11-21T09:00:00Z``."""
     return datetime.now(timezone.utc).isoformat(timespec="seconds").replace("+00:00", "Z")
 
 
@@ -130,14 +131,14 @@ def feedback_doc(summary: FileSummary, rows: Iterable[RowOutcome]) -> FeedbackDo
     partner = summary.partner_id or ""
     stem = summary.name.removesuffix(".wbpf")
     if summary.problem is not None:
-        head = f"H,{partner_format.VERSION},{clean(partner)},EXCEPTION,{clean(summary.name)},{clean(summary.file_id)},{_now()}"
+        head = f"H,{partner_format.VERSION},{clean(partner)},EXCEPTION,{clean(summary.name)},{clean(summary.file_id)},{utc_now()}"
         lines = _closed(head, [f"E,{summary.problem},{clean(summary.message)}"], [0] * (1 + len(Status)))
         return FeedbackDoc(f"{stem}.exception", summary.partner_id, lines, {})
     ordered = sorted(rows)
     totals = {status: 0 for status in Status}
     for row in ordered:
         totals[row.status] += 1
-    head = f"H,{partner_format.VERSION},{clean(partner)},FEEDBACK,{clean(summary.name)},{clean(summary.file_id)},{_now()}"
+    head = f"H,{partner_format.VERSION},{clean(partner)},FEEDBACK,{clean(summary.name)},{clean(summary.file_id)},{utc_now()}"
     lines = _closed(head, [row_line(row) for row in ordered], [len(ordered), *totals.values()])
     return FeedbackDoc(f"{stem}.feedback", summary.partner_id, lines, totals)
 

@@ -43,6 +43,7 @@ from pipeline.delivery.secret_refs import REFERENCE_FORMS, parse_ref, read_secre
 
 _FIELDS = ("idempotency_key", "partner_id", "file_id", "member_id", "points", "txn_id", "txn_time")
 LOOKUP_PATH = "/lookup"  # appended to the credits URL
+NO_ANSWER = 0  # the status noted for a request whose connection was cut
 
 
 @dataclass(frozen=True)
@@ -179,7 +180,7 @@ class Request(NamedTuple):
 
     number: int
     rows: int
-    status: int
+    status: int  # NO_ANSWER when the connection was cut instead
     applied: int  # credits newly applied by this request
 
 
@@ -257,7 +258,7 @@ class PointsApi:
                         self.applied[(item["partner_id"], item["txn_id"])] += 1
                         self.balances[(item["partner_id"], item["member_id"])] += int(item["points"])
                         applied += 1
-            self.requests.append(Request(number, len(items), fault.status, applied))
+            self.requests.append(Request(number, len(items), NO_ANSWER if fault.drop else fault.status, applied))
         return fault, applied
 
     def applied_by_file(self) -> Counter[str]:

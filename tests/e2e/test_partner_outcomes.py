@@ -16,7 +16,7 @@ from standardwebhooks import Webhook
 
 from pipeline.local import partner_cli
 from pipeline.local.accounting import read_counters
-from pipeline.local.points_api import Fault, PointsApi
+from pipeline.local.points_api import NO_ANSWER, Fault, PointsApi
 from pipeline.partner import file_format as partner_format
 from tests.partner_fixtures import (
     MEMBERS,
@@ -78,8 +78,11 @@ def test_the_feedback_totals_equal_what_the_points_api_holds_per_file_under_faul
     applied = api.applied_by_file()
     held = {key.split(":", 1)[1]: file_id for key, file_id in api.credited_from.items()}
     a, b = (feedback_of(tmp_path / "out", keys, name) for name in ("a.feedback.wbpf", "b.feedback.wbpf"))
+    lost_answers = sum(1 for r in api.requests if r.status in (500, NO_ANSWER) and r.applied)
+    print(f"\npoints API: {len(api.requests)} requests, {lost_answers} applied without an answer; holds {dict(applied)}")
     for file_id, lines in (("F-A", a), ("F-B", b)):
         counted, got = totals(lines), by_status(lines)
+        print(f"{file_id} feedback: {counted}")
         assert counted["credited"] == applied[file_id], (file_id, counted, applied)
         assert got.get("credited", set()) == {txn for txn, f in held.items() if f == file_id}
         assert all(txn not in held for txn in got.get("not_credited", set()))

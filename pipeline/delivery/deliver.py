@@ -10,7 +10,9 @@ Targets are webhooks (``url``), Pub/Sub topics (``topic``) or, in local runs, fo
 
 1. ``BatchElements`` gathers what arrives together, up to the largest target's ``max_batch``
    (in streaming the stateful variant, with ``max_batch_duration_secs``, so that it batches
-   across bundles; in batch the per-bundle one, see :class:`DeliverMessages`).
+   across bundles; in batch the per-bundle one, see :class:`DeliverMessages`). A target with
+   ``period_seconds`` gets instead one list per period of event time, in event-time order
+   (:mod:`pipeline.delivery.periods`).
 2. ``DeliverBatchFn`` splits each gathered list by target and then into chunks of that
    target's current adaptive size (:class:`pipeline.delivery.adaptive_batch.AdaptiveLimit`).
    A chunk is one "batch": one receipt.
@@ -70,6 +72,7 @@ import apache_beam as beam
 from apache_beam.metrics import Metrics
 
 from pipeline.delivery.folders import WritePayloadLines, folder_targets
+from pipeline.delivery.periods import GatherByPeriod
 from pipeline.delivery.records import DeliveryOutput, DeliveryRequest, batch_id
 from pipeline.delivery.retries import Verdict
 from pipeline.delivery.state import ChunkOutcome, Unit, run_state
@@ -408,11 +411,18 @@ class DeliverMessages(beam.PTransform):
 
     def expand(self, requests: beam.PCollection) -> dict[str, beam.PCollection]:
         largest = max((t.max_batch for t in self.targets.values()), default=1)
-        batches = requests | "CountRequests" >> beam.Map(_counted_request) | "GatherRequests" >> beam.BatchElements(
+        counted = requests | "CountRequests" >> beam.Map(_counted_request)
+        periods = {t.target_id: t.period_seconds for t in self.targets.values() if t.period_seconds is not None}
+        if periods:
+            periodic = counted | "ByPeriod" >> beam.Partition(lambda r, _: int(r.target_id in periods), 2)
+            counted, per_period = periodic[0], periodic[1] | "GatherByPeriod" >> GatherByPeriod(periods)
+        batches = counted | "GatherRequests" >> beam.BatchElements(
             min_batch_size=1,
             max_batch_size=largest,
             max_batch_duration_secs=self.max_batch_duration_secs if self.streaming else None,
         )
+        if periods:
+            batches = (batches, per_period) | "AllBatches" >> beam.Flatten()
         results = batches | "DeliverBatches" >> beam.ParDo(
             DeliverBatchFn(self.targets, self.run_token, self.seed)
         ).with_outputs(DeliveryOutput.DEAD_LETTER.value, DeliveryOutput.FOLDER_LINES.value, main=DeliveryOutput.RECEIPTS.value)

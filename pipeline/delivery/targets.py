@@ -53,7 +53,7 @@ class TargetKind(str, enum.Enum):
 
 
 # Keys every kind accepts, and the keys only one kind accepts (besides its own address key).
-_COMMON_KEYS = frozenset({"target_id"})
+_COMMON_KEYS = frozenset({"target_id", "period_seconds"})
 _BATCHING_KEYS = frozenset({"min_batch", "max_batch", "initial_batch", "batch_step", "slow_latency_s", "retry"})
 _KIND_KEYS = {
     TargetKind.WEBHOOK: _BATCHING_KEYS | {
@@ -99,6 +99,10 @@ class DeliveryTarget:
         publish_timeout_s: (topic) the deadline of one publish attempt.
         folder: a relative folder under the job's ``output_dir`` (local runs only), e.g.
             ``units/erp``; each payload becomes one line of a JSON Lines file there.
+        period_seconds: None (default) delivers as messages come, in adaptive batches; a number
+            delivers per period: the messages of each ``period_seconds`` of event time are held
+            until the period is over, then sent together in event-time order (see
+            :class:`pipeline.delivery.deliver.DeliverMessages`).
     """
 
     target_id: str
@@ -120,6 +124,7 @@ class DeliveryTarget:
     topic: Optional[str] = None
     publish_timeout_s: float = 10.0
     folder: Optional[str] = None
+    period_seconds: Optional[int] = None
 
     def __post_init__(self) -> None:
         if not TARGET_ID_PATTERN.match(self.target_id):
@@ -159,6 +164,9 @@ class DeliveryTarget:
                 f"target {self.target_id}: min_concurrency applies only to batch_endpoint targets (the others send "
                 f"max_concurrency requests at once), got {self.min_concurrency}"
             )
+        if self.period_seconds is not None and not (type(self.period_seconds) is int and 1 <= self.period_seconds <= 86_400):
+            raise ValueError(f"target {self.target_id}: period_seconds must be a whole number of seconds from 1 to 86400, "
+                             f"got {self.period_seconds!r}")
         if self.publish_timeout_s <= 0:
             raise ValueError(f"target {self.target_id}: publish_timeout_s must be positive, got {self.publish_timeout_s}")
         if self.secret_ref is not None:

@@ -88,7 +88,7 @@ def build(p: beam.Pipeline, options: WaybillOptions) -> dict[str, beam.PCollecti
     )
     identified = courier[UNIQUE] | "IdentifyWaybills" >> IdentifyWaybills()
     streaming = options.view_as(StandardOptions).streaming
-    sinks = OutputSinks(options.output_dir, streaming, options.flush_seconds)
+    sinks = OutputSinks(options.output_dir, streaming, options.flush_seconds, options.partitions)
     supervision = identified | "PushSupervision" >> PushSupervision(
         _supervision_sink(options, sinks, SUPERVISION_DIR, schemas.SUPERVISION_RECORD)
     )

@@ -11,6 +11,7 @@ from apache_beam.options.pipeline_options import PipelineOptions, StandardOption
 
 from pipeline.config import DEFAULT_ROUTING, DEFAULT_SUBSCRIPTIONS, DEFAULT_TARGETS
 from pipeline.io import synthetic
+from pipeline.io.partitions import MAX_PARTITIONS
 from pipeline.model.catalog import DEFAULT_CATALOG
 
 SOURCES = ("synthetic", "file", "pubsub")
@@ -84,6 +85,14 @@ class WaybillOptions(PipelineOptions):
             help="the topic real-name and stuck-parcel alerts go to, projects/<project>/topics/<name> "
             "(Avro WaybillAlert messages, attribute schema). When given, alerts go to the topic instead "
             "of files under --output_dir (alerts/). Default: files.",
+        )
+        parser.add_argument(
+            "--partitions", type=int, default=1,
+            help="how many queues each per-waybill output is split into, 1 to 64, by a stable hash of the "
+            "shipment's waybill id (one consumer per queue; a shipment always lands in the same one): "
+            "topics <topic>-p0 .. <topic>-p<N-1> (each must exist) or folders <folder>/p0/ .. "
+            "<folder>/p<N-1>/, for the supervision push and its real-name alerts, waybill views and waybill "
+            "alerts (not state changes, not delivery targets). Default: 1 (one queue, no suffix).",
         )
         parser.add_argument(
             "--input", default=None,
@@ -208,6 +217,8 @@ def validate(options: WaybillOptions) -> None:
         raise ValueError(f"--events must be 0 or more, got {options.events}")
     if options.supervision_topic and options.supervision_target:
         raise ValueError("give --supervision_topic or --supervision_target, not both: the supervision push goes to one place")
+    if not 1 <= options.partitions <= MAX_PARTITIONS:
+        raise ValueError(f"--partitions must be 1 to {MAX_PARTITIONS}, got {options.partitions}")
     if options.days < 1:
         raise ValueError(f"--days must be 1 or more, got {options.days}")
     if options.dedup_horizon_hours <= 0:

@@ -77,7 +77,7 @@ from pipeline.delivery.records import DeliveryOutput, DeliveryRequest, batch_id
 from pipeline.delivery.retries import Verdict
 from pipeline.delivery.state import ChunkOutcome, Unit, run_state
 from pipeline.delivery.targets import DeliveryTarget, TargetKind, read_target_secrets, targets_by_id
-from pipeline.delivery.topics import ClientFactory, TopicPublisher
+from pipeline.delivery.topics import ClientFactory, TopicMessage, TopicPublisher
 from pipeline.delivery.webhooks import AttemptResult, WebhookClient, signed_headers
 from pipeline.model.dead_letter import METRICS_NAMESPACE, ErrorKind, Stage, dead_letter_record
 
@@ -236,7 +236,10 @@ class DeliverBatchFn(beam.DoFn):
         is not sent: its result is None.
         """
         if target.topic is not None:
-            messages = [(u.body, {"event_id": u.msg_id, "target_id": target.target_id}) for u in units]
+            messages = [
+                TopicMessage(u.body, {"event_id": u.msg_id, "target_id": target.target_id}, u.requests[0].ordering_key)
+                for u in units
+            ]
             published: list[Optional[AttemptResult]] = [
                 *self._publisher.publish_round(target.topic, messages, target.publish_timeout_s)
             ]

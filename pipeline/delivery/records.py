@@ -24,19 +24,23 @@ class DeliveryRequest(NamedTuple):
         event_id: the idempotency key, sent as ``webhook-id`` (the same on every retry).
         payload: the body, UTF-8 JSON text (see :func:`delivery_request`).
         headers: extra headers for this message (ignored by batch endpoints).
+        ordering_key: the key whose messages must keep their order, e.g. the shipment's
+            waybill id (:mod:`pipeline.io.partitions`); topic targets publish it as the Pub/Sub
+            ordering key. '' for none.
     """
 
     target_id: str
     event_id: str
     payload: bytes
     headers: Mapping[str, str] = {}
+    ordering_key: str = ""
 
 
 beam.coders.registry.register_coder(DeliveryRequest, beam.coders.RowCoder)
 
 
 def delivery_request(
-    target_id: str, event_id: str, payload: Any, headers: Optional[Mapping[str, str]] = None
+    target_id: str, event_id: str, payload: Any, headers: Optional[Mapping[str, str]] = None, ordering_key: str = ""
 ) -> DeliveryRequest:
     """A request whose payload is ``payload`` (any JSON value) as compact UTF-8 JSON.
 
@@ -44,7 +48,7 @@ def delivery_request(
     b'{"order_id":"O-1"}'
     """
     body = json.dumps(payload, ensure_ascii=False, separators=(",", ":"), default=str).encode("utf-8")
-    return DeliveryRequest(target_id, event_id, body, dict(headers or {}))
+    return DeliveryRequest(target_id, event_id, body, dict(headers or {}), ordering_key)
 
 
 class DeliveryOutput(str, enum.Enum):

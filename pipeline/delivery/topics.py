@@ -1,9 +1,11 @@
 """Publishing a round of pushes to a Pub/Sub topic target, and what each answer means.
 
 One ``PublisherClient`` per :class:`TopicPublisher` (a DoFn's, made on first use; it honours
-``PUBSUB_EMULATOR_HOST``). Each message is published with the payload as data and the
-attributes ``event_id`` (the idempotency key: the same on every retry, so subscribers can
-de-duplicate) and ``target_id``. The client's own retries are switched off (``retry=None``):
+``PUBSUB_EMULATOR_HOST``; message ordering enabled). Each message is published with the payload
+as data, the attributes ``event_id`` (the idempotency key: the same on every retry, so
+subscribers can de-duplicate) and ``target_id``, and the request's ``ordering_key`` when it has
+one (the shipment's waybill id): an ordering-enabled subscription then gets one key's messages
+in publish order. The client's own retries are switched off (``retry=None``):
 the delivery layer retries with its :class:`~pipeline.delivery.retries.RetryPolicy`, so attempts,
 backoff and dead letters work as for webhooks, and each attempt is bounded by the target's
 ``publish_timeout_s``.
@@ -24,15 +26,22 @@ PermissionDenied, InvalidArgument, any other error       rejected  no
 
 A publish that timed out may still have reached the topic: delivery is at-least-once, and
 the retry carries the same ``event_id``.
+
+Ordering keys through failures: when a publish with an ordering key fails, the client pauses
+that key and fails the round's later messages of the key too (held back, ``retry``, no load
+signal); the round then resumes the key (``resume_publish``), so the next round publishes the
+failed message and those after it again, in their order.
 """
 from __future__ import annotations
 
 import concurrent.futures
+import contextlib
 import time
-from typing import Any, Callable, Mapping, Optional, Sequence, Union
+from typing import Any, Callable, Mapping, NamedTuple, Optional, Sequence, Union
 
 from google.api_core import exceptions as gexc
 from google.auth import exceptions as auth_exceptions
+from google.cloud.pubsub_v1.publisher.exceptions import PublishToPausedOrderingKeyException
 
 from pipeline.delivery.retries import Verdict
 from pipeline.delivery.webhooks import AttemptResult
@@ -41,14 +50,26 @@ ClientFactory = Callable[[], Any]  # () -> a google.cloud.pubsub_v1.PublisherCli
 
 _PRESSURE_ERRORS = (gexc.DeadlineExceeded, gexc.ServiceUnavailable, gexc.ResourceExhausted)
 _RETRYABLE_ERRORS = (*_PRESSURE_ERRORS, gexc.Aborted, gexc.Cancelled, gexc.InternalServerError, gexc.Unknown)
+# How the client fails the messages of a key after an earlier one of that key failed: publishes
+# to the paused key, and batches cancelled (a RuntimeError naming the earlier failure).
+_HELD_BACK = (PublishToPausedOrderingKeyException, RuntimeError)
 # How much longer than the publish deadline to wait for a future before counting it as timed out.
 _GRACE_S = 5.0
 
 
+class TopicMessage(NamedTuple):
+    """One message of a round: the payload, its attributes, and its ordering key ('' for none)."""
+
+    data: bytes
+    attributes: Mapping[str, str]
+    ordering_key: str = ""
+
+
 def _default_client() -> Any:
     from google.cloud.pubsub_v1 import PublisherClient
+    from google.cloud.pubsub_v1.types import PublisherOptions
 
-    return PublisherClient()
+    return PublisherClient(publisher_options=PublisherOptions(enable_message_ordering=True))
 
 
 def result_for_error(error: BaseException, topic: str, latency_s: float) -> AttemptResult:
@@ -86,21 +107,23 @@ class TopicPublisher:
         self._factory = client_factory or _default_client
         self._client: Any = None
 
-    def publish_round(
-        self, topic: str, messages: Sequence[tuple[bytes, Mapping[str, str]]], timeout_s: float
-    ) -> list[AttemptResult]:
+    def publish_round(self, topic: str, messages: Sequence[TopicMessage], timeout_s: float) -> list[AttemptResult]:
         """Publishes every message at once (the client batches them); results in their order."""
         if self._client is None:
             self._client = self._factory()
         started = time.monotonic()
         pending: list[Union[Any, BaseException]] = []
-        for data, attributes in messages:
+        for message in messages:
+            keyed = {"ordering_key": message.ordering_key} if message.ordering_key else {}
             try:
-                pending.append(self._client.publish(topic, data, retry=None, timeout=timeout_s, **attributes))
+                pending.append(self._client.publish(
+                    topic, message.data, retry=None, timeout=timeout_s, **keyed, **message.attributes
+                ))
             except (ValueError, TypeError) as error:  # too large for one request, a bad attribute
                 pending.append(error)
         results = []
-        for future in pending:
+        failed_keys: set[str] = set()
+        for message, future in zip(messages, pending):
             if isinstance(future, BaseException):
                 results.append(AttemptResult(Verdict.REJECTED, None, 0.0, error=f"{type(future).__name__}: {future}"))
                 continue
@@ -108,8 +131,22 @@ class TopicPublisher:
                 future.result(timeout=timeout_s + _GRACE_S)
             except (gexc.GoogleAPIError, auth_exceptions.TransportError, concurrent.futures.TimeoutError) as error:
                 results.append(result_for_error(error, topic, time.monotonic() - started))
+            except _HELD_BACK as error:
+                if not message.ordering_key:
+                    raise
+                results.append(AttemptResult(
+                    Verdict.RETRY, None, time.monotonic() - started,
+                    error=f"held back: an earlier message with ordering key {message.ordering_key} failed "
+                          f"({type(error).__name__})",
+                ))
             else:
                 results.append(AttemptResult(Verdict.DELIVERED, None, time.monotonic() - started))
+                continue
+            if message.ordering_key:
+                failed_keys.add(message.ordering_key)
+        for key in sorted(failed_keys):
+            with contextlib.suppress(ValueError, RuntimeError):  # a key the client did not pause (a timeout)
+                self._client.resume_publish(topic, key)
         return results
 
     def close(self) -> None:

@@ -1,7 +1,9 @@
 """Where records leave the pipeline. Each sink keeps its real writer in ``self.write``.
 
 An output is either a folder of JSON Lines files, one object per line in the JSON form of its
-Avro record (see :mod:`pipeline.model.json_records`), or a Pub/Sub topic of Avro binary messages.
+Avro record (see :mod:`pipeline.model.json_records`), or a Pub/Sub topic of Avro binary messages;
+:class:`WritePartitions` splits a per-waybill output into several of either
+(:mod:`pipeline.io.partitions`).
 """
 from __future__ import annotations
 
@@ -14,6 +16,7 @@ from apache_beam.io import PubsubMessage, fileio
 from apache_beam.metrics import Metrics
 from apache_beam.transforms import trigger, window
 
+from pipeline.io.partitions import KeyOf, partition
 from pipeline.model import json_records, schemas
 from pipeline.model.dead_letter import METRICS_NAMESPACE
 
@@ -105,40 +108,78 @@ class _ToJsonLineFn(beam.DoFn):
         yield json_records.to_json_line(self._schema_name, record)
 
 
-def to_pubsub_message(record: dict[str, Any], schema_name: str) -> PubsubMessage:
+def to_pubsub_message(record: dict[str, Any], schema_name: str, key_of: KeyOf | None = None) -> PubsubMessage:
     """A record as a Pub/Sub message: Avro binary data, attributes ``schema`` (full name) and
-    ``event_id`` (when the record has one; a dead letter may not).
+    ``event_id`` (when the record has one; a dead letter may not), and ``key_of(record)`` as the
+    ordering key when ``key_of`` is given.
 
     >>> message = to_pubsub_message({"sku": "SKU-1", "quantity": 2, "price_cents": 990}, "OrderLine")
-    >>> message.attributes
-    {'schema': 'com.waybill.OrderLine'}
+    >>> message.attributes, message.ordering_key
+    ({'schema': 'com.waybill.OrderLine'}, '')
     """
     attributes = {"schema": schemas.full_name(schema_name)}
     if record.get("event_id"):
         attributes["event_id"] = record["event_id"]
-    return PubsubMessage(schemas.encode(schema_name, record), attributes)
+    return PubsubMessage(schemas.encode(schema_name, record), attributes, ordering_key=key_of(record) if key_of else "")
 
 
 class WritePubSub(beam.PTransform):
     """Records of one Avro schema -> messages on a Pub/Sub topic.
 
     Each record becomes one message as :func:`to_pubsub_message` makes it, published as soon
-    as its bundle finishes (no windowing: the element timestamps are left as they are).
+    as its bundle finishes (no windowing: the element timestamps are left as they are). With
+    ``key_of``, each message carries its ordering key and the publisher keeps publish order per
+    key (``publish_with_ordering_key``).
 
     Args:
         topic: ``projects/<project>/topics/<name>``.
         schema_name: the Avro record of each element, e.g. ``SupervisionRecord``.
+        key_of: a record -> its ordering key; None publishes without keys.
     """
 
-    def __init__(self, topic: str, schema_name: str) -> None:
+    def __init__(self, topic: str, schema_name: str, key_of: KeyOf | None = None) -> None:
         super().__init__()
         self.topic = topic
         self.schema_name = schema_name
-        self.write: beam.PTransform = beam.io.WriteToPubSub(topic, with_attributes=True)
+        self.key_of = key_of
+        self.write: beam.PTransform = beam.io.WriteToPubSub(
+            topic, with_attributes=True, publish_with_ordering_key=key_of is not None
+        )
 
     def expand(self, records: beam.PCollection) -> Any:
         return (
             records
-            | "ToPubsubMessage" >> beam.Map(to_pubsub_message, self.schema_name).with_output_types(PubsubMessage)
+            | "ToPubsubMessage" >> beam.Map(to_pubsub_message, self.schema_name, self.key_of).with_output_types(PubsubMessage)
             | "Publish" >> self.write
         )
+
+
+class _ByShipment(beam.PartitionFn):
+    """A record's partition: :func:`pipeline.io.partitions.partition` of its key."""
+
+    def __init__(self, key_of: KeyOf) -> None:
+        self.key_of = key_of
+
+    def partition_for(self, element: Any, num_partitions: int, *args: Any, **kwargs: Any) -> int:
+        return partition(self.key_of(element), num_partitions)
+
+
+class WritePartitions(beam.PTransform):
+    """Records -> one sink per partition: each record to ``sinks[partition(key_of(record), N)]``.
+
+    Example: with 2 partitions of the supervision topic, every record of shipment ``WB0001``
+    goes to ``supervision-p0`` and every record of ``WB0002`` to ``supervision-p1``.
+
+    Args:
+        key_of: a record -> its shipment key (:data:`pipeline.io.partitions.SHIPMENT_KEYS`).
+        sinks: the sink of each partition, in partition order (N = their number).
+    """
+
+    def __init__(self, key_of: KeyOf, sinks: list[beam.PTransform]) -> None:
+        super().__init__()
+        self.key_of = key_of
+        self.sinks = sinks
+
+    def expand(self, records: beam.PCollection) -> Any:
+        parts = records | "SplitByWaybill" >> beam.Partition(_ByShipment(self.key_of), len(self.sinks))
+        return [part | f"WritePartition{index}" >> sink for index, (part, sink) in enumerate(zip(parts, self.sinks))]

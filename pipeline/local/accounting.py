@@ -22,6 +22,7 @@ from typing import Optional
 from apache_beam.metrics.metric import MetricsFilter
 from apache_beam.runners.runner import PipelineResult
 
+from pipeline.io.partitions import PARTITION_FOLDERS
 from pipeline.io.sinks import WRITTEN_PREFIX
 from pipeline.model.dead_letter import METRICS_NAMESPACE
 
@@ -149,8 +150,10 @@ def read_accounting(result: PipelineResult) -> Accounting:
 
 
 def count_lines(folder: Path) -> int:
-    """Lines in the JSON Lines files of an output folder (0 if it has none)."""
-    return sum(file_lines(path) for path in folder.glob("*.jsonl"))
+    """Lines in the JSON Lines files of an output folder and of its partitions' folders
+    (``p<i>/``, see ``--partitions``); 0 if it has none."""
+    files = [*folder.glob("*.jsonl"), *folder.glob(f"{PARTITION_FOLDERS}/*.jsonl")]
+    return sum(file_lines(path) for path in files)
 
 
 def file_lines(path: Path) -> int:

@@ -37,6 +37,7 @@ from typing import Iterable
 
 from apache_beam.transforms.window import GlobalWindow
 
+from pipeline.io.partitions import PARTITION_FOLDERS
 from pipeline.local.accounting import file_lines
 
 _LOGGER = logging.getLogger(__name__)
@@ -97,11 +98,13 @@ class RunFolder:
     @functools.cached_property
     def carried_lines(self) -> dict[str, int]:
         """Folder (relative) -> lines in the ``*.jsonl`` files carried in from earlier runs
-        (counted once: those files are never written again)."""
+        (counted once: those files are never written again); a partition's files (``p<i>/``,
+        see ``--partitions``) count for their output folder."""
         lines: dict[str, int] = {}
         for name in self.carried:
             if name.endswith(".jsonl"):
-                folder = str(Path(name).parent)
+                parent = Path(name).parent
+                folder = str(parent.parent if parent.match(PARTITION_FOLDERS) and parent.parent.parts else parent)
                 lines[folder] = lines.get(folder, 0) + file_lines(self.path / name)
         return lines
 

@@ -174,40 +174,52 @@ class DeliverBatchFn(beam.DoFn):
                 yield running.pop(future), future.result()
 
     def _deliver_chunk(self, target: DeliveryTarget, chunk: list[DeliveryRequest]) -> ChunkOutcome:
+        """Sends a chunk, retries included. A per-message webhook's units go in :func:`key_waves`:
+        a message waits until the one before it with the same ordering key is delivered or given
+        up, while messages of different keys go together."""
         started = time.monotonic()
         outcome = ChunkOutcome()
-        pending = self._units(target, chunk, outcome)
+        units = self._units(target, chunk, outcome)
+        in_order = target.kind is TargetKind.WEBHOOK and not target.batch_endpoint
+        for wave in key_waves(units) if in_order else [units]:
+            self._deliver_units(target, wave, outcome)
+        outcome.elapsed_s = time.monotonic() - started
+        if outcome.results:
+            self._state.record(target.target_id, *outcome.pressure())
+        return outcome
+
+    def _deliver_units(self, target: DeliveryTarget, pending: list[Unit], outcome: ChunkOutcome) -> None:
+        """Sends units in rounds until each is delivered or failed, booking them into ``outcome``;
+        the retry limits count from the first round of these units. ``outcome.attempts`` is the
+        most rounds any units of the chunk took."""
+        started = time.monotonic()
+        attempts = 0
         while pending:
             disabled = self._state.disabled_reason(target.target_id)
             if disabled is not None:
                 self._fail(outcome, pending, ErrorKind.ENDPOINT_DISABLED, f"endpoint disabled: {disabled}")
                 break
-            outcome.attempts += 1
+            attempts += 1
+            outcome.attempts = max(outcome.attempts, attempts)
             results = self._send_round(target, pending)
             outcome.results.extend(r for r in results if r is not None)
             pending = self._settle(target, list(zip(pending, results)), outcome)
             if not pending or self._state.disabled_reason(target.target_id) is not None:
                 continue
             retry_after = max((u.last.retry_after_s or 0.0 for u in pending if u.last), default=0.0)
-            delay = target.retry.next_delay(
-                outcome.attempts, time.monotonic() - started, retry_after or None, self._rng
-            )
+            delay = target.retry.next_delay(attempts, time.monotonic() - started, retry_after or None, self._rng)
             if delay is None:
                 elapsed = time.monotonic() - started
                 for unit in pending:
                     last = unit.last.error if unit.last else "no attempt"
                     message = (
-                        f"gave up on {target.address} after {outcome.attempts} attempt(s) in {elapsed:.1f}s "
+                        f"gave up on {target.address} after {attempts} attempt(s) in {elapsed:.1f}s "
                         f"(limits: {target.retry.max_attempts} attempts, {target.retry.max_total_s:g}s): {last}"
                     )
                     self._fail(outcome, [unit], ErrorKind.DELIVERY_FAILED, message)
                 break
             outcome.retried_messages += sum(len(u.requests) for u in pending)
             self.sleep(delay)
-        outcome.elapsed_s = time.monotonic() - started
-        if outcome.results:
-            self._state.record(target.target_id, *outcome.pressure())
-        return outcome
 
     def _units(self, target: DeliveryTarget, chunk: list[DeliveryRequest], outcome: ChunkOutcome) -> list[Unit]:
         """The POSTs (or publishes) of a chunk; payloads that are not UTF-8 text are rejected here
@@ -334,6 +346,29 @@ class DeliverBatchFn(beam.DoFn):
         }
 
 
+def key_waves(units: list[Unit]) -> list[list[Unit]]:
+    """Units in waves: wave i holds the i-th unit of each ordering key; units without a key go in
+    the first wave. Sending the waves one after the other keeps each key's order.
+
+    >>> def unit(event_id, key):
+    ...     return Unit([DeliveryRequest("erp", event_id, b"{}", {}, key)], event_id, b"{}", "{}")
+    >>> waves = key_waves([unit("a1", "WB1"), unit("b1", "WB2"), unit("a2", "WB1"), unit("x", ""), unit("a3", "WB1")])
+    >>> [[u.msg_id for u in wave] for wave in waves]
+    [['a1', 'b1', 'x'], ['a2'], ['a3']]
+    """
+    waves: list[list[Unit]] = []
+    seen: dict[str, int] = {}
+    for unit in units:
+        key = unit.requests[0].ordering_key
+        index = seen.get(key, 0) if key else 0
+        if key:
+            seen[key] = index + 1
+        if index == len(waves):
+            waves.append([])
+        waves[index].append(unit)
+    return waves
+
+
 def _folder_lines(chunk: list[DeliveryRequest]) -> tuple[list[str], ChunkOutcome]:
     """A folder target's chunk as JSON Lines lines (a payload that is not UTF-8 JSON is rejected;
     one that spans several lines is written compactly on one)."""
@@ -417,8 +452,9 @@ class DeliverMessages(beam.PTransform):
         counted = requests | "CountRequests" >> beam.Map(_counted_request)
         periods = {t.target_id: t.period_seconds for t in self.targets.values() if t.period_seconds is not None}
         if periods:
-            periodic = counted | "ByPeriod" >> beam.Partition(lambda r, _: int(r.target_id in periods), 2)
-            counted, per_period = periodic[0], periodic[1] | "GatherByPeriod" >> GatherByPeriod(periods)
+            per_period = counted | "WithPeriod" >> beam.Filter(lambda r: r.target_id in periods) | (
+                "GatherByPeriod" >> GatherByPeriod(periods))
+            counted = counted | "WithoutPeriod" >> beam.Filter(lambda r: r.target_id not in periods)
         batches = counted | "GatherRequests" >> beam.BatchElements(
             min_batch_size=1,
             max_batch_size=largest,

@@ -19,7 +19,7 @@ import sys
 import threading
 import time
 import warnings
-from typing import Any, Iterator
+from typing import Any, Iterator, Sequence
 
 _LOGGER = logging.getLogger(__name__)
 _MAX_MESSAGES = 1000
@@ -31,15 +31,21 @@ class OutputDrain:
 
     ``arrivals`` maps the event_id of each SupervisionRecord on the supervision topic to when it
     first arrived (``time.monotonic()``), for the publish-to-push delay; the WaybillAlerts that
-    topic also carries (``schema`` attribute) are counted apart, as ``compliance_alerts``.
+    topic also carries (``schema`` attribute) are counted apart, as ``compliance_alerts``. With
+    ``--partitions``, ``supervision_partitions`` are the subscriptions of the partition topics,
+    pulled and counted as the supervision topic's.
     """
 
-    def __init__(self, emulator_host: str, supervision_subscription: str, dead_letter_subscription: str) -> None:
+    def __init__(
+        self, emulator_host: str, supervision_subscription: str, dead_letter_subscription: str,
+        supervision_partitions: Sequence[str] = (),
+    ) -> None:
         self.supervision = 0
         self.compliance_alerts = 0
         self.dead_letters = 0
         self.arrivals: dict[str, float] = {}
-        self._command = [sys.executable, "-m", __name__, emulator_host, supervision_subscription, dead_letter_subscription]
+        self._command = [sys.executable, "-m", __name__, emulator_host, supervision_subscription, dead_letter_subscription,
+                         *supervision_partitions]
         self._child: subprocess.Popen[str] | None = None
         self._receiver = threading.Thread(target=self._receive, name="output-drain-receiver", daemon=True)
 
@@ -70,8 +76,11 @@ class OutputDrain:
             self.dead_letters += dead
 
 
-def pull_rounds(emulator_host: str, supervision_subscription: str, dead_letter_subscription: str) -> Iterator[list[Any]]:
-    """Pulls both subscriptions for ever; yields ``[arrival time, event ids of the SupervisionRecords,
+def pull_rounds(
+    emulator_host: str, supervision_subscription: str, dead_letter_subscription: str,
+    supervision_partitions: Sequence[str] = (),
+) -> Iterator[list[Any]]:
+    """Pulls the subscriptions for ever; yields ``[arrival time, event ids of the SupervisionRecords,
     other supervision messages, dead letters]`` per round that received something."""
     os.environ["PUBSUB_EMULATOR_HOST"] = emulator_host
     from google.cloud.pubsub_v1 import SubscriberClient
@@ -80,7 +89,7 @@ def pull_rounds(emulator_host: str, supervision_subscription: str, dead_letter_s
 
     subscriber = SubscriberClient()
     while True:
-        pushed = _pull(subscriber, supervision_subscription)
+        pushed = [m for s in (supervision_subscription, *supervision_partitions) for m in _pull(subscriber, s)]
         arrived_at = time.monotonic()
         record_ids = [m.attributes.get("event_id", "") for m in pushed if m.attributes.get("schema") == SUPERVISION_RECORD]
         dead = _pull(subscriber, dead_letter_subscription)
@@ -113,9 +122,10 @@ def main() -> None:
     """One JSON line per round on stdout, until terminated::
 
         python -m pipeline.local.output_drain <emulator host> <supervision subscription> \\
-            <dead-letter subscription>
+            <dead-letter subscription> [<supervision partition subscription> ...]
     """
-    for pulled in pull_rounds(*sys.argv[1:4]):
+    host, supervision, dead_letter, *partitions = sys.argv[1:]
+    for pulled in pull_rounds(host, supervision, dead_letter, partitions):
         print(json.dumps(pulled), flush=True)
 
 

@@ -40,6 +40,7 @@ from typing import Any
 from apache_beam.runners.runner import PipelineResult, PipelineState
 
 from pipeline.io import outputs
+from pipeline.io.partitions import partition_topic
 from pipeline.io.synthetic import TrafficProfile
 from pipeline.launcher import launch
 from pipeline.local import accounting, publish, stats_report
@@ -59,7 +60,9 @@ _BACKLOG_PUBLISH_TIMEOUT_S = 600.0
 
 @dataclass(frozen=True)
 class LocalTopics:
-    """The four topics and their subscriptions (full paths)."""
+    """The four topics and their subscriptions (full paths); with ``--partitions`` N > 1, the
+    subscriptions of the supervision topic's partitions ``supervision-p<i>`` too (the job
+    publishes there, not to ``supervision``)."""
 
     courier: str
     order: str
@@ -69,6 +72,7 @@ class LocalTopics:
     order_subscription: str
     supervision_subscription: str
     dead_letter_subscription: str
+    supervision_partitions: tuple[str, ...] = ()
 
     def job_options(self) -> list[str]:
         """The job options that name these resources."""
@@ -81,15 +85,20 @@ class LocalTopics:
         ]
 
 
-def create_topics(emulator: PubsubEmulator, project: str = PROJECT, suffix: str = "") -> LocalTopics:
-    """Creates the topics and one subscription on each (``<topic>-sub``)."""
+def create_topics(emulator: PubsubEmulator, project: str = PROJECT, suffix: str = "", partitions: int = 1) -> LocalTopics:
+    """Creates the topics and one subscription on each (``<topic>-sub``); with ``partitions`` > 1
+    also the supervision topic's partitions ``supervision<suffix>-p<i>``, each with its subscription."""
     paths: dict[str, str] = {}
     for role, name in (("courier", "courier-events"), ("order", "order-events"),
                        ("supervision", "supervision"), ("dead_letter", "dead-letter")):
         topic = emulator.create_topic(project, f"{name}{suffix}")
         paths[role] = topic
         paths[f"{role}_subscription"] = emulator.create_subscription(project, f"{name}{suffix}-sub", topic)
-    return LocalTopics(**paths)
+    parts = [] if partitions == 1 else [partition_topic(f"supervision{suffix}", i) for i in range(partitions)]
+    return LocalTopics(**paths, supervision_partitions=tuple(
+        emulator.create_subscription(project, f"{name}-sub", emulator.create_topic(project, name))
+        for name in parts
+    ))
 
 
 @dataclass
@@ -249,7 +258,7 @@ def run(argv: list[str] | None = None) -> int:
         return 2
     stop = threading.Event()
     try:
-        topics = create_topics(emulator)
+        topics = create_topics(emulator, partitions=WaybillOptions(passed).partitions)
         options = counted_run_options(job_argv(topics, passed, day.isoformat()))
         folder = RunFolder.start(options.output_dir)
         options.output_dir = str(folder.path)
@@ -258,7 +267,8 @@ def run(argv: list[str] | None = None) -> int:
         traffic = Traffic(TrafficProfile(events=args.events, seed=args.seed, day=day), routes, args.rate, publisher, stop)
         if args.measure:  # a backlog: all of it is waiting in the subscriptions when the job starts
             traffic.start().join(timeout=_BACKLOG_PUBLISH_TIMEOUT_S)
-        drain = OutputDrain(emulator.host, topics.supervision_subscription, topics.dead_letter_subscription)
+        drain = OutputDrain(emulator.host, topics.supervision_subscription, topics.dead_letter_subscription,
+                            topics.supervision_partitions)
         launched = time.monotonic()
         run_ = LocalRun(launch(options), options, drain.start(), args.stall_timeout, folder)
         try:

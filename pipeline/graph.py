@@ -47,6 +47,13 @@ from pipeline.stages.lifecycle import (
     LifecycleOutput,
     TrackWaybillLifecycles,
 )
+from pipeline.stages.ordered_outputs import (
+    order_compliance_alerts,
+    order_subscriber_messages,
+    order_supervision,
+    order_unit_messages,
+)
+from pipeline.stages.ordering import Reordering
 from pipeline.stages.shipment import alert_event_id
 from pipeline.stages.stats import ComputeDailyStats, StatsOutput
 from pipeline.stages.supervision import PushComplianceAlerts, PushSupervision
@@ -89,8 +96,9 @@ def build(p: beam.Pipeline, options: WaybillOptions) -> dict[str, beam.PCollecti
     identified = courier[UNIQUE] | "IdentifyWaybills" >> IdentifyWaybills()
     streaming = options.view_as(StandardOptions).streaming
     sinks = OutputSinks(options.output_dir, streaming, options.flush_seconds, options.partitions)
+    reordering = Reordering(options.reorder_delay_seconds, streaming, options.expire_after_hours * 3600)
     supervision = identified | "PushSupervision" >> PushSupervision(
-        _supervision_sink(options, sinks, SUPERVISION_DIR, schemas.SUPERVISION_RECORD)
+        _supervision_sink(options, sinks, SUPERVISION_DIR, schemas.SUPERVISION_RECORD), order_supervision(reordering)
     )
     orders[UNIQUE] | "WriteOrders" >> sinks.to(None, ORDERS_DIR, schemas.ORDER_EVENT)
     daily = {"courier": courier[UNIQUE], "order": orders[UNIQUE]} | "ComputeDailyStats" >> ComputeDailyStats(
@@ -119,9 +127,9 @@ def build(p: beam.Pipeline, options: WaybillOptions) -> dict[str, beam.PCollecti
     lifecycle[ALERTS] | "WriteWaybillAlerts" >> sinks.to(options.waybill_alerts_topic, ALERTS_DIR, WAYBILL_ALERT)
     lifecycle[STATE_CHANGES] | "WriteWaybillStateChanges" >> sinks.to(None, WAYBILL_STATES_DIR, WAYBILL_STATE_CHANGE)
     compliance = lifecycle[ALERTS] | "PushComplianceAlerts" >> PushComplianceAlerts(
-        _supervision_sink(options, sinks, SUPERVISION_COMPLIANCE_DIR, WAYBILL_ALERT)
+        _supervision_sink(options, sinks, SUPERVISION_COMPLIANCE_DIR, WAYBILL_ALERT), order_compliance_alerts(reordering)
     )
-    deliveries = _deliver(options, orders[UNIQUE], supervision, compliance, lifecycle)
+    deliveries = _deliver(options, reordering, orders[UNIQUE], supervision, compliance, lifecycle)
     deliveries["receipts"] | "WriteDeliveryReceipts" >> sinks.to(None, RECEIPTS_DIR, schemas.DELIVERY_RECEIPT)
     dead_letters = (
         validated[ValidateOutput.DEAD_LETTER.value],
@@ -151,12 +159,13 @@ def build(p: beam.Pipeline, options: WaybillOptions) -> dict[str, beam.PCollecti
 
 
 def _deliver(
-    options: WaybillOptions, orders: beam.PCollection, supervision: beam.PCollection, compliance: beam.PCollection,
-    lifecycle: dict[str, beam.PCollection],
+    options: WaybillOptions, reordering: Reordering, orders: beam.PCollection, supervision: beam.PCollection,
+    compliance: beam.PCollection, lifecycle: dict[str, beam.PCollection],
 ) -> dict[str, Any]:
     """Unit routing, subscriber pushes, account digests and (with --supervision_target) the
     supervision push with its compliance alerts, all through one ``DeliverMessages``: one
-    adaptive batch size per target."""
+    adaptive batch size per target. Unit and subscriber messages are put in order per waybill
+    and target first (the supervision push already is; digests are per account)."""
     config = DeliveryConfig.read(
         options.delivery_targets, options.routing_table, options.subscriptions, options.supervision_target,
         options.output_dir,
@@ -169,8 +178,9 @@ def _deliver(
         "orders": orders, "courier": lifecycle[LifecycleOutput.EVENTS_WITH_MERCHANT.value], "alerts": lifecycle[ALERTS],
     } | "CollectSubscribableEvents" >> CollectSubscribableEvents()
     requests = [
-        routed[RoutingOutput.REQUESTS.value],
-        subscribable | "MatchSubscriptions" >> MatchSubscriptions(config.subscriptions),
+        routed[RoutingOutput.REQUESTS.value] | "OrderUnitMessages" >> order_unit_messages(reordering),
+        subscribable | "MatchSubscriptions" >> MatchSubscriptions(config.subscriptions)
+        | "OrderSubscriberMessages" >> order_subscriber_messages(reordering),
         subscribable | "SendAccountDigests" >> SendAccountDigests(config.subscriptions, streaming=streaming),
     ]
     if config.supervision_target:

@@ -206,6 +206,13 @@ class WaybillOptions(PipelineOptions):
             "for it are dead-lettered (late_for_closed_waybill); later ones open a new state. "
             "Default: 168 (7 days).",
         )
+        parser.add_argument(
+            "--reorder_delay_seconds", type=float, default=1.0,
+            help="seconds (processing time, streaming) each waybill's messages to a destination are held "
+            "so that they leave in event-time order; a message later than that is sent at once, marked "
+            "out_of_order; 0 holds nothing (messages are still numbered). Adds up to this much latency to "
+            "the supervision, unit and subscriber pushes (docs/ordering.md). Default: 1.",
+        )
 
 
 def validate(options: WaybillOptions) -> None:
@@ -228,6 +235,8 @@ def validate(options: WaybillOptions) -> None:
                  "catalog_reload_seconds"):
         if getattr(options, flag) <= 0:
             raise ValueError(f"--{flag} must be positive, got {getattr(options, flag)}")
+    if options.reorder_delay_seconds < 0:
+        raise ValueError(f"--reorder_delay_seconds must be 0 or more, got {options.reorder_delay_seconds}")
     if options.allowed_lateness_hours < 0:
         raise ValueError(f"--allowed_lateness_hours must be 0 or more, got {options.allowed_lateness_hours}")
     try:

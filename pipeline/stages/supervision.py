@@ -30,13 +30,19 @@ class PushSupervision(beam.PTransform):
     Args:
         sink: a PTransform that writes SupervisionRecords (files or a topic); None when the
             caller hands the records to the delivery layer (a webhook or topic target).
+        ordering: puts each waybill's identified events in order and adds their sequence
+            fields before they are stamped (:func:`pipeline.stages.ordered_outputs.order_supervision`);
+            None: as they come, unsequenced.
     """
 
-    def __init__(self, sink: Optional[beam.PTransform]) -> None:
+    def __init__(self, sink: Optional[beam.PTransform], ordering: Optional[beam.PTransform] = None) -> None:
         super().__init__()
         self.sink = sink
+        self.ordering = ordering
 
     def expand(self, identified: beam.PCollection) -> beam.PCollection:
+        if self.ordering is not None:
+            identified = identified | "OrderPerWaybill" >> self.ordering
         records = identified | "StampPushedAt" >> beam.ParDo(ToSupervisionRecordFn())
         if self.sink is not None:
             records | "Write" >> self.sink
@@ -56,14 +62,19 @@ class PushComplianceAlerts(beam.PTransform):
         sink: a PTransform that writes WaybillAlerts (files or the supervision topic, where the
             ``schema`` attribute ``com.waybill.WaybillAlert`` tells them from SupervisionRecords);
             None when the caller hands them to the delivery layer with the supervision records.
+        ordering: puts each waybill's alerts in order and adds their sequence fields
+            (:func:`pipeline.stages.ordered_outputs.order_compliance_alerts`); None: as they come.
     """
 
-    def __init__(self, sink: Optional[beam.PTransform]) -> None:
+    def __init__(self, sink: Optional[beam.PTransform], ordering: Optional[beam.PTransform] = None) -> None:
         super().__init__()
         self.sink = sink
+        self.ordering = ordering
 
     def expand(self, alerts: beam.PCollection) -> beam.PCollection:
         compliance = alerts | "SelectRealNameAlerts" >> beam.Filter(is_compliance_alert)
+        if self.ordering is not None:
+            compliance = compliance | "OrderPerWaybill" >> self.ordering
         if self.sink is not None:
             compliance | "Write" >> self.sink
         return compliance

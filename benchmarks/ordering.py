@@ -14,11 +14,18 @@ exactly 1..n and each ``prev_event_id`` names the message numbered one less.
     python -m benchmarks.ordering --events 3000             # run the job (batch) and count
     python -m benchmarks.ordering --events 3000 --streaming
     python -m benchmarks.ordering --count output            # count an existing output folder
+    python -m benchmarks.ordering --latency                 # publish -> supervision push delay
+
+``--latency`` runs :mod:`benchmarks.streaming` (the job on the Pub/Sub emulator, paced traffic)
+once with ``--reorder_delay_seconds=0`` and once with the default, each in a child process, and
+prints the delay from publishing a message to its record arriving on the supervision topic
+(p50, p99, max): the latency the reorder delay adds.
 """
 from __future__ import annotations
 
 import argparse
 import json
+import subprocess
 import sys
 import tempfile
 from dataclasses import dataclass, field
@@ -74,10 +81,12 @@ Reader = Callable[[dict[str, Any], Path], Optional[Message]]
 
 def destinations(output_dir: Path) -> Iterator[tuple[str, Path, Reader]]:
     """Every per-waybill destination folder of a run's output, with the reader of its lines."""
-    for name, reader in (("supervision", _supervision), ("supervision_compliance", _alert)):
+    records: tuple[tuple[str, Reader], ...] = (("supervision", _supervision), ("supervision_compliance", _alert))
+    requests: tuple[tuple[str, Reader], ...] = (("units", _unit), ("subscribers", _cloud_event))
+    for name, reader in records:
         if (output_dir / name).is_dir():
             yield name, output_dir / name, reader
-    for parent, reader in (("units", _unit), ("subscribers", _cloud_event)):
+    for parent, reader in requests:
         for folder in sorted(p for p in (output_dir / parent).glob("*") if p.is_dir()):
             if folder.name != "inventory":
                 yield f"{parent}/{folder.name}", folder, reader
@@ -167,13 +176,36 @@ def run_job(events: int, streaming: bool, output_dir: Path, extra: list[str]) ->
         raise SystemExit("the run did not balance; see its accounting above")
 
 
+def latency(delays_s: tuple[float, ...], rate: float, events: int) -> str:
+    """The publish -> supervision push delay with each reorder delay, as a text table."""
+    rows = [f"{'--reorder_delay_seconds':>23} {'pushed':>7} {'p50 s':>6} {'p99 s':>6} {'max s':>6}"]
+    for delay in delays_s:
+        done = subprocess.run(
+            [sys.executable, "-m", "benchmarks.streaming", "--events=200", f"--latency_rate={rate}",
+             f"--latency_events={events}", f"--reorder_delay_seconds={delay}"],
+            capture_output=True, text=True, check=True, timeout=900,
+        )
+        f = json.loads(done.stdout.strip().splitlines()[-1])
+        rows.append(f"{delay:23g} {f['pushed_in_latency_phase']:7,} {f['delay_p50_s']:6.2f} {f['delay_p99_s']:6.2f} "
+                    f"{f['delay_max_s']:6.2f}")
+    return "\n".join(rows)
+
+
 def main(argv: Optional[list[str]] = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--events", type=int, default=3000, help="synthetic messages to run. Default: 3000.")
     parser.add_argument("--streaming", action="store_true", help="run the job in streaming mode. Default: batch.")
     parser.add_argument("--count", type=Path, default=None,
                         help="count this output folder instead of running the job. Default: run the job.")
+    parser.add_argument("--latency", action="store_true",
+                        help="measure the publish -> push delay with --reorder_delay_seconds 0 and 1 instead. "
+                        "Default: count the orders.")
+    parser.add_argument("--latency_rate", type=float, default=200.0, help="with --latency: msg/s. Default: 200.")
+    parser.add_argument("--latency_events", type=int, default=2000, help="with --latency: messages. Default: 2000.")
     args, extra = parser.parse_known_args(argv)
+    if args.latency:
+        print(latency((0.0, 1.0), args.latency_rate, args.latency_events))
+        return
     if args.count is not None:
         print(table(count_output(args.count)))
         return

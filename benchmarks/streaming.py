@@ -7,7 +7,8 @@ backlog), the job is launched and timed until everything is accounted for (event
 end, and CPU of this process per event); after ``IDLE_S`` idle, ``latency_events`` messages
 are published at ``latency_rate`` msg/s and each one's delay from being handed to the
 publisher to arriving on the supervision topic is recorded (p50, p99, max). With
-``latency_events`` 0 the run ends after the backlog.
+``latency_events`` 0 the run ends after the backlog. Options it does not know go to the job
+(for example ``--reorder_delay_seconds=0``).
 
 Run as a child process by :mod:`benchmarks.run` (one job per process: a cancelled
 DirectRunner job leaves threads behind)::
@@ -25,7 +26,7 @@ import sys
 import tempfile
 import threading
 import time
-from typing import Any
+from typing import Any, Sequence
 
 from pipeline.io.synthetic import TrafficProfile
 from pipeline.launcher import launch, parse_options
@@ -49,13 +50,17 @@ def percentile(values: list[float], q: int) -> float:
     return statistics.quantiles(values, n=100, method="inclusive")[q - 1] if len(values) > 1 else values[0]
 
 
-def measure(events: int, latency_rate: float, latency_events: int, seed: int = 1, stall_timeout: float = 60.0) -> dict[str, Any]:
-    """One streaming run on a fresh emulator; the figures as a dict (see the module docstring)."""
+def measure(
+    events: int, latency_rate: float, latency_events: int, seed: int = 1, stall_timeout: float = 60.0,
+    job_args: Sequence[str] = (),
+) -> dict[str, Any]:
+    """One streaming run on a fresh emulator, the job given ``job_args`` too; the figures as a
+    dict (see the module docstring)."""
     day = publish.yesterday()
     stop = threading.Event()
     with PubsubEmulator() as emulator, tempfile.TemporaryDirectory(prefix="bench-streaming-") as output_dir:
         topics = create_topics(emulator)
-        options = parse_options(job_argv(topics, [f"--runner={LOCAL_RUNNER}", f"--output_dir={output_dir}"], day.isoformat()))
+        options = parse_options(job_argv(topics, [f"--runner={LOCAL_RUNNER}", f"--output_dir={output_dir}", *job_args], day.isoformat()))
         folder = RunFolder.start(output_dir)
         options.output_dir = str(folder.path)
         routes, publisher = publish.Topics(topics.courier, topics.order), emulator.publisher()
@@ -101,8 +106,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--latency_rate", type=float, default=500.0, help="paced rate, msg/s. Default: 500.")
     parser.add_argument("--latency_events", type=int, default=2500, help="paced messages; 0: none, the run ends after the backlog. Default: 2500.")
     parser.add_argument("--seed", type=int, default=1, help="synthetic seed. Default: 1.")
-    args = parser.parse_args(argv)
-    figures = measure(args.events, args.latency_rate, args.latency_events, args.seed)
+    args, job_args = parser.parse_known_args(argv)
+    figures = measure(args.events, args.latency_rate, args.latency_events, args.seed, job_args=job_args)
     print(json.dumps(figures), flush=True)
     sys.stderr.flush()
     # A cancelled DirectRunner job keeps non-daemon threads alive (Beam 2.77): leave without them.

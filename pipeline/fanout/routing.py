@@ -23,6 +23,10 @@ lettered), plus ``unit``::
      "manufacturer_id": "MFR-21", "product_name": "Product 0001"}], "waybill_no": null,
      "event_time": "2026-11-21T01:30:00.000Z", "unit": "wms"}
 
+Before delivery the job puts each order's messages to a unit in order and adds
+``waybill_seq``, ``prev_event_id`` and ``out_of_order`` to the payload
+(:func:`pipeline.stages.ordered_outputs.order_unit_messages`, docs/ordering.md).
+
 Catalog reload: the catalog (:func:`pipeline.model.catalog.load_catalog`, local or gs://) is held
 once per worker process. In batch it is read once. In streaming it is read again when
 ``catalog_reload_seconds`` have passed since the last read, by the first order that finds it

@@ -24,6 +24,9 @@ message whose id, ``f"{event_id}:{subscriber_id}"``, is the same on every retry.
 Example: an EXCEPTION scan of merchant M-001 in region 310000 goes to "acme" above (kind,
 merchant and region match, any scan type) as type ``com.waybill.courier.track_scan``, subject
 the waybill number, time the scan's event time, data ``{event_id, identification, event}``.
+Before delivery the job puts each subject's messages to a target in order and adds
+``waybill_seq``, ``prev_event_id`` and ``out_of_order`` to the data
+(:func:`pipeline.stages.ordered_outputs.order_subscriber_messages`, docs/ordering.md).
 """
 from __future__ import annotations
 

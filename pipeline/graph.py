@@ -186,10 +186,12 @@ def _deliver(
     if config.supervision_target:
         target = config.supervision_target
         requests.append(supervision | "SupervisionRequests" >> beam.Map(
-            lambda record: delivery_request(target, record["event_id"], to_json(schemas.SUPERVISION_RECORD, record))
+            lambda record: delivery_request(target, record["event_id"], to_json(schemas.SUPERVISION_RECORD, record),
+                                            ordering_key=record["identification"]["waybill_no"])
         ))
         requests.append(compliance | "SupervisionComplianceRequests" >> beam.Map(
-            lambda alert: delivery_request(target, alert_event_id(alert), to_json(WAYBILL_ALERT, alert))
+            lambda alert: delivery_request(target, alert_event_id(alert), to_json(WAYBILL_ALERT, alert),
+                                           ordering_key=alert["identification"]["waybill_no"])
         ))
     all_requests = requests | "AllDeliveryRequests" >> beam.Flatten()
     delivered = all_requests | "DeliverMessages" >> DeliverMessages(

@@ -19,7 +19,9 @@ subscriber messages       the CloudEvent ``subject``      keys of the CloudEvent
 ========================  ==============================  =========================================
 
 Unit and subscriber messages are sequenced per delivery target: the destination is the
-receiver, whatever produced the message.
+receiver, whatever produced the message. Their waybill (and the waybill_no of a supervision
+target's requests) is also the request's ``ordering_key``: a webhook gets each one's messages in
+order, a topic target publishes it as the Pub/Sub ordering key.
 """
 from __future__ import annotations
 
@@ -57,8 +59,10 @@ def order_compliance_alerts(reordering: Reordering) -> OrderPerWaybill:
 def order_unit_messages(reordering: Reordering) -> OrderPerWaybill:
     """Requests of :class:`~pipeline.fanout.routing.RouteOrders` (an order JSON payload)."""
     return OrderPerWaybill(
-        UNITS, key=lambda request: _key(request.target_id, json.loads(request.payload)["order_id"]),
-        event_id=lambda request: request.event_id, stamp=_stamped_payload, reordering=reordering,
+        UNITS, key=lambda request: _key(request.target_id, _order_id(request)),
+        event_id=lambda request: request.event_id,
+        stamp=lambda request, sequence: _stamped_payload(request, sequence)._replace(ordering_key=_order_id(request)),
+        reordering=reordering,
     )
 
 
@@ -67,7 +71,9 @@ def order_subscriber_messages(reordering: Reordering) -> OrderPerWaybill:
     or binary)."""
     return OrderPerWaybill(
         SUBSCRIBERS, key=lambda request: _key(request.target_id, cloud_event_subject(request)),
-        event_id=lambda request: request.event_id, stamp=_stamped_data, reordering=reordering,
+        event_id=lambda request: request.event_id,
+        stamp=lambda request, sequence: _stamped_data(request, sequence)._replace(ordering_key=cloud_event_subject(request)),
+        reordering=reordering,
     )
 
 
@@ -78,6 +84,11 @@ def cloud_event_subject(request: DeliveryRequest) -> str:
         subject: str = json.loads(request.payload)["subject"]
         return subject
     return request.headers["ce-subject"]
+
+
+def _order_id(request: DeliveryRequest) -> str:
+    order_id: str = json.loads(request.payload)["order_id"]
+    return order_id
 
 
 def _key(target_id: str, waybill: str) -> str:

@@ -39,16 +39,16 @@ def test_subscriber_messages_get_the_fields_in_the_cloud_event_data_numbered_per
     def fields(request: DeliveryRequest) -> tuple:
         body = json.loads(request.payload)
         data = body["data"] if "specversion" in body else body
-        return data["event_id"], data["waybill_seq"], data["prev_event_id"], data["out_of_order"]
+        return data["event_id"], data["waybill_seq"], data["prev_event_id"], data["out_of_order"], request.ordering_key
 
     with TestPipeline() as p:
         out = p | beam.Create(requests) | order_subscriber_messages(BATCH)
         assert_that(out | beam.Map(fields), equal_to([
-            ("e2", 1, None, False), ("e1", 2, "e2:acme", False), ("e3", 1, None, False),
+            ("e2", 1, None, False, "WB1"), ("e1", 2, "e2:acme", False, "WB1"), ("e3", 1, None, False, "WB2"),
         ]))
 
 
-def test_unit_messages_are_numbered_per_order_and_unit_with_the_fields_in_the_payload() -> None:
+def test_unit_messages_are_numbered_per_order_and_unit_with_the_fields_in_the_payload_and_the_order_as_key() -> None:
     def unit(event_id: str, unit_id: str, at: int) -> TimestampedValue:
         payload = {"event_id": event_id, "order_id": "O-1", "unit": unit_id}
         return TimestampedValue(delivery_request(unit_id, f"{event_id}:{unit_id}", payload, ordering_key="k"), at)
@@ -61,5 +61,5 @@ def test_unit_messages_are_numbered_per_order_and_unit_with_the_fields_in_the_pa
         requests = [unit("o2", "erp", 60), unit("o1", "erp", 0), unit("o2", "wms", 60)]
         out = p | beam.Create(requests) | order_unit_messages(BATCH)
         assert_that(out | beam.Map(fields), equal_to([
-            ("erp", "o1", 1, None, "k"), ("erp", "o2", 2, "o1:erp", "k"), ("wms", "o2", 1, None, "k"),
+            ("erp", "o1", 1, None, "O-1"), ("erp", "o2", 2, "o1:erp", "O-1"), ("wms", "o2", 1, None, "O-1"),
         ]))

@@ -96,7 +96,8 @@ def build(p: beam.Pipeline, options: WaybillOptions) -> dict[str, beam.PCollecti
     identified = courier[UNIQUE] | "IdentifyWaybills" >> IdentifyWaybills()
     streaming = options.view_as(StandardOptions).streaming
     sinks = OutputSinks(options.output_dir, streaming, options.flush_seconds, options.partitions)
-    reordering = Reordering(options.reorder_delay_seconds, streaming, options.expire_after_hours * 3600)
+    reordering = Reordering(options.reorder_delay_seconds, streaming, options.expire_after_hours * 3600,
+                            forget=options.source == "pubsub")
     supervision = identified | "PushSupervision" >> PushSupervision(
         _supervision_sink(options, sinks, SUPERVISION_DIR, schemas.SUPERVISION_RECORD), order_supervision(reordering)
     )

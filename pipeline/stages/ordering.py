@@ -35,8 +35,8 @@ State per waybill and destination: the held messages (cleared at every release) 
 is forgotten ``forget_after_s`` of event time after the waybill's latest message (an event-time
 timer, as de-duplication and the lifecycle expire theirs), so state is bounded by the waybills
 active within that horizon; a message after that starts again at seq 1 with ``prev_event_id``
-None. The same timer releases whatever is still held, so nothing is held forever, also when
-the input ends.
+None; with a bounded input the position is kept to the end (:class:`Reordering`). The same
+timer releases whatever is still held, so nothing is held forever, also when the input ends.
 
 Runner notes (Beam 2.77): the DirectRunner loses metrics incremented inside timer callbacks,
 so ``out_of_order_<destination>`` is counted in a plain step after the stateful one; released
@@ -85,11 +85,17 @@ class Reordering(NamedTuple):
         delay_s: how long (processing time) a waybill's messages are held in streaming; 0: not held.
         streaming: whether the pipeline runs in streaming mode (in batch, held until the end).
         forget_after_s: how long (event time) after a waybill's latest message its sequence is kept.
+        forget: whether a sequence is forgotten then (an unbounded source: bounded state). With a
+            bounded input (False) every sequence is kept to the end, where a watermark at
+            infinity fires all timers at once: what upstream timers emit then (a STUCK alert,
+            hours after its waybill's last scan) is numbered on, and marked when late, instead of
+            starting again at 1.
     """
 
     delay_s: float
     streaming: bool
     forget_after_s: float
+    forget: bool = True
 
 
 class _Position(NamedTuple):
@@ -119,17 +125,20 @@ class OrderPerWaybillFn(beam.DoFn):
         event_id: a message's id (ties in event time go by it; it becomes the next one's
             ``prev_event_id``).
         hold: whether messages are held at all (False: numbered as they arrive).
-        forget_after_s: how long (event time) after a waybill's latest message its position is kept.
+        forget_after_s: how long (event time) after a waybill's latest message what is held is
+            released and, with ``forget``, its position forgotten.
+        forget: whether the position is forgotten at the expiry (see :class:`Reordering`).
     """
 
     HELD = BagStateSpec("held", PickleCoder())
     POSITION = ReadModifyWriteStateSpec("position", PickleCoder())
     EXPIRY = TimerSpec("expiry", TimeDomain.WATERMARK)
 
-    def __init__(self, event_id: Callable[[Any], str], hold: bool, forget_after_s: float) -> None:
+    def __init__(self, event_id: Callable[[Any], str], hold: bool, forget_after_s: float, forget: bool = True) -> None:
         self.event_id = event_id
         self.hold = hold
         self.forget_after = Duration(seconds=forget_after_s)
+        self.forget = forget
 
     def process(
         self,
@@ -164,7 +173,8 @@ class OrderPerWaybillFn(beam.DoFn):
         self, held: Any = beam.DoFn.StateParam(HELD), position_state: Any = beam.DoFn.StateParam(POSITION)
     ) -> Iterator[TimestampedValue]:
         yield from _released(held, position_state)
-        position_state.clear()
+        if self.forget:
+            position_state.clear()
 
 
 class TimedOrderPerWaybillFn(OrderPerWaybillFn):
@@ -180,9 +190,10 @@ class TimedOrderPerWaybillFn(OrderPerWaybillFn):
     RELEASE = TimerSpec("release", TimeDomain.REAL_TIME)
 
     def __init__(
-        self, event_id: Callable[[Any], str], delay_s: float, forget_after_s: float, clock: Callable[[], float]
+        self, event_id: Callable[[Any], str], delay_s: float, forget_after_s: float, clock: Callable[[], float],
+        forget: bool = True,
     ) -> None:
-        super().__init__(event_id, delay_s > 0, forget_after_s)
+        super().__init__(event_id, delay_s > 0, forget_after_s, forget)
         self.delay_s = delay_s
         self.clock = clock
 
@@ -286,10 +297,10 @@ class OrderPerWaybill(beam.PTransform):
 
     def expand(self, messages: beam.PCollection) -> beam.PCollection:
         key = self.key
-        delay_s, streaming, forget_after_s = self.reordering
+        delay_s, streaming, forget_after_s, forget = self.reordering
         fn = (
-            TimedOrderPerWaybillFn(self.event_id, delay_s, forget_after_s, self.clock) if streaming
-            else OrderPerWaybillFn(self.event_id, delay_s > 0, forget_after_s)
+            TimedOrderPerWaybillFn(self.event_id, delay_s, forget_after_s, self.clock, forget) if streaming
+            else OrderPerWaybillFn(self.event_id, delay_s > 0, forget_after_s, forget)
         )
         keyed = messages | "KeyByWaybill" >> beam.Map(lambda message: (key(message), message)).with_output_types(
             tuple[str, Any]

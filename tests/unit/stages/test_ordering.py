@@ -43,10 +43,10 @@ def message(event_id: str, minute: float, waybill: str = "W1") -> TimestampedVal
     return TimestampedValue({"event_id": event_id, "waybill": waybill}, TEN + minute * MINUTE)
 
 
-def ordering(delay_s: float, streaming: bool, forget_after_s: float = 24 * HOUR) -> OrderPerWaybill:
+def ordering(delay_s: float, streaming: bool, forget_after_s: float = 24 * HOUR, forget: bool = True) -> OrderPerWaybill:
     return OrderPerWaybill(
         "test", key=lambda m: m["waybill"], event_id=lambda m: m["event_id"],
-        stamp=lambda m, s: {**m, **s._asdict()}, reordering=Reordering(delay_s, streaming, forget_after_s),
+        stamp=lambda m, s: {**m, **s._asdict()}, reordering=Reordering(delay_s, streaming, forget_after_s, forget),
         clock=lambda: 0.0,
     )
 
@@ -161,6 +161,26 @@ def test_the_sequence_is_forgotten_after_the_horizon_in_event_time() -> None:
     with streaming_pipeline() as p:
         out = p | stream | ordering(1.0, streaming=True, forget_after_s=HOUR)
         assert_that(out | beam.Map(summary), equal_to([("W1", "e1", 1, None, False), ("W1", "e2", 1, None, False)]))
+
+
+def test_with_a_bounded_input_the_sequence_is_kept_past_the_horizon_and_a_late_message_marked() -> None:
+    # As with the horizon above, but kept (a bounded input): e0 (09:50), emitted late by an
+    # upstream timer, is numbered on after e1 and marked; e2 follows as seq 3.
+    stream = (
+        TestStream()
+        .advance_watermark_to(TEN - HOUR)
+        .add_elements([message("e1", 0)])
+        .advance_processing_time(2)
+        .advance_watermark_to(TEN + 90 * MINUTE)
+        .add_elements([message("e0", -10)])
+        .add_elements([message("e2", 120)])
+        .advance_processing_time(2)
+        .advance_watermark_to_infinity()
+    )
+    with streaming_pipeline() as p:
+        out = p | stream | ordering(1.0, streaming=True, forget_after_s=HOUR, forget=False)
+        assert_that(out | beam.Map(summary), equal_to([
+            ("W1", "e1", 1, None, False), ("W1", "e0", 2, "e1", True), ("W1", "e2", 3, "e0", False)]))
 
 
 def test_what_is_still_held_when_the_horizon_passes_is_released() -> None:

@@ -98,16 +98,23 @@ def test_the_feedback_totals_equal_what_the_points_api_holds_per_file_under_faul
     assert set(api.applied.values()) == {1}
 
 
-def test_a_txn_credited_from_another_file_says_which_file(tmp_path: Path) -> None:
+def two_runs(tmp_path: Path, first: tuple[int, int], second: tuple[int, int]) -> tuple[Path, PointsApi]:
+    """Runs F-1 (rows ``first``), then, alone in the inbox, F-2 (rows ``second``), into ``tmp_path/out``
+    against one healthy points API; returns the key configuration and the API."""
     keys = write_config(tmp_path)
     inbox = tmp_path / "inbox"
     inbox.mkdir()
     with PointsApi() as api:
-        (inbox / "first.wbpf").write_bytes(encrypted(rows_of(1, 300), file_id="F-1"))
+        (inbox / "first.wbpf").write_bytes(encrypted(rows_of(*first), file_id="F-1"))
         run_job(inbox, keys, api, tmp_path / "out")
         (inbox / "first.wbpf").unlink()
-        (inbox / "second.wbpf").write_bytes(encrypted(rows_of(101, 400), file_id="F-2"))
+        (inbox / "second.wbpf").write_bytes(encrypted(rows_of(*second), file_id="F-2"))
         run_job(inbox, keys, api, tmp_path / "out")
+    return keys, api
+
+
+def test_a_txn_credited_from_another_file_says_which_file(tmp_path: Path) -> None:
+    keys, api = two_runs(tmp_path, (1, 300), (101, 400))
     lines = feedback_of(tmp_path / "out", keys, "second.feedback.wbpf")
     assert totals(lines) == {"rows": 300, "credited": 100, "rejected": 0, "already_credited": 200, "not_credited": 0}
     already = [line.split(",") for line in lines if ",already_credited," in line]
@@ -222,15 +229,7 @@ def test_answers_are_sent_to_the_partners_folder_and_webhook_with_receipts(
 
 
 def test_the_store_says_what_happened_to_a_txn(tmp_path: Path, capsys: object) -> None:
-    keys = write_config(tmp_path)
-    inbox = tmp_path / "inbox"
-    inbox.mkdir()
-    with PointsApi() as api:
-        (inbox / "first.wbpf").write_bytes(encrypted(rows_of(1, 20), file_id="F-1"))
-        run_job(inbox, keys, api, tmp_path / "out")
-        (inbox / "first.wbpf").unlink()
-        (inbox / "second.wbpf").write_bytes(encrypted(rows_of(11, 30), file_id="F-2"))
-        run_job(inbox, keys, api, tmp_path / "out")
+    keys, _ = two_runs(tmp_path, (1, 20), (11, 30))
     capsys.readouterr()  # type: ignore[attr-defined]
     partner_cli.run([f"--partner_keys={keys}", f"--output_dir={tmp_path / 'out'}", "--find_txn=TX-0000015"])
     said = capsys.readouterr().out  # type: ignore[attr-defined]

@@ -18,6 +18,7 @@ from apache_beam.testing.util import assert_that, equal_to
 from apache_beam.transforms.window import TimestampedValue
 from apache_beam.utils.timestamp import Timestamp
 
+from benchmarks.plain_state import Alarm, Bag, Cell
 from pipeline.io import synthetic
 from pipeline.model import schemas
 from pipeline.model.messages import Encoding
@@ -255,49 +256,13 @@ def test_in_batch_the_timers_fire_behind_the_jobs_timer_stages_on_the_fnapi_runn
         )
 
 
-class _Bag:
-    def __init__(self) -> None:
-        self.items: list[Any] = []
-
-    def add(self, item: Any) -> None:
-        self.items.append(item)
-
-    def read(self) -> list[Any]:
-        return list(self.items)
-
-    def clear(self) -> None:
-        self.items = []
-
-
-class _Value:
-    def __init__(self) -> None:
-        self.value: Any = None
-
-    def read(self) -> Any:
-        return self.value
-
-    def write(self, value: Any) -> None:
-        self.value = value
-
-    def clear(self) -> None:
-        self.value = None
-
-
-class _Timer:
-    def __init__(self) -> None:
-        self.at: list[Timestamp] = []
-
-    def set(self, at: Timestamp) -> None:
-        self.at.append(at)
-
-
 def test_state_keeps_nothing_held_after_a_release_and_nothing_at_all_after_expiry() -> None:
     fn = OrderPerWaybillFn(lambda m: m["event_id"], hold=True, forget_after_s=HOUR)
-    held, position, expiry = _Bag(), _Value(), _Timer()
+    held, position, expiry = Bag(), Cell(), Alarm()
     for m in (message("e2", 2), message("e1", 0)):
         assert list(fn.process(("W1", m.value), m.timestamp, held, position, expiry)) == []
     assert len(held.items) == 2
-    assert expiry.at == [Timestamp(TEN + 2 * MINUTE + HOUR)]  # the latest event time + the horizon
+    assert expiry.at == Timestamp(TEN + 2 * MINUTE + HOUR)  # the latest event time + the horizon
 
     released = [tv.value for tv in fn.on_expiry(held, position)]
     assert [(m["event_id"], s) for m, s in released] == [
@@ -307,11 +272,12 @@ def test_state_keeps_nothing_held_after_a_release_and_nothing_at_all_after_expir
 
 
 def test_a_release_timer_is_set_once_per_hold_and_a_release_empties_the_hold() -> None:
-    fn = TimedOrderPerWaybillFn(lambda m: m["event_id"], delay_s=1.0, forget_after_s=HOUR, clock=lambda: 100.0)
-    held, position, expiry, release = _Bag(), _Value(), _Timer(), _Timer()
+    clock = iter([100.0, 100.5]).__next__  # a second set would be for 101.5
+    fn = TimedOrderPerWaybillFn(lambda m: m["event_id"], delay_s=1.0, forget_after_s=HOUR, clock=clock)
+    held, position, expiry, release = Bag(), Cell(), Alarm(), Alarm()
     for m in (message("e2", 2), message("e1", 0)):
         assert list(fn.process(("W1", m.value), m.timestamp, held, position, expiry, release)) == []
-    assert release.at == [Timestamp(101)]  # set by the first message held, not pushed back by the second
+    assert release.at == Timestamp(101)  # set by the first message held, not pushed back by the second
 
     assert [tv.value[0]["event_id"] for tv in fn.on_release(held, position)] == ["e1", "e2"]
     assert held.items == []

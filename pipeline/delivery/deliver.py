@@ -143,7 +143,10 @@ class DeliverBatchFn(beam.DoFn):
                 elif target.kind is TargetKind.FOLDER:
                     chunk, requests = requests, []
                     lines, outcome = _folder_lines(chunk)
-                    yield from (beam.pvalue.TaggedOutput(DeliveryOutput.FOLDER_LINES.value, (target.folder, line)) for line in lines)
+                    yield from (
+                        beam.pvalue.TaggedOutput(DeliveryOutput.FOLDER_LINES.value, (target.address_for(_key(r)), line))
+                        for r, line in zip(outcome.delivered, lines)
+                    )
                 else:
                     size = self._state.batch_size(target_id)
                     chunk, requests = requests[:size], requests[size:]
@@ -248,13 +251,18 @@ class DeliverBatchFn(beam.DoFn):
         is not sent: its result is None.
         """
         if target.topic is not None:
-            messages = [
-                TopicMessage(u.body, {"event_id": u.msg_id, "target_id": target.target_id}, u.requests[0].ordering_key)
-                for u in units
-            ]
-            published: list[Optional[AttemptResult]] = [
-                *self._publisher.publish_round(target.topic, messages, target.publish_timeout_s)
-            ]
+            by_topic: dict[str, list[int]] = {}
+            for i, unit in enumerate(units):
+                by_topic.setdefault(target.address_for(_key(unit.requests[0])), []).append(i)
+            published: list[Optional[AttemptResult]] = [None] * len(units)
+            for topic, indexes in by_topic.items():
+                messages = [
+                    TopicMessage(units[i].body, {"event_id": units[i].msg_id, "target_id": target.target_id},
+                                 units[i].requests[0].ordering_key)
+                    for i in indexes
+                ]
+                for i, result in zip(indexes, self._publisher.publish_round(topic, messages, target.publish_timeout_s)):
+                    published[i] = result
             return published
         gate = threading.BoundedSemaphore(target.max_concurrency)
 
@@ -367,6 +375,11 @@ def key_waves(units: list[Unit]) -> list[list[Unit]]:
             waves.append([])
         waves[index].append(unit)
     return waves
+
+
+def _key(request: DeliveryRequest) -> str:
+    """What picks a request's partition: its ordering key, or its event id when it has none."""
+    return request.ordering_key or request.event_id
 
 
 def _folder_lines(chunk: list[DeliveryRequest]) -> tuple[list[str], ChunkOutcome]:

@@ -10,6 +10,9 @@ A target is exactly one of three kinds, chosen by the key that names where it go
 * ``folder``: JSON Lines files under ``<output_dir>/<folder>/`` (local runs only), one payload
   a line.
 
+A topic or folder target with ``partitions`` N is N queues (``<topic>-p<i>``, ``<folder>/p<i>``)
+split by the messages' ordering key: one consumer per partition.
+
 Example configuration (a list of objects)::
 
     [
@@ -22,7 +25,7 @@ Example configuration (a list of objects)::
        "min_batch": 2500, "max_batch": 5000, "min_concurrency": 1, "max_concurrency": 4, "read_timeout_s": 60},
       {"target_id": "wms", "topic": "projects/waybill-prod/topics/wms-orders",
        "min_batch": 10, "max_batch": 500, "publish_timeout_s": 10, "retry": {"max_attempts": 5}},
-      {"target_id": "coldchain", "folder": "units/coldchain"}
+      {"target_id": "coldchain", "folder": "units/coldchain", "partitions": 4}
     ]
 """
 from __future__ import annotations
@@ -36,6 +39,7 @@ from typing import Any, Iterable, Mapping, Optional
 
 from pipeline.delivery.retries import RetryPolicy
 from pipeline.delivery.secret_refs import REFERENCE_FORMS, parse_ref, read_secret
+from pipeline.io.partitions import MAX_PARTITIONS, partition, partition_folder, partition_topic
 
 TARGET_ID_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
 _TOPIC = re.compile(r"^projects/[^/]+/topics/[^/]+$")
@@ -60,8 +64,8 @@ _KIND_KEYS = {
         "secret_ref", "secret_headers", "batch_endpoint", "min_concurrency", "max_concurrency", "connect_timeout_s",
         "read_timeout_s", "headers",
     },
-    TargetKind.TOPIC: _BATCHING_KEYS | {"publish_timeout_s"},
-    TargetKind.FOLDER: frozenset(),
+    TargetKind.TOPIC: _BATCHING_KEYS | {"publish_timeout_s", "partitions"},
+    TargetKind.FOLDER: frozenset({"partitions"}),
 }
 
 
@@ -99,6 +103,10 @@ class DeliveryTarget:
         publish_timeout_s: (topic) the deadline of one publish attempt.
         folder: a relative folder under the job's ``output_dir`` (local runs only), e.g.
             ``units/erp``; each payload becomes one line of a JSON Lines file there.
+        partitions: (topic, folder) 1 (default): one queue. N: N queues, ``<topic>-p<i>`` or
+            ``<folder>/p<i>``; a message goes to the partition of its ``ordering_key`` (its
+            event id when it has none) by a stable hash (:mod:`pipeline.io.partitions`), so all
+            of one shipment's or order's messages are in one partition, in order.
         period_seconds: None (default) delivers as messages come, in adaptive batches; a number
             delivers per period: the messages of each ``period_seconds`` of event time are held
             until the period is over, then sent together in event-time order (see
@@ -124,6 +132,7 @@ class DeliveryTarget:
     topic: Optional[str] = None
     publish_timeout_s: float = 10.0
     folder: Optional[str] = None
+    partitions: int = 1
     period_seconds: Optional[int] = None
 
     def __post_init__(self) -> None:
@@ -167,6 +176,11 @@ class DeliveryTarget:
         if self.period_seconds is not None and not (type(self.period_seconds) is int and 1 <= self.period_seconds <= 86_400):
             raise ValueError(f"target {self.target_id}: period_seconds must be a whole number of seconds from 1 to 86400, "
                              f"got {self.period_seconds!r}")
+        if not (type(self.partitions) is int and 1 <= self.partitions <= MAX_PARTITIONS):
+            raise ValueError(f"target {self.target_id}: partitions must be a whole number from 1 to {MAX_PARTITIONS}, "
+                             f"got {self.partitions!r}")
+        if self.partitions > 1 and self.kind is TargetKind.WEBHOOK:
+            raise ValueError(f"target {self.target_id}: partitions apply only to topic and folder targets")
         if self.publish_timeout_s <= 0:
             raise ValueError(f"target {self.target_id}: publish_timeout_s must be positive, got {self.publish_timeout_s}")
         if self.secret_ref is not None:
@@ -195,6 +209,20 @@ class DeliveryTarget:
     def address(self) -> str:
         """Where it goes, for messages: the url, the topic or the folder."""
         return self.url or self.topic or self.folder or ""
+
+    def address_for(self, key: str) -> str:
+        """Where a message with this ordering key (or, without one, this event id) goes: the
+        target's address, or with ``partitions`` its partition of it.
+
+        >>> DeliveryTarget("wms", topic="projects/p/topics/wms", partitions=4).address_for("ORD-1")
+        'projects/p/topics/wms-p1'
+        >>> DeliveryTarget("erp", folder="units/erp", partitions=4).address_for("ORD-1")
+        'units/erp/p1'
+        """
+        if self.partitions == 1:
+            return self.address
+        index = partition(key, self.partitions)
+        return partition_topic(self.address, index) if self.topic is not None else partition_folder(self.address, index)
 
 
 def target_from_config(obj: Mapping[str, Any]) -> DeliveryTarget:

@@ -37,7 +37,7 @@ from typing import Iterable
 
 from apache_beam.transforms.window import GlobalWindow
 
-from pipeline.io.partitions import PARTITION_FOLDERS
+from pipeline.io.partitions import MAX_PARTITIONS, PARTITION_FOLDERS, partition_folder
 from pipeline.local.accounting import file_lines
 
 _LOGGER = logging.getLogger(__name__)
@@ -130,9 +130,12 @@ class RunFolder:
         all ``folder_targets``, whose temp folder is at the top: Beam names its files after
         ``abs(hash((destination, window)))`` (``fileio._create_writer``), which this process, the
         one that ran the job, computes for each folder target in the global window. A file no
-        target owns stays where it is (and its folder's identity fails).
+        target owns stays where it is (and its folder's identity fails). A target's partition
+        folders (``<folder>/p<i>``) are its too.
         """
-        owners = {str(abs(hash((folder, GlobalWindow())))): folder for folder in folder_targets}
+        folders = [f for folder in folder_targets
+                   for f in (folder, *(partition_folder(folder, i) for i in range(MAX_PARTITIONS)))]
+        owners = {str(abs(hash((folder, GlobalWindow())))): folder for folder in folders}
         moved = 0
         for temp in sorted(p for p in self.path.rglob(".temp*") if p.is_dir()):
             for stranded in sorted(f for f in temp.iterdir() if f.is_file()):

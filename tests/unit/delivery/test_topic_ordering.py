@@ -14,6 +14,7 @@ from pipeline.delivery.deliver import DeliverBatchFn
 from pipeline.delivery.records import DeliveryRequest, delivery_request
 from pipeline.delivery.retries import RetryPolicy
 from pipeline.delivery.targets import DeliveryTarget
+from pipeline.io.partitions import partition
 
 FAST_RETRY = RetryPolicy(max_attempts=4, base_delay_s=0.01, max_delay_s=0.05, max_total_s=20)
 TOPIC = "projects/p/topics/wms"
@@ -29,9 +30,11 @@ class OrderingPublisher:
     def __init__(self, faults: Callable[[str, int], Optional[Exception]]) -> None:
         self.faults = faults
         self.published: list[tuple[str, str]] = []  # (ordering key, event_id), in publish order
+        self.topics: dict[str, str] = {}  # event_id -> the topic it was published to
         self.attempts: dict[str, int] = {}
         self.paused: set[str] = set()
         self.resumed: list[str] = []
+        self.resumed_on: list[str] = []  # the topic of each resume
         self.seen: set[str] = set()
 
     def publish(self, topic: str, data: bytes, retry: Any = None, timeout: Any = None, ordering_key: str = "",
@@ -46,6 +49,7 @@ class OrderingPublisher:
         error = self.faults(event_id, self.attempts[event_id])
         if error is None:
             self.published.append((ordering_key, event_id))
+            self.topics[event_id] = topic
             future.set_result(event_id)
         else:
             if ordering_key:
@@ -54,6 +58,7 @@ class OrderingPublisher:
         return future
 
     def resume_publish(self, topic: str, ordering_key: str) -> None:
+        self.resumed_on.append(topic)
         if ordering_key not in self.seen:
             raise ValueError("The topic/ordering key combination has not been seen before.")
         if ordering_key not in self.paused:
@@ -70,8 +75,9 @@ def _requests() -> list[DeliveryRequest]:
     return [delivery_request("wms", event_id, {"event_id": event_id}, ordering_key=key) for event_id, key in keys.items()]
 
 
-def _deliver(fake: OrderingPublisher) -> tuple[list[dict[str, Any]], list[Any]]:
-    target = DeliveryTarget("wms", topic=TOPIC, min_batch=1, max_batch=8, initial_batch=8, retry=FAST_RETRY)
+def _deliver(fake: OrderingPublisher, partitions: int = 1) -> tuple[list[dict[str, Any]], list[Any]]:
+    target = DeliveryTarget("wms", topic=TOPIC, min_batch=1, max_batch=8, initial_batch=8, retry=FAST_RETRY,
+                            partitions=partitions)
     fn = DeliverBatchFn({"wms": target}, uuid.uuid4().hex, seed=7, sleep=lambda s: None, publisher_client=lambda: fake)
     fn.setup()
     try:
@@ -115,3 +121,20 @@ def test_a_key_that_stays_failed_is_dead_lettered_not_stuck() -> None:
     assert sorted(d["event_id"] for d in dead) == ["a1", "a2", "a3"]
     assert [r["delivered_ids"] for r in receipts] == [["b1", "n1"]]
     assert fake.attempts == {"a1": 4, "a2": 4, "a3": 4, "b1": 1, "n1": 1}
+
+
+def test_a_partitioned_topic_gets_each_key_in_one_partition_in_order_and_resumes_it_there() -> None:
+    # keys WB-A and WB-B fall in different partitions of 4 (crc32); n1 has no key and goes by its id
+    assert partition("WB-A", 4) != partition("WB-B", 4)
+    fake = OrderingPublisher(lambda event_id, attempt: gexc.ServiceUnavailable("down") if (event_id, attempt) == ("a2", 1) else None)
+
+    receipts, dead = _deliver(fake, partitions=4)
+
+    assert fake.topics == {
+        "a1": f"{TOPIC}-p{partition('WB-A', 4)}", "a2": f"{TOPIC}-p{partition('WB-A', 4)}",
+        "a3": f"{TOPIC}-p{partition('WB-A', 4)}", "b1": f"{TOPIC}-p{partition('WB-B', 4)}",
+        "n1": f"{TOPIC}-p{partition('n1', 4)}",
+    }
+    assert [e for k, e in fake.published if k == "WB-A"] == ["a1", "a2", "a3"]
+    assert fake.resumed_on == [f"{TOPIC}-p{partition('WB-A', 4)}"]  # the key's partition, where it was paused
+    assert dead == [] and sorted(id_ for r in receipts for id_ in r["delivered_ids"]) == ["a1", "a2", "a3", "b1", "n1"]

@@ -144,3 +144,14 @@ def test_files_the_folder_targets_writer_left_at_the_top_go_to_their_target(tmp_
     (moved,) = (folder.path / "units" / "erp").iterdir()
     assert moved.name.startswith("erp-final-") and moved.read_text() == '{"order": 1}\n'
     assert (temp / "123_unknown").exists() and ".temp-targets" not in folder.entries()
+
+
+def test_files_left_for_a_folder_targets_partition_go_to_that_partition(tmp_path: Path) -> None:
+    folder = RunFolder.start(str(tmp_path))
+    temp = folder.path / ".temp-targets"
+    name, handle = fileio._create_writer(str(temp), ("units/erp/p3", GlobalWindow()), fileio.TextSink().create_metadata)
+    handle.write(b'{"order": 1}\n')
+    handle.close()
+    assert folder.keep_stranded_files(["units/erp"]) == 1
+    (moved,) = (folder.path / "units" / "erp" / "p3").iterdir()
+    assert moved.name.startswith("p3-final-") and moved.read_text() == '{"order": 1}\n'

@@ -17,7 +17,7 @@ exactly 1..n and each ``prev_event_id`` names the message numbered one less.
     python -m benchmarks.ordering --latency                 # publish -> supervision push delay
 
 ``--latency`` runs :mod:`benchmarks.streaming` (the job on the Pub/Sub emulator, paced traffic)
-once with ``--reorder_delay_seconds=0`` and once with the default, each in a child process, and
+once per reorder delay (``--latency_delays``, default 0, 0.5 and 1), each in a child process, and
 prints the delay from publishing a message to its record arriving on the supervision topic
 (p50, p99, max): the latency the reorder delay adds.
 """
@@ -198,13 +198,15 @@ def main(argv: Optional[list[str]] = None) -> None:
     parser.add_argument("--count", type=Path, default=None,
                         help="count this output folder instead of running the job. Default: run the job.")
     parser.add_argument("--latency", action="store_true",
-                        help="measure the publish -> push delay with --reorder_delay_seconds 0 and 1 instead. "
+                        help="measure the publish -> push delay with each of --latency_delays instead. "
                         "Default: count the orders.")
+    parser.add_argument("--latency_delays", type=lambda text: tuple(float(d) for d in text.split(",")),
+                        default=(0.0, 0.5, 1.0), help="with --latency: reorder delays, comma-separated. Default: 0,0.5,1.")
     parser.add_argument("--latency_rate", type=float, default=200.0, help="with --latency: msg/s. Default: 200.")
     parser.add_argument("--latency_events", type=int, default=2000, help="with --latency: messages. Default: 2000.")
     args, extra = parser.parse_known_args(argv)
     if args.latency:
-        print(latency((0.0, 1.0), args.latency_rate, args.latency_events))
+        print(latency(args.latency_delays, args.latency_rate, args.latency_events))
         return
     if args.count is not None:
         print(table(count_output(args.count)))

@@ -8,7 +8,8 @@ from __future__ import annotations
 import functools
 import io
 from pathlib import Path
-from typing import Any
+from types import MappingProxyType
+from typing import Any, Mapping
 
 import fastavro
 
@@ -24,6 +25,42 @@ SUPERVISION_RECORD = f"{NAMESPACE}.SupervisionRecord"
 DEAD_LETTER = f"{NAMESPACE}.DeadLetter"
 DELIVERY_RECEIPT = f"{NAMESPACE}.DeliveryReceipt"
 DAILY_STAT = f"{NAMESPACE}.DailyStat"
+
+# The wire schemas: every record that leaves the job (to topics, files, receivers, stores), and
+# where it goes. Each is under the FULL_TRANSITIVE gate of docs/schemas.md.
+WIRE_SCHEMAS: Mapping[str, str] = MappingProxyType({
+    COURIER_EVENT: "input from courier systems (--courier_subscription, files); its bytes in dead letters",
+    ORDER_EVENT: "input from the e-commerce platform (--order_subscription, files); orders/",
+    SUPERVISION_RECORD: "the regulator: supervision/, --supervision_topic or --supervision_target",
+    DEAD_LETTER: "deadletter/ or --dead_letter_topic; the partner job's partner_dead_letter/",
+    DELIVERY_RECEIPT: "receipts/; the partner job's partner_receipts/ and feedback_receipts/",
+    DAILY_STAT: "stats/ or --stats_topic; the newest of each figure in current_view.sqlite",
+    f"{NAMESPACE}.WaybillView": "waybills/ or --waybills_topic",
+    f"{NAMESPACE}.WaybillAlert": "alerts/ or --waybill_alerts_topic; the supervision push; subscriber CloudEvents data",
+    f"{NAMESPACE}.WaybillStateChange": "waybill_states/",
+    f"{NAMESPACE}.ReplenishmentSuggestion": "units/inventory/",
+    f"{NAMESPACE}.UnitOrderMessage": "business units (ERP, WMS, ...): the payload of routed orders",
+    f"{NAMESPACE}.CourierEventData": "subscribers: CloudEvents data of types com.waybill.courier.*",
+    f"{NAMESPACE}.OrderEventData": "subscribers: CloudEvents data of type com.waybill.order",
+    f"{NAMESPACE}.AccountDigest": "subscribers: CloudEvents data of type com.waybill.account_digest",
+    f"{NAMESPACE}.PartnerFileRecord": "the partner store's table partner_files (SQLite or BigQuery)",
+    f"{NAMESPACE}.PartnerRowRecord": "the partner store's table partner_rows (SQLite or BigQuery)",
+})
+
+# Records that leave the job only inside a wire schema (gated with it), and which ones hold them.
+NESTED_SCHEMAS: Mapping[str, str] = MappingProxyType({
+    f"{NAMESPACE}.RealNameRegistration": "CourierEvent's payload; WaybillView",
+    f"{NAMESPACE}.OrderInfo": "CourierEvent's payload; WaybillView",
+    f"{NAMESPACE}.TrackScan": "CourierEvent's payload; WaybillScan",
+    f"{NAMESPACE}.OrderLine": "OrderEvent, OrderEventData",
+    f"{NAMESPACE}.Identification": "SupervisionRecord, WaybillAlert, ParcelTrack, CourierEventData",
+    f"{NAMESPACE}.ParcelTrack": "WaybillView",
+    f"{NAMESPACE}.WaybillScan": "ParcelTrack, WaybillAlert",
+    f"{NAMESPACE}.UnitOrderLine": "UnitOrderMessage",
+    f"{NAMESPACE}.AccountDigestFigures": "AccountDigest",
+    f"{NAMESPACE}.AccountDigestOpenAlerts": "AccountDigest",
+    f"{NAMESPACE}.AccountDigestNotable": "AccountDigest",
+})
 
 # Which payload record each CourierEvent.event_type carries.
 PAYLOAD_RECORD_FOR_EVENT_TYPE = {

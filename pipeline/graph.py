@@ -34,12 +34,13 @@ from pipeline.io.outputs import (
 )
 from pipeline.io.sinks import is_local_path
 from pipeline.io.sources import ReadFiles, ReadPubSub, ReadSynthetic
+from pipeline.io.stock_view import STOCK
 from pipeline.model import schemas
 from pipeline.model.json_records import to_json
 from pipeline.options import WaybillOptions
 from pipeline.stages.dedup import DeduplicateEvents, DedupOutput
 from pipeline.stages.identify import IdentifyWaybills
-from pipeline.stages.inventory import REPLENISHMENT_SUGGESTION, SuggestReplenishments
+from pipeline.stages.inventory import REPLENISHMENT_SUGGESTION, InventoryOutput, SuggestReplenishments
 from pipeline.stages.lifecycle import (
     WAYBILL_ALERT,
     WAYBILL_STATE_CHANGE,
@@ -111,12 +112,13 @@ def build(p: beam.Pipeline, options: WaybillOptions) -> dict[str, beam.PCollecti
     )
     stats = daily[StatsOutput.STATS.value]
     stats | "WriteDailyStats" >> sinks.to(options.stats_topic, STATS_DIR, schemas.DAILY_STAT)
-    if is_local_path(options.output_dir):
-        stats | "UpsertCurrentView" >> UpsertCurrentView(f"{options.output_dir}/{CURRENT_VIEW_FILE}")
-    replenishments = orders[UNIQUE] | "SuggestReplenishments" >> SuggestReplenishments(
-        options.catalog, streaming=streaming
-    )
+    inventory = orders[UNIQUE] | "SuggestReplenishments" >> SuggestReplenishments(options.catalog, streaming=streaming)
+    replenishments = inventory[InventoryOutput.SUGGESTIONS.value]
     replenishments | "WriteReplenishments" >> sinks.to(None, INVENTORY_DIR, REPLENISHMENT_SUGGESTION)
+    if is_local_path(options.output_dir):
+        current_view = f"{options.output_dir}/{CURRENT_VIEW_FILE}"
+        stats | "UpsertCurrentView" >> UpsertCurrentView(current_view)
+        inventory[InventoryOutput.STOCK.value] | "UpsertStockView" >> UpsertCurrentView(current_view, STOCK)
     lifecycle = identified | "TrackWaybillLifecycles" >> TrackWaybillLifecycles(
         registration_delay=options.registration_deadline_minutes * 60,
         stuck_after=options.stuck_after_hours * 3600,
@@ -151,6 +153,7 @@ def build(p: beam.Pipeline, options: WaybillOptions) -> dict[str, beam.PCollecti
         "dead_letters": dead_letters,
         "daily_stats": stats,
         "replenishments": replenishments,
+        "stock": inventory[InventoryOutput.STOCK.value],
         "waybill_views": lifecycle[VIEWS],
         "waybill_alerts": lifecycle[ALERTS],
         "compliance_alerts": compliance,

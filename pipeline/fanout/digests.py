@@ -25,8 +25,9 @@ When a digest is sent (reason in the message):
 * ``scheduled`` (streaming): a processing-time timer every ``every_minutes`` while the account
   is active; a period without events sends nothing and disarms the timer, and the next event
   arms it again;
-* ``final`` (batch): an event-time timer at the end of the global window, i.e. once the whole
-  input has been read.
+* ``final``: an event-time timer at the end of the global window, i.e. once the whole input
+  has been read: in batch, in a streaming run on a bounded input (a file, the synthetic day),
+  and when a streaming job on Pub/Sub is drained on Dataflow.
 
 Worked example (streaming; subscription ``acme``, account M-001, every 60 min; processing time):
 
@@ -42,7 +43,8 @@ time      what happens                                digest sent
 12:30     schedule timer fires                        #3 scheduled: since last 1 event
 =======  ==========================================  ===========================================
 
-In batch the same input gives #1 notable and #2 final (totals: 4 events), no schedule.
+If that input then ended (a bounded input), #4 final would follow at once. In batch the same
+input gives #1 notable and #2 final (totals: 4 events), no schedule.
 ``tests/unit/fanout/test_digests.py`` runs the streaming example with a one-minute schedule.
 
 Why the DoFn is chosen by mode (Beam 2.77.0):
@@ -50,11 +52,12 @@ Why the DoFn is chosen by mode (Beam 2.77.0):
 * a processing-time timer makes the switching DirectRunner leave the FnApiRunner for the much
   slower BundleBasedDirectRunner, even in batch, and the FnApiRunner itself fails with "A total
   of 1 time-pending bundles did not execute": batch uses :class:`AccountDigestFn` (event-time
-  timer only), streaming :class:`ScheduledAccountDigestFn` (processing-time timer only);
-* a streaming job sends no final digest: what a DoFn emits when the watermark reaches the end
-  of the global window (a finished TestStream, a drain) is dropped by the stateful
-  ``BatchElements`` of :class:`~pipeline.delivery.deliver.DeliverMessages` on the
-  BundleBasedDirectRunner;
+  timer only), streaming :class:`ScheduledAccountDigestFn` (both);
+* on the BundleBasedDirectRunner a processing-time timer due after a bounded input has ended
+  never fires (its window has expired), so a local streaming run's schedule alone would send
+  nothing for an account whose next digest falls after the end: the final digest covers it.
+  The local Pub/Sub path ends by a drain, whose final digests the stateful ``BatchElements``
+  of :class:`~pipeline.delivery.deliver.DeliverMessages` (Pub/Sub sources only) drops there;
 * on the FnApiRunner an end-of-window timer set again in a later bundle (events that come out
   of an upstream timer, such as lifecycle alerts) fires once per setting: it is set once per
   key, and a final digest with nothing new since the previous final one is not sent.
@@ -305,19 +308,25 @@ class AccountDigestFn(_AccountDigestBase):
         yield from sent
 
 
-class ScheduledAccountDigestFn(_AccountDigestBase):
+class ScheduledAccountDigestFn(AccountDigestFn):
     """Streaming: ``(subscriber_id, event of its account)`` -> ``(subscriber_id, digest)``,
-    notable digests and a processing-time schedule (module docstring)."""
+    notable digests, a processing-time schedule, and a final digest when the input ends
+    (module docstring)."""
 
     SCHEDULE = TimerSpec("schedule", TimeDomain.REAL_TIME)
 
-    def process(
+    def process(  # type: ignore[override]
         self,
         element: Keyed,
+        window: Any = beam.DoFn.WindowParam,
         state: Any = beam.DoFn.StateParam(_AccountDigestBase.PROFILE),
+        final: Any = beam.DoFn.TimerParam(AccountDigestFn.FINAL),
         schedule: Any = beam.DoFn.TimerParam(SCHEDULE),
     ) -> Iterator[Sent]:
         profile, sent = self._take(element, state)
+        if not profile.final_armed:
+            final.set(window.max_timestamp())
+            profile.final_armed = True
         if profile.schedule_due is None:
             subscription = self._subscriptions[element[0]]
             assert subscription.digest is not None

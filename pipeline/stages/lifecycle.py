@@ -81,6 +81,7 @@ class LifecycleOutput(str, enum.Enum):
     ALERTS = "alerts"
     STATE_CHANGES = "state_changes"
     EVENTS_WITH_MERCHANT = "events_with_merchant"
+    ATTRIBUTED_LATE = "attributed_late"
     DEAD_LETTER = DEAD_LETTER_OUTPUT
 
 
@@ -140,11 +141,16 @@ class TrackShipmentsFn(beam.DoFn):
             shipment = Shipment.open(key, event["event_time"])
             outputs.append(shipment.opened())
         outputs += shipment.add(event)
+        merchant_id = shipment.order_info["merchant_id"] if shipment.order_info else None
+        held = shipment.unattributed
+        shipment.unattributed = () if merchant_id else (*held, event)
         state.write(shipment)
         self._set(wake, shipment)
         yield from _routed(outputs)
-        merchant_id = shipment.order_info["merchant_id"] if shipment.order_info else None
         yield pvalue.TaggedOutput(LifecycleOutput.EVENTS_WITH_MERCHANT.value, (event, merchant_id))
+        if merchant_id:
+            for earlier in held:
+                yield pvalue.TaggedOutput(LifecycleOutput.ATTRIBUTED_LATE.value, (earlier, merchant_id))
 
     @on_timer(WAKE)
     def on_wake(
@@ -232,6 +238,10 @@ def _tracked_counter(event_with_merchant: Any) -> str:
     return "lifecycle_events"
 
 
+def _attributed_late_counter(event_with_merchant: Any) -> str:
+    return "lifecycle_events_attributed_late"
+
+
 def _view_counter(view: dict[str, Any]) -> str:
     return "lifecycle_views"
 
@@ -251,7 +261,13 @@ class TrackWaybillLifecycles(beam.PTransform):
     * ``events_with_merchant``: ``(courier event, merchant_id)`` for every event the stage
       took, with the merchant of its shipment's ORDER_INFO so far (None before it arrives),
       for the subscriber push: a scan itself does not name the merchant; counted as
-      ``lifecycle_events``.
+      ``lifecycle_events``;
+    * ``attributed_late``: ``(courier event, merchant_id)`` again for each event that went out
+      on ``events_with_merchant`` with None, once its shipment's ORDER_INFO arrives (within
+      the state's retention), for the account digests; counted as
+      ``lifecycle_events_attributed_late``. Example: REAL_NAME_REGISTRATION at 10:00 and
+      PICKUP at 10:05 arrive before the ORDER_INFO of merchant M-002: both leave with None;
+      when the ORDER_INFO arrives it leaves with M-002, and the two follow here with M-002.
 
     Args (event-time seconds):
         registration_delay: after the first pickup, by when the sender must be registered.
@@ -301,5 +317,7 @@ class TrackWaybillLifecycles(beam.PTransform):
             | "CountStateChanges" >> beam.ParDo(_Count(_change_counter)),
             out.EVENTS_WITH_MERCHANT.value: results[out.EVENTS_WITH_MERCHANT.value]
             | "CountTrackedEvents" >> beam.ParDo(_Count(_tracked_counter)),
+            out.ATTRIBUTED_LATE.value: results[out.ATTRIBUTED_LATE.value]
+            | "CountAttributedLate" >> beam.ParDo(_Count(_attributed_late_counter)),
             out.DEAD_LETTER.value: results[out.DEAD_LETTER.value],
         }

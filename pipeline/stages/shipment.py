@@ -164,6 +164,9 @@ class Shipment:
     real_name_deadline: Optional[datetime] = None  # set when the real-name deadline passed
     closed_at: Optional[datetime] = None  # set once retired: the shipment is a tombstone
     final_reason: Optional[str] = None
+    # Courier events taken before the ORDER_INFO named the merchant, kept until it does (the
+    # lifecycle stage then attributes them); a tuple, so a pickled state without it reads ().
+    unattributed: tuple[Record, ...] = ()
     cleared: bool = False  # the tombstone expired: the stage drops the state
 
     @classmethod

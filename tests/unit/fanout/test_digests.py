@@ -241,8 +241,7 @@ class _Remember(beam.DoFn):
         _SEEN.append(summary(request))
 
 
-def test_streaming_sends_no_final_digest_when_the_watermark_reaches_the_end() -> None:
-    # Measured: such a digest would be dropped by DeliverMessages' stateful BatchElements.
+def test_streaming_sends_a_final_digest_when_a_bounded_input_ends() -> None:
     _SEEN.clear()
     stream = (
         test_stream.TestStream()
@@ -252,7 +251,11 @@ def test_streaming_sends_no_final_digest_when_the_watermark_reaches_the_end() ->
     )
     with streaming_pipeline() as p:
         _ = p | stream | SendAccountDigests([ACME, OTHER], streaming=True, clock=lambda: 0.0) | beam.ParDo(_Remember())
-    assert _SEEN == [("sub-other", "notable", 1, 1, 1, ("EXCEPTION",))]
+    assert sorted(_SEEN) == [
+        ("sub-acme", "final", 1, 2, 2, ()),
+        ("sub-other", "final", 2, 0, 1, ()),  # nothing since #1: sent anyway, it closes the input
+        ("sub-other", "notable", 1, 1, 1, ("EXCEPTION",)),
+    ]
 
 
 def test_the_final_digest_is_not_repeated_when_nothing_happened_since() -> None:

@@ -1,0 +1,56 @@
+"""Every courier event of a shipment is attributed to its merchant exactly once, whenever the
+ORDER_INFO that names the merchant arrives: at once when it came first, on ``attributed_late``
+when it comes after (the account digests count both)."""
+from __future__ import annotations
+
+from typing import Any
+
+from apache_beam import pvalue
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from benchmarks.plain_state import Alarm, Cell
+from pipeline.stages.lifecycle import LifecycleOutput, TrackShipmentsFn
+from pipeline.stages.shipment import Settings
+from tests.unit.stages.test_lifecycle import at, order_info_event, registration_event, scan_event
+
+SHIPMENT = [
+    registration_event("WB1", at(9, 0)),
+    order_info_event("WB1", at(9, 2), merchant="M-002"),
+    scan_event("WB1", "PICKUP", at(9, 30)),
+    scan_event("WB1-1", "PICKUP", at(9, 31), parent="WB1"),  # a piece: the master's merchant
+    scan_event("WB1", "DEPART", at(11, 0)),
+    scan_event("WB1-1", "DEPART", at(11, 5), parent="WB1"),
+    scan_event("WB1", "DELIVERED", at(15, 0)),
+]
+
+
+def attributed(arrivals: list[dict[str, Any]]) -> tuple[list[tuple[str, Any]], list[tuple[str, str]]]:
+    """Runs the lifecycle's DoFn on one shipment's events in arrival order; returns what it
+    emitted on ``events_with_merchant`` and on ``attributed_late``, as (event id, merchant)."""
+    fn, state, wake = TrackShipmentsFn(Settings()), Cell(), Alarm()
+    direct, late = [], []
+    for event in arrivals:
+        for out in fn.process(("WB1", event), state=state, wake=wake):
+            if isinstance(out, pvalue.TaggedOutput) and out.tag == LifecycleOutput.EVENTS_WITH_MERCHANT.value:
+                direct.append((out.value[0]["event_id"], out.value[1]))
+            elif isinstance(out, pvalue.TaggedOutput) and out.tag == LifecycleOutput.ATTRIBUTED_LATE.value:
+                late.append((out.value[0]["event_id"], out.value[1]))
+    return direct, late
+
+
+def test_events_before_the_order_info_are_attributed_when_it_arrives() -> None:
+    registration, info, pickup, *_ = SHIPMENT
+    direct, late = attributed([registration, pickup, info, SHIPMENT[4]])
+    assert direct == [(registration["event_id"], None), (pickup["event_id"], None), (info["event_id"], "M-002"),
+                      (SHIPMENT[4]["event_id"], "M-002")]
+    assert late == [(registration["event_id"], "M-002"), (pickup["event_id"], "M-002")]
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.permutations(SHIPMENT))
+def test_in_any_arrival_order_each_event_counts_for_the_merchant_exactly_once(arrivals: list[dict[str, Any]]) -> None:
+    direct, late = attributed(arrivals)
+    counted = [event_id for event_id, merchant in direct + late if merchant == "M-002"]
+    assert sorted(counted) == sorted(e["event_id"] for e in SHIPMENT)
+    assert [event_id for event_id, _ in direct] == [e["event_id"] for e in arrivals]  # the push itself is unchanged

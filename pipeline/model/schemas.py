@@ -45,6 +45,8 @@ WIRE_SCHEMAS: Mapping[str, str] = MappingProxyType({
     f"{NAMESPACE}.AccountDigest": "subscribers: CloudEvents data of type com.waybill.account_digest",
     f"{NAMESPACE}.PartnerFileRecord": "the partner store's table partner_files (SQLite or BigQuery)",
     f"{NAMESPACE}.PartnerRowRecord": "the partner store's table partner_rows (SQLite or BigQuery)",
+    f"{NAMESPACE}.PointsCredit": "the points API: one element of each POSTed array of partner credits",
+    f"{NAMESPACE}.PartnerAnswer": "a partner's feedback webhook: the answer to each of its files",
 })
 
 # Records that leave the job only inside a wire schema (gated with it), and which ones hold them.

@@ -1,13 +1,15 @@
 """What the job's own builders write conforms to the wire schemas that describe it.
 
-The JSON payloads (subscriber CloudEvents data, account digests, unit messages) are checked with
-:func:`assert_conforms`: the payload reads as its record in the JSON form of
-:mod:`pipeline.model.json_records` (no unknown or missing field, every type and symbol right),
-fastavro validates that record, and it converts back to exactly the payload. The partner store's
-records are checked against their schemas as the partner job writes them.
+The JSON payloads (subscriber CloudEvents data, account digests, unit messages, points credits,
+partner answers) are checked with :func:`assert_conforms`: the payload reads as its record in the
+JSON form of :mod:`pipeline.model.json_records` (no unknown or missing field, every type and
+symbol right), fastavro validates that record, and it converts back to exactly the payload. The
+partner store's records and the answers sent to a feedback webhook are checked as a run of the
+partner job writes and sends them.
 """
 from __future__ import annotations
 
+import base64
 import json
 import sqlite3
 from contextlib import closing
@@ -17,6 +19,7 @@ from typing import Any, Literal, get_args, get_origin, get_type_hints
 
 import fastavro.validation
 import pytest
+from pytest_httpserver import HTTPServer
 
 from pipeline.delivery.records import DeliveryRequest
 from pipeline.fanout.digests import DIGEST_TYPE, FINAL, NOTABLE, AccountProfile
@@ -42,6 +45,8 @@ from pipeline.model import schemas
 from pipeline.model.catalog import DEFAULT_CATALOG
 from pipeline.model.json_records import from_json, to_json
 from pipeline.model.rules import check_courier_event, check_order_event
+from pipeline.partner.file_format import Row
+from pipeline.partner.reading import credit_payload
 from pipeline.partner.store import FILES, ROWS, Table
 from pipeline.stages.ordered_outputs import order_subscriber_messages, order_unit_messages
 from pipeline.stages.ordering import Reordering, Sequence
@@ -204,10 +209,19 @@ def test_partner_store_schemas_describe_the_store_tables(table: Table) -> None:
     assert list(written.items()) == list(expected.items())
 
 
-def test_the_partner_job_writes_store_records_that_conform(tmp_path: Path) -> None:
+def test_points_credits_conform() -> None:
+    row = Row(row_no=7, partner_id="ACME-BANK", member_id="M000007", points=150, txn_id="TX-7",
+              txn_time="2026-11-21T07:59:00+08:00")
+    assert_conforms("com.waybill.PointsCredit", credit_payload("ACME-BANK:TX-7", row, "F-1"))
+
+
+def test_the_partner_job_writes_store_records_and_answers_that_conform(tmp_path: Path, httpserver: HTTPServer) -> None:
     """Two files of one run share transactions (credited / already credited), with rejected rows,
-    and one file cannot be decrypted (refused: no file id, a problem)."""
-    keys = write_config(tmp_path)
+    and one file cannot be decrypted (refused: a problem); each answer goes to a feedback webhook."""
+    (tmp_path / "hook.secret").write_text("whsec_" + base64.b64encode(b"feedback-signing-secret-01234567").decode())
+    httpserver.expect_request("/feedback", method="POST").respond_with_data("ok")
+    keys = write_config(tmp_path, feedback_target={
+        "url": httpserver.url_for("/feedback"), "secret_ref": f"file:{tmp_path / 'hook.secret'}"})
     inbox = tmp_path / "inbox"
     inbox.mkdir()
     rows, _ = flawed_rows(60)
@@ -226,3 +240,8 @@ def test_the_partner_job_writes_store_records_that_conform(tmp_path: Path) -> No
         for record in records:
             assert list(record) == [f["name"] for f in schema["fields"]]
             assert fastavro.validation.validate(record, schema, strict=True)
+    answers = [json.loads(request.get_data()) for request, _ in httpserver.log]
+    assert sorted(answer["answer"] for answer in answers) == [
+        "F-1.feedback.wbpf", "F-2.feedback.wbpf", "F-3.exception.wbpf"]
+    for answer in answers:
+        assert_conforms("com.waybill.PartnerAnswer", answer)

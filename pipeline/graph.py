@@ -14,6 +14,7 @@ from pipeline import options as job_options
 from pipeline.config import DeliveryConfig
 from pipeline.delivery.deliver import DeliverMessages
 from pipeline.delivery.records import DeliveryOutput, delivery_request
+from pipeline.fanout.authorise import AuthoriseOutput, AuthoriseSubscriberRequests
 from pipeline.fanout.digests import SendAccountDigests
 from pipeline.fanout.routing import RouteOrders, RoutingOutput
 from pipeline.fanout.subscriptions import CollectSubscribableEvents, MatchSubscriptions
@@ -168,8 +169,9 @@ def _deliver(
 ) -> dict[str, Any]:
     """Unit routing, subscriber pushes, account digests and (with --supervision_target) the
     supervision push with its compliance alerts, all through one ``DeliverMessages``: one
-    adaptive batch size per target. Unit and subscriber messages are put in order per waybill
-    and target first (the supervision push already is; digests are per account)."""
+    adaptive batch size per target. Subscriber messages and digests go out only under a valid
+    authorisation. Unit and subscriber messages are put in order per waybill and target first
+    (the supervision push already is; digests are per account)."""
     config = DeliveryConfig.read(
         options.delivery_targets, options.routing_table, options.subscriptions, options.supervision_target,
         options.output_dir,
@@ -181,11 +183,16 @@ def _deliver(
     subscribable = {
         "orders": orders, "courier": lifecycle[LifecycleOutput.EVENTS_WITH_MERCHANT.value], "alerts": lifecycle[ALERTS],
     } | "CollectSubscribableEvents" >> CollectSubscribableEvents()
+    authorised = (
+        subscribable | "MatchSubscriptions" >> MatchSubscriptions(config.subscriptions),
+        subscribable | "SendAccountDigests" >> SendAccountDigests(config.subscriptions, streaming=streaming),
+    ) | "AllSubscriberRequests" >> beam.Flatten() | "AuthoriseSubscriberRequests" >> AuthoriseSubscriberRequests(
+        config.subscriptions, options.subscriptions, streaming, options.subscriptions_reload_seconds
+    )
     requests = [
         routed[RoutingOutput.REQUESTS.value] | "OrderUnitMessages" >> order_unit_messages(reordering),
-        subscribable | "MatchSubscriptions" >> MatchSubscriptions(config.subscriptions)
-        | "OrderSubscriberMessages" >> order_subscriber_messages(reordering),
-        subscribable | "SendAccountDigests" >> SendAccountDigests(config.subscriptions, streaming=streaming),
+        authorised[AuthoriseOutput.MESSAGES.value] | "OrderSubscriberMessages" >> order_subscriber_messages(reordering),
+        authorised[AuthoriseOutput.DIGESTS.value],
     ]
     if config.supervision_target:
         target = config.supervision_target
@@ -207,5 +214,6 @@ def _deliver(
     return {
         "requests": all_requests,
         "receipts": delivered[DeliveryOutput.RECEIPTS.value],
-        "dead_letters": (routed[RoutingOutput.DEAD_LETTER.value], delivered[DeliveryOutput.DEAD_LETTER.value]),
+        "dead_letters": (routed[RoutingOutput.DEAD_LETTER.value], authorised[AuthoriseOutput.DEAD_LETTER.value],
+                         delivered[DeliveryOutput.DEAD_LETTER.value]),
     }

@@ -172,8 +172,13 @@ class WaybillOptions(PipelineOptions):
         )
         parser.add_argument(
             "--subscriptions", default=str(DEFAULT_SUBSCRIPTIONS),
-            help="JSON list of subscriptions (subscriber_id, target, format, filter, digest); format in "
+            help="JSON list of subscriptions (subscriber_id, target, format, filter, digest, authorisation); format in "
             "docs/delivery.md. Default: the packaged pipeline/data/subscriptions.json.",
+        )
+        parser.add_argument(
+            "--subscriptions_reload_seconds", type=float, default=60.0,
+            help="in streaming, how often (seconds) each worker reads --subscriptions again for the "
+            "authorisations, so a revocation applies without a restart (docs/authorisation.md). Default: 60.",
         )
         parser.add_argument(
             "--supervision_target", default=None,
@@ -232,7 +237,7 @@ def validate(options: WaybillOptions) -> None:
         raise ValueError(f"--dedup_horizon_hours must be positive, got {options.dedup_horizon_hours}")
     for flag in ("flush_seconds", "early_results_seconds", "registration_deadline_minutes", "stuck_after_hours",
                  "retain_after_delivery_hours", "expire_after_hours", "remember_closed_for_hours",
-                 "catalog_reload_seconds"):
+                 "catalog_reload_seconds", "subscriptions_reload_seconds"):
         if getattr(options, flag) <= 0:
             raise ValueError(f"--{flag} must be positive, got {getattr(options, flag)}")
     if options.reorder_delay_seconds < 0:

@@ -28,28 +28,19 @@ Before delivery the job puts each order's messages to a unit in order and adds
 (:func:`pipeline.stages.ordered_outputs.order_unit_messages`, docs/ordering.md).
 
 Catalog reload: the catalog (:func:`pipeline.model.catalog.load_catalog`, local or gs://) is held
-once per worker process. In batch it is read once. In streaming it is read again when
-``catalog_reload_seconds`` have passed since the last read, by the first order that finds it
-stale, so a catalog file replaced while the job runs reaches orders processed from one
-interval later on, without a restart. Example, interval 300 s: read at 08:00:00; the file is
-replaced at 08:01; orders until 08:05:00 still get the old data; the first order after it
-reads the file again and it and later orders get the new data. A file that cannot be read or
-parsed at a reload is logged and counted (``catalog_reload_failures``) and the previous
-catalog is kept.
-
-Why not a side input refreshed by ``PeriodicImpulse`` (Beam's "slowly updating global window
-side input" pattern): on Beam 2.77 the streaming BundleBasedDirectRunner, this job's local
-streaming runner, refuses any splittable DoFn, ``PeriodicImpulse`` included, when the pipeline
-starts (``RuntimeError: Transform node AppliedPTransform(.../GenSequence/ProcessKeyedElements/
-GroupByKey/GroupByKey, _GroupByKeyOnly) was not replaced as expected``). The per-worker reload
-works the same on every runner.
+once per worker process (:mod:`pipeline.fanout.worker_copies`). In batch it is read once. In
+streaming it is read again when ``catalog_reload_seconds`` have passed since the last read, by
+the first order that finds it stale, so a catalog file replaced while the job runs reaches orders
+processed from one interval later on, without a restart. Example, interval 300 s: read at
+08:00:00; the file is replaced at 08:01; orders until 08:05:00 still get the old data; the first
+order after it reads the file again and it and later orders get the new data. A file that cannot
+be read or parsed at a reload is logged and counted (``catalog_reload_failures``) and the
+previous catalog is kept.
 """
 from __future__ import annotations
 
 import enum
 import json
-import logging
-import threading
 import time
 import uuid
 from pathlib import Path
@@ -61,11 +52,10 @@ from apache_beam.metrics import Metrics
 
 from pipeline.delivery.records import DeliveryRequest, delivery_request
 from pipeline.delivery.targets import TARGET_ID_PATTERN
+from pipeline.fanout.worker_copies import worker_copy
 from pipeline.model import json_records, schemas
 from pipeline.model.catalog import DEFAULT_CATALOG, CatalogItem, load_catalog
 from pipeline.model.dead_letter import DEAD_LETTER_OUTPUT, METRICS_NAMESPACE, ErrorKind, Stage, dead_letter_record
-
-_LOGGER = logging.getLogger(__name__)
 
 DEFAULT_ROUTING = Path(__file__).resolve().parents[1] / "data" / "routing.json"
 
@@ -123,52 +113,6 @@ def load_routing_table(path: str) -> RoutingTable:
         return parse_routing_table(handle.read().decode("utf-8"), source=path)
 
 
-class _CatalogHolder:
-    """One worker process's copy of a catalog file, read again when older than ``reload_seconds``."""
-
-    def __init__(self, path: str, reload_seconds: Optional[float], clock: Callable[[], float]) -> None:
-        self._path = path
-        self._reload_seconds = reload_seconds
-        self._clock = clock
-        self._lock = threading.Lock()
-        self.items = load_catalog(path)
-        self._read_at = clock()
-        _LOGGER.info("catalog %s: %d SKUs", path, len(self.items))
-
-    def current(self) -> dict[str, CatalogItem]:
-        if self._reload_seconds is None or self._clock() - self._read_at < self._reload_seconds:
-            return self.items
-        with self._lock:
-            if self._clock() - self._read_at >= self._reload_seconds:
-                self._reload()
-        return self.items
-
-    def _reload(self) -> None:
-        self._read_at = self._clock()
-        try:
-            fresh = load_catalog(self._path)
-        except (OSError, ValueError) as error:
-            Metrics.counter(METRICS_NAMESPACE, "catalog_reload_failures").inc()
-            _LOGGER.error("catalog %s not reloaded, keeping the previous one (%d SKUs): %s",
-                          self._path, len(self.items), error)
-            return
-        if fresh != self.items:
-            Metrics.counter(METRICS_NAMESPACE, "catalog_reloads").inc()
-            _LOGGER.info("catalog %s reloaded: %d SKUs", self._path, len(fresh))
-            self.items = fresh
-
-
-_HOLDERS: dict[str, _CatalogHolder] = {}
-_HOLDERS_LOCK = threading.Lock()
-
-
-def _holder(key: str, path: str, reload_seconds: Optional[float], clock: Callable[[], float]) -> _CatalogHolder:
-    with _HOLDERS_LOCK:
-        if key not in _HOLDERS:
-            _HOLDERS[key] = _CatalogHolder(path, reload_seconds, clock)
-        return _HOLDERS[key]
-
-
 class RouteOrderFn(beam.DoFn):
     """An order event -> a request per unit (main output), or a dead letter (``dead_letter``).
 
@@ -195,7 +139,8 @@ class RouteOrderFn(beam.DoFn):
         self.clock = clock
 
     def setup(self) -> None:
-        self._catalog = _holder(self.catalog_key, self.catalog_path, self.reload_seconds, self.clock)
+        self._catalog = worker_copy(self.catalog_key, "catalog", self.catalog_path, load_catalog, self.reload_seconds,
+                                    self.clock)
 
     def process(self, order: dict[str, Any]) -> Iterator[Union[DeliveryRequest, beam.pvalue.TaggedOutput]]:
         record = json_records.to_json(schemas.ORDER_EVENT, order)

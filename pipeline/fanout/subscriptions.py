@@ -1,14 +1,23 @@
 """The subscriber push: who wants which events, and one CloudEvents message per (event, subscriber).
 
 A subscription (JSON configuration, :func:`load_subscriptions`) names a subscriber, the
-delivery target its messages go to, the CloudEvents content mode, a filter, and optionally an
-account digest (:mod:`pipeline.fanout.digests`)::
+delivery target its messages go to, the CloudEvents content mode, a filter, optionally an
+account digest (:mod:`pipeline.fanout.digests`), and the authorisation it relies on
+(:mod:`pipeline.fanout.authorisation`; required)::
 
     [{"subscriber_id": "acme", "target": "acme-hook", "format": "cloudevents-structured",
       "filter": {"event_kinds": ["TRACK_SCAN", "WAYBILL_ALERT"], "scan_types": [],
                  "merchants": ["M-001"], "outlets": [], "regions": ["310000"]},
       "digest": {"account": "M-001", "every_minutes": 60,
-                 "notable": ["EXCEPTION", "STUCK", "REAL_NAME_MISSING"]}}]
+                 "notable": ["EXCEPTION", "STUCK", "REAL_NAME_MISSING"]},
+      "authorisation": {"id": "AUTH-M001-1", "account": "M-001",
+                        "scope": ["TRACK_SCAN", "WAYBILL_ALERT", "DIGEST"],
+                        "granted": "2026-01-01T00:00:00Z", "expires": null, "revoked": null}}]
+
+The authorisation's account must be the one the subscription pushes: its digest's account,
+and, for its events, the only merchant of its filter; an authorisation of every account
+(``"*"``) serves a subscription without a merchant filter and without a digest. Whether a
+message may go out is judged when it is pushed (:mod:`pipeline.fanout.authorise`).
 
 Filter semantics: every non-empty list must hold the event's value (AND across fields, OR
 within a list); an empty or absent list matches anything; an event that has no value for a
@@ -45,6 +54,7 @@ from cloudevents.core.formats.json import JSONFormat
 from cloudevents.core.v1.event import CloudEvent
 
 from pipeline.delivery.records import DeliveryRequest
+from pipeline.fanout.authorisation import ALL_ACCOUNTS, Authorisation, parse_authorisation
 from pipeline.model import schemas
 from pipeline.model.dead_letter import METRICS_NAMESPACE
 from pipeline.model.json_records import to_json
@@ -200,9 +210,11 @@ class Digest:
 
 @dataclasses.dataclass(frozen=True)
 class Subscription:
-    """One subscriber: where its messages go, in which CloudEvents mode, which events, which digest.
+    """One subscriber: where its messages go, in which CloudEvents mode, which events, which
+    digest, under which authorisation.
 
-    ``send_events`` False makes a digest-only subscription.
+    ``send_events`` False makes a digest-only subscription. ``authorisation`` is None only in a
+    subscription built in code (the configuration requires one): nothing of it is pushed.
     """
 
     subscriber_id: str
@@ -211,6 +223,7 @@ class Subscription:
     filter: Filter = Filter()
     digest: Optional[Digest] = None
     send_events: bool = True
+    authorisation: Optional[Authorisation] = None
 
 
 def subscription_from_config(obj: Any, index: int = 0) -> Subscription:
@@ -224,7 +237,9 @@ def subscription_from_config(obj: Any, index: int = 0) -> Subscription:
         raise ValueError(f"{name}: expected an object, got {obj!r:.60}")
     if isinstance(obj.get("subscriber_id"), str):
         name = f"subscription {obj['subscriber_id']!r}"
-    _check_keys(name, "", obj, ("subscriber_id", "target", "format", "filter", "digest", "send_events"))
+    _check_keys(
+        name, "", obj, ("subscriber_id", "target", "format", "filter", "digest", "send_events", "authorisation")
+    )
     for key in ("subscriber_id", "target"):
         if not isinstance(obj.get(key), str) or not _ID.match(obj[key]):
             raise ValueError(
@@ -238,12 +253,28 @@ def subscription_from_config(obj: Any, index: int = 0) -> Subscription:
         raise ValueError(f"{name}: send_events must be true or false, got {send_events!r}")
     if not send_events and obj.get("digest") is None:
         raise ValueError(f"{name}: send_events is false and there is no digest: the subscription would send nothing")
-    return Subscription(
+    subscription = Subscription(
         subscriber_id=obj["subscriber_id"], target=obj["target"], format=fmt,
         filter=_filter(name, obj.get("filter") or {}),
         digest=_digest(name, obj["digest"]) if obj.get("digest") is not None else None,
         send_events=send_events,
+        authorisation=parse_authorisation(obj.get("authorisation"), name, EVENT_TYPES),
     )
+    _check_account(name, subscription)
+    return subscription
+
+
+def _check_account(name: str, subscription: Subscription) -> None:
+    """The authorisation covers the account the subscription pushes (module docstring)."""
+    assert subscription.authorisation is not None
+    account, digest = subscription.authorisation.account, subscription.digest
+    if digest is not None and digest.account != account:
+        raise ValueError(f"{name}: digest.account {digest.account!r} is not the account of authorisation "
+                         f"{subscription.authorisation.id!r}, {account!r}")
+    merchants = sorted(subscription.filter.merchants)
+    if subscription.send_events and account != ALL_ACCOUNTS and merchants != [account]:
+        raise ValueError(f"{name}: filter.merchants must be [{account!r}], the account of authorisation "
+                         f"{subscription.authorisation.id!r}, got {merchants}")
 
 
 def _filter(name: str, obj: Any) -> Filter:
@@ -350,6 +381,21 @@ def cloud_event_request(
     event = CloudEvent(attributes, data)
     message = to_binary(event, JSONFormat()) if subscription.format == BINARY else to_structured(event, JSONFormat())
     return DeliveryRequest(subscription.target, ce_id, message.body, dict(message.headers))
+
+
+def cloud_event_type(request: DeliveryRequest) -> str:
+    """The ``type`` of a :func:`cloud_event_request`: in the envelope (structured mode) or the
+    ``ce-type`` header (binary mode)."""
+    if request.headers.get("content-type", "").startswith("application/cloudevents+json"):
+        event_type: str = json.loads(request.payload)["type"]
+        return event_type
+    return request.headers["ce-type"]
+
+
+def subscriber_of(request: DeliveryRequest) -> str:
+    """The subscriber a :func:`cloud_event_request` is for: its id ends with ``:<subscriber_id>``
+    (a subscriber id has no ``:``)."""
+    return request.event_id.rpartition(":")[2]
 
 
 def event_request(

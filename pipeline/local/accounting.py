@@ -7,6 +7,7 @@ branches are checked too, each by an identity (:class:`Check`):
 * accepted events = counted in their day's statistics (read back from ``stats/``) + dead-lettered
   as later than the allowed lateness;
 * courier events pushed = tracked in a waybill lifecycle + dead-lettered for a closed waybill;
+* per subscriber: messages and digests made = authorised + refused (dead-lettered, ``not_authorised``);
 * per delivery target: requests = delivered + dead-lettered;
 * per output folder: its lines = the records the job wrote there (and, for ``supervision/``,
   ``orders/`` and ``deadletter/``, the events that ended there).
@@ -22,6 +23,7 @@ from typing import Optional
 from apache_beam.metrics.metric import MetricsFilter
 from apache_beam.runners.runner import PipelineResult
 
+from pipeline.fanout.authorise import AUTHORISED_PREFIX, REFUSED_PREFIX
 from pipeline.io.partitions import PARTITION_FOLDERS
 from pipeline.io.sinks import WRITTEN_PREFIX
 from pipeline.model.dead_letter import METRICS_NAMESPACE
@@ -56,6 +58,32 @@ def read_deliveries(values: dict[str, int]) -> dict[str, TargetDeliveries]:
 
 
 @dataclasses.dataclass(frozen=True)
+class SubscriberPushes:
+    """One subscriber's counters: every message or digest made is authorised or refused."""
+
+    made: int = 0
+    authorised: int = 0
+    refused: int = 0
+
+
+_SUBSCRIBER_COUNTERS = {"made": ("matched_", "digests_"), "authorised": (AUTHORISED_PREFIX,),
+                        "refused": (REFUSED_PREFIX,)}
+
+
+def read_subscriber_pushes(values: dict[str, int]) -> dict[str, SubscriberPushes]:
+    """``{subscriber_id: SubscriberPushes}`` from the ``matched_``, ``digests_``,
+    ``subscriber_authorised_`` and ``subscriber_refused_`` counters."""
+    found: dict[str, dict[str, int]] = {}
+    for name, count in values.items():
+        for field, prefixes in _SUBSCRIBER_COUNTERS.items():
+            for prefix in prefixes:
+                if name.startswith(prefix):
+                    counts = found.setdefault(name.removeprefix(prefix), {})
+                    counts[field] = counts.get(field, 0) + count
+    return {subscriber: SubscriberPushes(**counts) for subscriber, counts in sorted(found.items())}
+
+
+@dataclasses.dataclass(frozen=True)
 class Check:
     """One identity of the run: what it states, its two sides, and whether they agree."""
 
@@ -80,6 +108,7 @@ class Accounting:
     dead_letter_kinds: dict[str, int]
     dead_lettered_later: int = 0  # copies of accepted events dead-lettered by later stages
     deliveries: dict[str, TargetDeliveries] = dataclasses.field(default_factory=dict)
+    subscriber_pushes: dict[str, SubscriberPushes] = dataclasses.field(default_factory=dict)
     lifecycle_events: int = 0  # courier events a waybill lifecycle took
     written: dict[str, int] = dataclasses.field(default_factory=dict)  # output folder -> records written
     checks: tuple[Check, ...] = ()  # the identities beyond the inputs' (see :func:`with_checks`)
@@ -143,6 +172,7 @@ def read_accounting(result: PipelineResult) -> Accounting:
         dead_letter_kinds=kinds,
         dead_lettered_later=values.get("dead_lettered", 0) - values.get("rejected_inputs", 0),
         deliveries=read_deliveries(values),
+        subscriber_pushes=read_subscriber_pushes(values),
         lifecycle_events=values.get("lifecycle_events", 0),
         written={name.removeprefix(WRITTEN_PREFIX): count for name, count in sorted(values.items())
                  if name.startswith(WRITTEN_PREFIX)},
@@ -190,6 +220,8 @@ def with_checks(
         unchecked.append(f"{statistics} (the statistics are not in local files)")
     checks.append(Check("courier events pushed = tracked in waybill lifecycles + dead-lettered for closed waybills",
                         a.pushed, a.lifecycle_events + a.late_for_closed_waybills))
+    checks += [Check(f"subscriber {subscriber}: messages and digests made = authorised + refused",
+                     s.made, s.authorised + s.refused) for subscriber, s in a.subscriber_pushes.items()]
     checks += [Check(f"delivery target {target}: requested = delivered + dead-lettered",
                      d.requested, d.delivered + d.dead_lettered) for target, d in a.deliveries.items()]
     if files_dir is None:

@@ -29,6 +29,7 @@ class Stage(str, enum.Enum):
     DELIVER = "deliver"
     LIFECYCLE = "lifecycle"
     ROUTE = "route"
+    AUTHORISE = "authorise"
 
 
 # Stages that reject an input itself; later stages dead-letter a copy of an event that was
@@ -62,6 +63,7 @@ class ErrorKind(str, enum.Enum):
     ENDPOINT_DISABLED = "endpoint_disabled"  # the endpoint answered 410 Gone (now or earlier)
     DELIVERY_REJECTED = "delivery_rejected"  # a final answer (3xx, 4xx but 408/409/429), or unsendable
     UNKNOWN_BUSINESS_CODE = "unknown_business_code"  # an order whose business_code has no route
+    NOT_AUTHORISED = "not_authorised"  # a subscriber message without a valid authorisation when pushed
     UNEXPECTED_ERROR = "unexpected_error"
 
 

@@ -183,11 +183,14 @@ def _folder_targets_and_subscriptions(tmp_path: Path) -> list[str]:
         {"target_id": "sub-merchant", "folder": "subscribers/merchant-m007"},
         {"target_id": "sub-outlet", "folder": "subscribers/outlet-out003"},
     ]
+    alerts = {"scope": ["WAYBILL_ALERT"], "granted": "2026-01-01T00:00:00Z"}
     subscriptions = [
         {"subscriber_id": "merchant-m007", "target": "sub-merchant",
-         "filter": {"event_kinds": ["WAYBILL_ALERT"], "merchants": ["M-007"]}},
+         "filter": {"event_kinds": ["WAYBILL_ALERT"], "merchants": ["M-007"]},
+         "authorisation": {"id": "AUTH-M007", "account": "M-007", **alerts}},
         {"subscriber_id": "outlet-out003", "target": "sub-outlet",
-         "filter": {"event_kinds": ["WAYBILL_ALERT"], "outlets": ["OUT-003"]}},
+         "filter": {"event_kinds": ["WAYBILL_ALERT"], "outlets": ["OUT-003"]},
+         "authorisation": {"id": "AUTH-ALL-ALERTS", "account": "*", **alerts}},
     ]
     (tmp_path / "targets.json").write_text(json.dumps(targets))
     (tmp_path / "subscriptions.json").write_text(json.dumps(subscriptions))

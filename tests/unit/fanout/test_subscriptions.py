@@ -16,6 +16,7 @@ from cloudevents.core.formats.json import JSONFormat
 from cloudevents.v1 import http as legacy_http
 
 from pipeline.delivery.records import DeliveryRequest
+from pipeline.fanout.authorisation import Authorisation
 from pipeline.fanout.subscriptions import (
     BINARY,
     STRUCTURED,
@@ -261,20 +262,27 @@ def test_collect_subscribable_events_takes_orders_courier_pairs_and_alerts() -> 
 
 # --- configuration ------------------------------------------------------------------------
 
+EVERY_ACCOUNT = {"id": "AUTH-ALL", "account": "*", "scope": ["TRACK_SCAN"], "granted": "2026-01-01T00:00:00Z"}
+M001 = {**EVERY_ACCOUNT, "id": "AUTH-M001", "account": "M-001", "scope": ["TRACK_SCAN", "DIGEST"]}
+
+
 def test_a_full_configuration_is_read_with_defaults_for_what_is_left_out() -> None:
     (acme, minimal) = load_subscriptions(json.dumps([
         {"subscriber_id": "acme", "target": "acme-hook", "format": "cloudevents-binary",
          "filter": {"event_kinds": ["TRACK_SCAN"], "scan_types": [], "merchants": ["M-001"], "outlets": [],
                     "regions": ["310000"]},
-         "digest": {"account": "M-001", "every_minutes": 15, "notable": ["exception", "Stuck"]}},
-        {"subscriber_id": "minimal", "target": "sub-minimal"},
+         "digest": {"account": "M-001", "every_minutes": 15, "notable": ["exception", "Stuck"]},
+         "authorisation": M001},
+        {"subscriber_id": "minimal", "target": "sub-minimal", "authorisation": EVERY_ACCOUNT},
     ]))
     assert acme.format == BINARY and acme.filter == Filter(
         event_kinds=frozenset(["TRACK_SCAN"]), merchants=frozenset(["M-001"]), regions=frozenset(["310000"]))
     assert acme.digest is not None
     assert (acme.digest.account, acme.digest.every_minutes, acme.digest.notable) == (
         "M-001", 15.0, frozenset(["EXCEPTION", "STUCK"]))
-    assert minimal == Subscription("minimal", "sub-minimal", STRUCTURED, Filter(), None, True)
+    assert acme.authorisation is not None and (acme.authorisation.id, acme.authorisation.account) == ("AUTH-M001", "M-001")
+    assert minimal == Subscription("minimal", "sub-minimal", STRUCTURED, Filter(), None, True, Authorisation(
+        "AUTH-ALL", "*", frozenset(["TRACK_SCAN"]), datetime(2026, 1, 1, tzinfo=timezone.utc)))
 
 
 def test_the_bundled_configuration_loads_and_targets_local_folders() -> None:
@@ -310,7 +318,8 @@ def test_the_bundled_configuration_loads_and_targets_local_folders() -> None:
          r"'acme': digest.notable: unknown value\(s\) 'LATE'; known: EXCEPTION, STUCK, REAL_NAME_MISSING"),
         ([{"subscriber_id": "acme", "target": "t1", "send_events": "no"}], r"'acme': send_events must be true or false"),
         ([{"subscriber_id": "acme", "target": "t1", "send_events": False}], r"'acme': send_events is false and there is no digest"),
-        ([{"subscriber_id": "acme", "target": "t1"}, {"subscriber_id": "acme", "target": "t2"}],
+        ([{"subscriber_id": "acme", "target": "t1", "authorisation": EVERY_ACCOUNT},
+          {"subscriber_id": "acme", "target": "t2", "authorisation": EVERY_ACCOUNT}],
          r"subscription 'acme' is configured twice"),
     ],
 )
@@ -327,7 +336,8 @@ def test_a_file_that_is_not_json_names_the_file(tmp_path: Any) -> None:
 
 
 def test_check_targets_names_each_subscription_with_an_unknown_target() -> None:
-    subscriptions = load_subscriptions('[{"subscriber_id": "a", "target": "t1"}, {"subscriber_id": "b", "target": "t9"}]')
+    subscriptions = load_subscriptions(json.dumps([{"subscriber_id": "a", "target": "t1", "authorisation": EVERY_ACCOUNT},
+                                                   {"subscriber_id": "b", "target": "t9", "authorisation": EVERY_ACCOUNT}]))
     check_targets(subscriptions, ["t1", "t9"])
     with pytest.raises(ValueError, match=r"not configured: 'b' -> 't9'; known targets: \['t1'\]"):
         check_targets(subscriptions, ["t1"])

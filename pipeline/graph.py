@@ -17,7 +17,7 @@ from pipeline.delivery.records import DeliveryOutput, delivery_request
 from pipeline.fanout.authorise import AuthoriseOutput, AuthoriseSubscriberRequests
 from pipeline.fanout.digests import SendAccountDigests
 from pipeline.fanout.routing import RouteOrders, RoutingOutput
-from pipeline.fanout.subscriptions import CollectSubscribableEvents, MatchSubscriptions
+from pipeline.fanout.subscriptions import CollectSubscribableEvents, MatchSubscriptions, from_courier_event
 from pipeline.io.current_view import UpsertCurrentView
 from pipeline.io.outputs import (
     ALERTS_DIR,
@@ -185,7 +185,10 @@ def _deliver(
     } | "CollectSubscribableEvents" >> CollectSubscribableEvents()
     authorised = (
         subscribable | "MatchSubscriptions" >> MatchSubscriptions(config.subscriptions),
-        subscribable | "SendAccountDigests" >> SendAccountDigests(config.subscriptions, streaming=streaming),
+        (subscribable, lifecycle[LifecycleOutput.ATTRIBUTED_LATE.value]
+         | "AttributedLateToSubscribable" >> beam.MapTuple(from_courier_event))
+        | "SubscribableForDigests" >> beam.Flatten()
+        | "SendAccountDigests" >> SendAccountDigests(config.subscriptions, streaming=streaming),
     ) | "AllSubscriberRequests" >> beam.Flatten() | "AuthoriseSubscriberRequests" >> AuthoriseSubscriberRequests(
         config.subscriptions, options.subscriptions, streaming, options.subscriptions_reload_seconds
     )

@@ -1,4 +1,7 @@
-"""The current view of the daily statistics: one SQLite row per figure, always the newest.
+"""The current view: a local SQLite file with one row per figure, always the newest.
+
+Each table is a :class:`ViewTable`: ``daily_stats`` here, ``stock`` in
+:mod:`pipeline.io.stock_view`. The rest of this docstring is about ``daily_stats``.
 
 ``ComputeDailyStats`` emits every pane of every figure (early, on-time, late, final). The
 files under ``stats/`` keep that history; this sink keeps only the newest pane of each
@@ -39,6 +42,9 @@ Values are SQLite's 64-bit integers, the range of ``DailyStat.value`` (an Avro l
 written: it is logged and counted under ``current_view_out_of_range``, and the ``stats/``
 files keep it.
 
+The same rules hold for every table, each with its own order of "newest" (its ``rank``) and
+its own integer figure, checked the same way.
+
 The file is local to the machine that runs the DoFn: this sink is for the DirectRunner
 (batch on the FnApiRunner and streaming on the BundleBasedDirectRunner behave the same).
 On Dataflow each worker would write its own file; use a shared database there.
@@ -47,8 +53,9 @@ from __future__ import annotations
 
 import logging
 import sqlite3
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterable, Optional
+from typing import Any, Callable, Iterable, Optional
 
 import apache_beam as beam
 from apache_beam.metrics import Metrics
@@ -108,40 +115,79 @@ def figure_key(stat: dict[str, Any]) -> FigureKey:
     return stat["day"], stat["metric"], stat["dimension"], stat["key"]
 
 
+def _row(stat: dict[str, Any]) -> tuple[Any, ...]:
+    return (
+        stat["day"], stat["time_zone"], stat["metric"], stat["dimension"], stat["key"], stat["value"],
+        stat["timing"], stat["pane_index"], int(bool(stat["is_final"])), format_timestamp(stat["computed_at"]),
+    )
+
+
+@dataclass(frozen=True)
+class ViewTable:
+    """One table of the current view.
+
+    Args:
+        name: the SQLite table.
+        create: ``CREATE TABLE IF NOT EXISTS`` statement.
+        upsert: ``INSERT ... ON CONFLICT ... DO UPDATE ... WHERE`` the offered row is newer, with a
+            ``?`` per value of ``row``.
+        row: a record -> the values of ``upsert``.
+        key: a record -> its primary key.
+        rank: a record -> how new it is among the records of its key (higher is newer); the
+            same order as the ``WHERE`` of ``upsert``.
+        figure: the record's integer field that must fit a SQLite integer.
+        step: the label of the writing step.
+    """
+
+    name: str
+    create: str
+    upsert: str
+    row: Callable[[dict[str, Any]], tuple[Any, ...]]
+    key: Callable[[dict[str, Any]], tuple[Any, ...]]
+    rank: Callable[[dict[str, Any]], tuple[Any, ...]]
+    figure: str
+    step: str
+
+
+DAILY_STATS = ViewTable(TABLE, _CREATE, _UPSERT, _row, figure_key, pane_rank, "value", "UpsertDailyStats")
+
+
 class SqliteCurrentView:
-    """The writer: upserts DailyStat records into ``daily_stats`` of a SQLite file.
+    """The writer: upserts records into one table of a SQLite file.
 
     Args:
         path: the database file; its folder is created if missing.
+        table: which table (default: ``daily_stats``).
     """
 
-    def __init__(self, path: str) -> None:
+    def __init__(self, path: str, table: ViewTable = DAILY_STATS) -> None:
         self.path = path
+        self.table = table
         self._connection: Optional[sqlite3.Connection] = None
 
     def open(self) -> None:
-        """Opens (and if needed creates) the database."""
+        """Opens (and if needed creates) the database and the table."""
         Path(self.path).parent.mkdir(parents=True, exist_ok=True)
         # isolation_level=None: transactions are begun explicitly, one per upsert() call.
         self._connection = sqlite3.connect(self.path, timeout=60, isolation_level=None)
         self._connection.execute("PRAGMA journal_mode=WAL")
-        self._connection.execute(_CREATE)
-        _LOGGER.info("current view of the daily statistics: %s, table %s", self.path, TABLE)
+        self._connection.execute(self.table.create)
+        _LOGGER.info("current view: %s, table %s", self.path, self.table.name)
 
-    def upsert(self, stats: Iterable[dict[str, Any]]) -> int:
-        """Writes ``stats`` in one transaction; each replaces its figure's row only if newer.
+    def upsert(self, records: Iterable[dict[str, Any]]) -> int:
+        """Writes ``records`` in one transaction; each replaces its key's row only if newer.
 
         Returns the number of records offered (not the number that won).
         """
         if self._connection is None:
             raise RuntimeError(f"SqliteCurrentView({self.path!r}).open() must be called before upsert()")
-        rows = [_row(stat) for stat in stats]
+        rows = [self.table.row(record) for record in records]
         if not rows:
             return 0
         connection = self._connection
         connection.execute("BEGIN IMMEDIATE")
         try:
-            connection.executemany(_UPSERT, rows)
+            connection.executemany(self.table.upsert, rows)
         except BaseException:
             connection.execute("ROLLBACK")
             raise
@@ -154,24 +200,17 @@ class SqliteCurrentView:
             self._connection = None
 
 
-def _row(stat: dict[str, Any]) -> tuple[Any, ...]:
-    return (
-        stat["day"], stat["time_zone"], stat["metric"], stat["dimension"], stat["key"], stat["value"],
-        stat["timing"], stat["pane_index"], int(bool(stat["is_final"])), format_timestamp(stat["computed_at"]),
-    )
-
-
 class UpsertBundlesFn(beam.DoFn):
-    """Buffers a bundle's DailyStat records, keeping the newest per figure; writes them in finish_bundle.
+    """Buffers a bundle's records, keeping the newest per key; writes them in finish_bundle.
 
     Args:
-        writer: has ``open()``, ``upsert(records)`` and ``close()``, e.g. :class:`SqliteCurrentView`.
+        writer: has ``table``, ``open()``, ``upsert(records)`` and ``close()``, e.g. :class:`SqliteCurrentView`.
     """
 
     def __init__(self, writer: SqliteCurrentView) -> None:
         super().__init__()
         self.writer = writer
-        self._newest: dict[FigureKey, dict[str, Any]] = {}
+        self._newest: dict[tuple[Any, ...], dict[str, Any]] = {}
         self._written = Metrics.counter(METRICS_NAMESPACE, "current_view_records")
         self._out_of_range = Metrics.counter(METRICS_NAMESPACE, "current_view_out_of_range")
 
@@ -181,16 +220,17 @@ class UpsertBundlesFn(beam.DoFn):
     def start_bundle(self) -> None:
         self._newest = {}
 
-    def process(self, stat: dict[str, Any]) -> None:
-        if stat["value"] not in SQLITE_INTEGERS:
-            _LOGGER.error("daily figure %s = %d does not fit a SQLite integer; not written to the current view",
-                          figure_key(stat), stat["value"])
+    def process(self, record: dict[str, Any]) -> None:
+        table = self.writer.table
+        key = table.key(record)
+        if record[table.figure] not in SQLITE_INTEGERS:
+            _LOGGER.error("%s %s: %s = %d does not fit a SQLite integer; not written to the current view",
+                          table.name, key, table.figure, record[table.figure])
             self._out_of_range.inc()
             return
-        key = figure_key(stat)
         held = self._newest.get(key)
-        if held is None or pane_rank(stat) > pane_rank(held):
-            self._newest[key] = stat
+        if held is None or table.rank(record) > table.rank(held):
+            self._newest[key] = record
 
     def finish_bundle(self) -> None:
         if self._newest:
@@ -202,20 +242,22 @@ class UpsertBundlesFn(beam.DoFn):
 
 
 class UpsertCurrentView(beam.PTransform):
-    """DailyStat records -> the newest of each figure in a SQLite database (see the module docstring).
+    """Records -> the newest of each key in one table of a SQLite database (see the module docstring).
 
     The real writer is ``self.write`` (a ``ParDo``); a test may replace it.
 
     Args:
         path: the SQLite file, e.g. ``output/current_view.sqlite``.
+        table: which table (default: ``daily_stats``, for DailyStat records).
     """
 
-    def __init__(self, path: str) -> None:
+    def __init__(self, path: str, table: ViewTable = DAILY_STATS) -> None:
         super().__init__()
         if not is_local_path(path):
             raise ValueError(f"the current view is a local SQLite file; got {path!r}, give a local path")
         self.path = path
-        self.write: beam.PTransform = beam.ParDo(UpsertBundlesFn(SqliteCurrentView(path)))
+        self._step = table.step
+        self.write: beam.PTransform = beam.ParDo(UpsertBundlesFn(SqliteCurrentView(path, table)))
 
-    def expand(self, stats: beam.PCollection) -> beam.PCollection:
-        return stats | "UpsertDailyStats" >> self.write
+    def expand(self, records: beam.PCollection) -> beam.PCollection:
+        return records | self._step >> self.write

@@ -127,6 +127,8 @@ def _run_and_report(options: WaybillOptions, folder: RunFolder | None) -> accoun
     print(stats_report.summary(folder.path, day=day), flush=True)
     print(f"Current view of the statistics: sqlite3 {Path(folder.output_dir, outputs.CURRENT_VIEW_FILE)} "
           "'SELECT day, metric, dimension, key, value, timing FROM daily_stats'", flush=True)
+    print(f"Current stock per SKU: sqlite3 {Path(folder.output_dir, outputs.CURRENT_VIEW_FILE)} "
+          "'SELECT sku, warehouse_id, quantity, below_threshold, as_of_event_time FROM stock ORDER BY sku'", flush=True)
     (folder.path / ACCOUNTING_FILE).write_text(json.dumps(dataclasses.asdict(final), indent=2))
     return final
 

@@ -33,12 +33,18 @@ outcome is the same either way: a CANCELLED that arrives before its PAID makes t
 nothing, the same net stock as "take, then give back". Per SKU a crossing is then judged in
 arrival order. Stock may go negative (oversold).
 
+Each suggestion carries, next to the quantity to reorder, the SKU's catalog details
+(:data:`CATALOG_DETAILS`): product, warehouse, and the manufacturer's name, contact and lead
+time. The same movements also make the stock form, the current stock of every SKU
+(:mod:`pipeline.stages.stock_levels`): the ``stock`` output.
+
 Order state is kept until ``order_retention_days`` (event time) after the order's latest
 applied event: a cancellation later than that does not return stock. The catalog is read
 by the workers in ``setup()`` (see :mod:`pipeline.model.catalog`).
 """
 from __future__ import annotations
 
+import enum
 import logging
 from typing import Any, Iterator, Optional
 
@@ -54,10 +60,15 @@ from pipeline.model import schemas
 from pipeline.model.catalog import DEFAULT_CATALOG, CatalogItem, load_catalog
 from pipeline.model.dead_letter import METRICS_NAMESPACE
 from pipeline.stages.calendar_days import to_datetime
+from pipeline.stages.stock_levels import InitialStockFn, StockLevelsFn
 
 _LOGGER = logging.getLogger(__name__)
 
 REPLENISHMENT_SUGGESTION = f"{schemas.NAMESPACE}.ReplenishmentSuggestion"
+# What a suggestion copies from the SKU's catalog item: the product, where it is kept, who makes it.
+CATALOG_DETAILS = (
+    "manufacturer_id", "product_name", "warehouse_id", "manufacturer_name", "manufacturer_contact", "lead_time_days",
+)
 
 # What the stages keep and pass on: plain dicts of primitives (FastPrimitivesCoder).
 OrderStep = dict[str, Any]  # event_id, status, at_micros, units: [(sku, quantity)]
@@ -90,8 +101,7 @@ def apply_movement(stock: int, flagged: bool, movement: Movement) -> tuple[int, 
         "event_id": movement["event_id"],
         "order_id": movement["order_id"],
         "event_time": to_datetime(Timestamp(micros=movement["at_micros"])),
-        "manufacturer_id": movement["manufacturer_id"],
-        "product_name": movement["product_name"],
+        **{field: movement[field] for field in CATALOG_DETAILS},
     }
     return after, True, suggestion
 
@@ -267,8 +277,18 @@ def _apply_movements(movements: list[Movement], stock_state: Any) -> Iterator[Ti
     stock_state.write((stock, flagged))
 
 
+class InventoryOutput(enum.Enum):
+    """The outputs of :class:`SuggestReplenishments`."""
+
+    SUGGESTIONS = "suggestions"  # ReplenishmentSuggestion records
+    STOCK = "stock"  # stock rows, see pipeline.stages.stock_levels
+
+
 class SuggestReplenishments(beam.PTransform):
-    """Validated order events -> ReplenishmentSuggestion records (see the module docstring).
+    """Validated order events -> ``{'suggestions': ReplenishmentSuggestion records, 'stock': stock rows}``.
+
+    Suggestions: see the module docstring. Stock rows: a row per catalog SKU to start with, then
+    the SKU's next row for every movement (:mod:`pipeline.stages.stock_levels`).
 
     Args:
         catalog_path: JSON Lines catalog, local or gs:// (default: the packaged
@@ -289,7 +309,7 @@ class SuggestReplenishments(beam.PTransform):
         self._catalog_path = catalog_path
         self.retention = Duration(seconds=int(order_retention_days * 86400))
 
-    def expand(self, orders: beam.PCollection) -> beam.PCollection:
+    def expand(self, orders: beam.PCollection) -> dict[str, beam.PCollection]:
         in_batch = not self._streaming
         movements = (
             orders
@@ -303,11 +323,18 @@ class SuggestReplenishments(beam.PTransform):
             # Beam 2.77's FnApiRunner never fires the timers of two timer DoFns fused into one
             # stage (the fused stage then emits nothing at all); a shuffle puts them in two stages.
             movements = movements | "ShuffleMovements" >> beam.Reshuffle()
-        return (
+        suggestions = (
             movements
             | "RunningStock" >> beam.ParDo(RunningStockFn(sort_by_event_time=in_batch))
             | "CountSuggestions" >> beam.Map(_counted)
         )
+        stock = (
+            orders.pipeline
+            | "CatalogStock" >> beam.Impulse()
+            | "InitialStock" >> beam.ParDo(InitialStockFn(self._catalog_path)),
+            movements | "StockLevels" >> beam.ParDo(StockLevelsFn()),
+        ) | "AllStockRows" >> beam.Flatten()
+        return {InventoryOutput.SUGGESTIONS.value: suggestions, InventoryOutput.STOCK.value: stock}
 
 
 def _keyed_step(event: dict[str, Any]) -> tuple[str, OrderStep]:

@@ -16,19 +16,25 @@ from apache_beam.utils.timestamp import Timestamp
 
 from pipeline.io import synthetic
 from pipeline.model import schemas
-from pipeline.model.catalog import DEFAULT_CATALOG, default_catalog, parse_catalog
+from pipeline.model.catalog import DEFAULT_CATALOG, default_catalog, default_manufacturers, parse_catalog, write_catalog
 from pipeline.stages.inventory import (
     REPLENISHMENT_SUGGESTION,
     AttachCatalogItemFn,
+    InventoryOutput,
     SuggestReplenishments,
     apply_movement,
 )
 
+SUGGESTIONS = InventoryOutput.SUGGESTIONS.value
+
 DAY = datetime(2026, 11, 21, 1, 0, tzinfo=timezone.utc)  # 09:00 in Shanghai
 ITEM = {
     "sku": "SKU-0001", "initial_stock": 10, "reorder_threshold": 5, "reorder_quantity": 20,
-    "manufacturer_id": "MFR-01", "product_name": "Thermos",
+    "manufacturer_id": "MFR-01", "product_name": "Thermos", "warehouse_id": "WH-1",
 }
+MANUFACTURER = {"id": "MFR-01", "name": "Ningbo Thermos Co.", "contact": "orders@thermos.example", "lead_time_days": 9}
+DETAILS = {"manufacturer_name": "Ningbo Thermos Co.", "manufacturer_contact": "orders@thermos.example",
+           "lead_time_days": 9}
 
 
 def at(hours: float) -> datetime:
@@ -51,8 +57,9 @@ def stamped(event: dict[str, Any]) -> TimestampedValue:
 @pytest.fixture
 def catalog(tmp_path: Path) -> str:
     path = tmp_path / "catalog.jsonl"
-    other = {**ITEM, "sku": "SKU-0002", "initial_stock": 3, "reorder_threshold": 2, "reorder_quantity": 4}
-    path.write_text(json.dumps(ITEM) + "\n\n" + json.dumps(other) + "\n")
+    other = {**ITEM, "sku": "SKU-0002", "initial_stock": 3, "reorder_threshold": 2, "reorder_quantity": 4,
+             "warehouse_id": None}
+    write_catalog(path, [ITEM, other], [MANUFACTURER])
     return str(path)
 
 
@@ -79,7 +86,10 @@ def suggestion(sku: str, after: int, threshold: int, quantity: int, before: int,
         "sku": sku, "stock_after": after, "threshold": threshold, "quantity_to_reorder": quantity,
         "reason": f"stock fell from {before} to {after}, below the reorder threshold of {threshold}",
         "event_id": event_id, "order_id": order_id, "event_time": at(hours),
-        "manufacturer_id": "MFR-01", "product_name": "Thermos",
+        # the catalog's details, written by hand: the manufacturer line's name, contact and lead time
+        "manufacturer_id": "MFR-01", "product_name": "Thermos", "warehouse_id": "WH-1" if sku == "SKU-0001" else None,
+        "manufacturer_name": "Ningbo Thermos Co.", "manufacturer_contact": "orders@thermos.example",
+        "lead_time_days": 9,
     }
 
 
@@ -96,7 +106,8 @@ def test_catalog_lines_become_items_by_sku() -> None:
     line = json.dumps({"sku": "S", "initial_stock": 0, "reorder_threshold": 0, "reorder_quantity": 1})
     assert parse_catalog([line, "  "]) == {
         "S": {"sku": "S", "initial_stock": 0, "reorder_threshold": 0, "reorder_quantity": 1,
-              "manufacturer_id": None, "product_name": None},
+              "manufacturer_id": None, "product_name": None, "warehouse_id": None,
+              "manufacturer_name": None, "manufacturer_contact": None, "lead_time_days": None},
     }
 
 
@@ -127,16 +138,20 @@ def test_a_sku_listed_twice_is_refused() -> None:
         parse_catalog([line, line])
 
 
-def test_packaged_default_catalog_is_the_generated_one_for_the_synthetic_skus() -> None:
+def test_packaged_default_catalog_is_the_generated_one_for_the_synthetic_skus(tmp_path: Path) -> None:
+    generated = tmp_path / "catalog.jsonl"
+    write_catalog(generated, default_catalog(), default_manufacturers())
+    assert DEFAULT_CATALOG.read_text() == generated.read_text()
     packaged = parse_catalog(DEFAULT_CATALOG.read_text().splitlines())
-    assert list(packaged.values()) == default_catalog()
     assert list(packaged) == [f"SKU-{n:04d}" for n in range(1, 201)]
+    assert {item["warehouse_id"] for item in packaged.values()} == {"WH-SHA", "WH-HGH", "WH-CAN", None}
+    assert all(item["manufacturer_name"] and item["lead_time_days"] is not None for item in packaged.values())
 
 
 # --- the rule, without a runner ---------------------------------------------------------------
 
 def movement(units: int, event_id: str = "e1") -> dict[str, Any]:
-    return {**ITEM, "units": units, "event_id": event_id, "order_id": "O", "at_micros": 1_000_000}
+    return {**ITEM, **DETAILS, "units": units, "event_id": event_id, "order_id": "O", "at_micros": 1_000_000}
 
 
 def test_apply_movement_suggests_once_per_crossing() -> None:
@@ -166,8 +181,9 @@ def test_attach_catalog_item_skips_unknown_skus(catalog: str) -> None:
     fn = AttachCatalogItemFn(catalog)
     fn.setup()
     known = {"sku": "SKU-0002", "units": -1, "event_id": "e", "order_id": "O", "at_micros": 5}
-    assert list(fn.process(known)) == [("SKU-0002", {**ITEM, "sku": "SKU-0002", "initial_stock": 3,
-                                                    "reorder_threshold": 2, "reorder_quantity": 4, **known})]
+    assert list(fn.process(known)) == [("SKU-0002", {**ITEM, **DETAILS, "sku": "SKU-0002", "initial_stock": 3,
+                                                    "reorder_threshold": 2, "reorder_quantity": 4,
+                                                    "warehouse_id": None, **known})]
     assert list(fn.process({**known, "sku": "SKU-9999"})) == []
 
 
@@ -186,7 +202,7 @@ def test_batch_gives_the_worked_example_in_any_input_order(catalog: str, arrival
             | beam.Create([EVENTS[i] for i in arrival], reshuffle=True)
             | beam.Map(lambda event: stamped(event))
         )
-        assert_that(events | SuggestReplenishments(catalog), equal_to(EXPECTED))
+        assert_that((events | SuggestReplenishments(catalog))[SUGGESTIONS], equal_to(EXPECTED))
 
 
 def streaming_options() -> PipelineOptions:
@@ -207,7 +223,7 @@ def arriving_one_by_one(event_ids: list[str]) -> test_stream.TestStream:
 def test_streaming_in_event_time_order_gives_the_worked_example(catalog: str) -> None:
     stream = arriving_one_by_one([event["event_id"] for event in EVENTS])
     with test_pipeline.TestPipeline(options=streaming_options()) as p:
-        assert_that(p | stream | SuggestReplenishments(catalog, streaming=True), equal_to(EXPECTED))
+        assert_that((p | stream | SuggestReplenishments(catalog, streaming=True))[SUGGESTIONS], equal_to(EXPECTED))
 
 
 def test_streaming_a_cancellation_arriving_before_its_payment_makes_the_payment_move_nothing(catalog: str) -> None:
@@ -215,7 +231,7 @@ def test_streaming_a_cancellation_arriving_before_its_payment_makes_the_payment_
     # then D's 2 -> 3: one suggestion; SKU-0002 3 -> 1 at D: one suggestion.
     stream = arriving_one_by_one(["b-cancelled", "a-paid", "b-paid", "c-paid", "d-paid", "e-paid", "e-cancelled"])
     with test_pipeline.TestPipeline(options=streaming_options()) as p:
-        assert_that(p | stream | SuggestReplenishments(catalog, streaming=True), equal_to(EXPECTED[1:]))
+        assert_that((p | stream | SuggestReplenishments(catalog, streaming=True))[SUGGESTIONS], equal_to(EXPECTED[1:]))
 
 
 def test_streaming_on_a_bounded_source_as_the_local_synthetic_run(catalog: str) -> None:
@@ -223,7 +239,7 @@ def test_streaming_on_a_bounded_source_as_the_local_synthetic_run(catalog: str) 
     big = order("z-paid", "Z", "PAID", 1, [("SKU-0001", 7), ("SKU-0002", 2)])
     with test_pipeline.TestPipeline(options=streaming_options()) as p:
         events = p | beam.Create([big, EVENTS[0]]) | beam.Map(lambda event: stamped(event))
-        made = events | SuggestReplenishments(catalog, streaming=True)
+        made = (events | SuggestReplenishments(catalog, streaming=True))[SUGGESTIONS]
         assert_that(made | beam.Map(lambda s: (s["sku"], s["stock_after"])), equal_to([("SKU-0001", 3), ("SKU-0002", 1)]))
 
 
@@ -245,14 +261,14 @@ def test_streaming_a_cancellation_after_the_order_state_expired_returns_nothing(
         .advance_watermark_to_infinity()
     )
     with test_pipeline.TestPipeline(options=streaming_options()) as p:
-        made = p | stream | SuggestReplenishments(catalog, order_retention_days=1, streaming=True)
+        made = (p | stream | SuggestReplenishments(catalog, order_retention_days=1, streaming=True))[SUGGESTIONS]
         assert_that(made | beam.Map(lambda s: (s["event_id"], s["stock_after"])), equal_to([("p", 4), ("r", 0)]))
 
 
 def test_batch_forgets_orders_after_the_retention_too(catalog: str) -> None:
     with test_pipeline.TestPipeline(options=PipelineOptions(runner="FnApiRunner")) as p:
         events = p | beam.Create([LATE_CANCEL_P, PAID_R, PAID_Q, PAID_P]) | beam.Map(lambda event: stamped(event))
-        made = events | SuggestReplenishments(catalog, order_retention_days=1)
+        made = (events | SuggestReplenishments(catalog, order_retention_days=1))[SUGGESTIONS]
         assert_that(made | beam.Map(lambda s: (s["event_id"], s["stock_after"])), equal_to([("p", 4), ("r", 0)]))
 
 
@@ -297,10 +313,6 @@ def test_a_synthetic_day_matches_the_plain_python_reference() -> None:
     expected = _reference(orders, parse_catalog(DEFAULT_CATALOG.read_text().splitlines()))
     assert len(expected) > 20  # the default catalog makes the synthetic traffic reorder
     with test_pipeline.TestPipeline(options=PipelineOptions(runner="FnApiRunner")) as p:
-        made = (
-            p
-            | beam.Create(orders, reshuffle=True)
-            | beam.Map(lambda event: stamped(event))
-            | SuggestReplenishments()
-        )
+        events = p | beam.Create(orders, reshuffle=True) | beam.Map(lambda event: stamped(event))
+        made = (events | SuggestReplenishments())[SUGGESTIONS]
         assert_that(made | beam.Map(lambda s: (s["sku"], s["event_id"], s["stock_after"])), equal_to(expected))

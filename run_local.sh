@@ -17,15 +17,36 @@
 set -euo pipefail
 cd "$(dirname "$0")"
 
+# Runs "$@" with its output in .venv/install.log, printing the log's newest step (a
+# "Collecting ..." or "Installing ..." line) every 2 s meanwhile, so a long install is not silence.
+logged_step() {
+  "$@" >> .venv/install.log 2>&1 &
+  local pid=$! shown=""
+  while kill -0 "$pid" 2> /dev/null; do
+    sleep 2
+    local step
+    step=$(grep -E '^(Collecting|Downloading|Building|Installing|Successfully)' .venv/install.log | tail -n 1 | cut -c1-100)
+    if [ -n "$step" ] && [ "$step" != "$shown" ]; then echo "  $step" >&2; shown=$step; fi
+  done
+  wait "$pid"
+}
+
+install_failed() {
+  tail -n 40 .venv/install.log >&2
+  echo "Installing into .venv failed; the whole log is in .venv/install.log" >&2
+  exit 1
+}
+
 if [ ! -x .venv/bin/python ] || [ setup.py -nt .venv/.installed ]; then
-  echo "Setting up .venv (first run: about two minutes)..." >&2
+  echo "Setting up .venv (first run: about two minutes; the whole log goes to .venv/install.log)" >&2
+  echo "[1/3] creating .venv" >&2
   python3 -m venv .venv
-  if ! { .venv/bin/python -m pip install --upgrade pip && .venv/bin/python -m pip install -e '.[test]'; } \
-      > .venv/install.log 2>&1; then
-    tail -n 40 .venv/install.log >&2
-    echo "Installing into .venv failed; the whole log is in .venv/install.log" >&2
-    exit 1
-  fi
+  : > .venv/install.log
+  echo "[2/3] upgrading pip" >&2
+  logged_step .venv/bin/python -m pip install --upgrade pip || install_failed
+  echo "[3/3] installing the package and its test extras" >&2
+  logged_step .venv/bin/python -m pip install -e '.[test]' || install_failed
+  echo "Set up .venv." >&2
   touch .venv/.installed
 fi
 

@@ -13,15 +13,19 @@ from apache_beam.runners.runner import PipelineResult
 
 from pipeline import graph
 from pipeline import options as job_options
+from pipeline.option_checks import refuse_unknown
 from pipeline.options import WaybillOptions
 
 _LOGGER = logging.getLogger(__name__)
 
 
 def parse_options(argv: list[str]) -> WaybillOptions:
-    """The job's options from ``argv``, checked; raises ValueError naming the bad option and the fix."""
+    """The job's options from ``argv``, checked (unknown arguments refused, the files and
+    folders they name looked at); raises ValueError naming the bad option and the fix."""
+    refuse_unknown(argv, WaybillOptions)
     options = WaybillOptions(argv)
     job_options.validate(options)
+    job_options.check_paths(options)
     return options
 
 

@@ -13,6 +13,7 @@ from pipeline.config import DEFAULT_ROUTING, DEFAULT_SUBSCRIPTIONS, DEFAULT_TARG
 from pipeline.io import synthetic
 from pipeline.io.partitions import MAX_PARTITIONS
 from pipeline.model.catalog import DEFAULT_CATALOG
+from pipeline.option_checks import check_config_file, check_input, check_writable_folder
 
 SOURCES = ("synthetic", "file", "pubsub")
 _View = TypeVar("_View", bound=PipelineOptions)
@@ -98,6 +99,10 @@ class WaybillOptions(PipelineOptions):
             "--input", default=None,
             help="for --source=file: a path or glob of JSON Lines files (*.jsonl, format in "
             "docs/inputs.md) or Avro container files (*.avro). No default.",
+        )
+        parser.add_argument(
+            "--allow_empty_input", action="store_true",
+            help="for --source=file: run when --input matches no file (else an error). Default: off.",
         )
         parser.add_argument(
             "--events", type=int, default=20_000,
@@ -278,6 +283,17 @@ def _validate_pubsub(options: WaybillOptions) -> None:
     for flag, value in topics.items():
         if value is not None and not _TOPIC.match(value):
             raise ValueError(f"{flag} must be projects/<project>/topics/<name>, got {value!r}")
+
+
+def check_paths(options: WaybillOptions) -> None:
+    """Raises ValueError naming the option when a file it names is missing (a glob that matches
+    nothing, without --allow_empty_input), a configuration option holds JSON text instead of a
+    path, or --output_dir cannot be written (a local one is created if needed)."""
+    if options.source == "file" and options.input:
+        check_input("--input", options.input, options.allow_empty_input)
+    for flag in ("catalog", "delivery_targets", "routing_table", "subscriptions"):
+        check_config_file(f"--{flag}", getattr(options, flag))
+    check_writable_folder("--output_dir", options.output_dir)
 
 
 def traffic_profiles(options: WaybillOptions) -> list[synthetic.TrafficProfile]:

@@ -300,6 +300,10 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--day", type=date.fromisoformat, default=TrafficProfile.day, help="the day, YYYY-MM-DD (default %(default)s)")
     parser.add_argument("--out", type=Path, required=True, help="PATH.jsonl for JSON Lines, PREFIX.avro for Avro container files")
     args = parser.parse_args(argv)
+    if args.events < 0:
+        parser.error(f"--events must be 0 or more, got {args.events}")
+    if not args.out.parent.is_dir():
+        parser.error(f"--out {args.out}: no folder {args.out.parent}")
     profile = TrafficProfile(events=args.events, seed=args.seed, day=args.day)
     if args.out.suffix == ".avro":
         paths = write_avro_containers(args.out.with_suffix(""), generate(profile, Encoding.AVRO))

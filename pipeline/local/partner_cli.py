@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import base64
 import json
+import os
 import random
 import secrets
 import sys
@@ -23,9 +24,11 @@ from apache_beam.options.pipeline_options import PipelineOptions, StandardOption
 from apache_beam.runners.runner import PipelineResult
 
 from pipeline.delivery.secret_refs import REFERENCE_FORMS, parse_ref
+from pipeline.io.sinks import is_local_path
 from pipeline.local import accounting
 from pipeline.local.cli import configure_logging
 from pipeline.local.runner_choice import LOCAL_RUNNER, STOCK_STREAMING_RUNNER, resolve_runner, runs_in_process
+from pipeline.option_checks import check_config_file, refuse_unknown
 from pipeline.partner import file_format as partner_format
 from pipeline.partner import keys as partner_keys
 from pipeline.partner.feedback import partners_from
@@ -195,6 +198,7 @@ def run(argv: Optional[list[str]] = None) -> PipelineResult | None:
     """Parses ``argv`` and runs: to the end in batch; in streaming until Ctrl-C or --run_seconds
     (a remote runner's job is submitted and left running)."""
     options, beam_args = argument_parser().parse_known_args(list(sys.argv[1:] if argv is None else argv))
+    refuse_unknown(beam_args, PipelineOptions)
     if options.write_sample:
         sample = write_sample(options.write_sample, options.sample_rows)
         root = options.write_sample
@@ -218,6 +222,9 @@ def run(argv: Optional[list[str]] = None) -> PipelineResult | None:
     if missing:
         raise ValueError(f"missing {', '.join(missing)} (see --help)")
     check_delivery_bounds(options)
+    check_config_file("--partner_keys", options.partner_keys)
+    if options.inbox and is_local_path(options.inbox) and not os.path.exists(options.inbox):
+        raise ValueError(f"--inbox {options.inbox}: no such file or folder")
     if options.points_api_secret_ref is not None:
         parse_ref(options.points_api_secret_ref, "--points_api_secret_ref")
     partners = partners_from(options.partner_keys)  # fails early on a bad configuration

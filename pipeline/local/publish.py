@@ -219,6 +219,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     args = parser.parse_args(argv)
     if args.events < 0 or args.rate < 0:
         parser.error("--events and --rate must be 0 or more")
+    if args.input is not None and not args.input.is_file():
+        parser.error(f"--input {args.input}: no such file")
     return args
 
 

@@ -27,6 +27,7 @@ from pipeline.io.outputs import (
     ORDERS_DIR,
     RECEIPTS_DIR,
     STATS_DIR,
+    STOCK_DIR,
     SUPERVISION_COMPLIANCE_DIR,
     SUPERVISION_DIR,
     WAYBILL_STATES_DIR,
@@ -116,10 +117,12 @@ def build(p: beam.Pipeline, options: WaybillOptions) -> dict[str, beam.PCollecti
     inventory = orders[UNIQUE] | "SuggestReplenishments" >> SuggestReplenishments(options.catalog, streaming=streaming)
     replenishments = inventory[InventoryOutput.SUGGESTIONS.value]
     replenishments | "WriteReplenishments" >> sinks.to(None, INVENTORY_DIR, REPLENISHMENT_SUGGESTION)
+    stock = inventory[InventoryOutput.STOCK.value]
+    stock | "WriteStockLevels" >> sinks.to(options.stock_topic, STOCK_DIR, schemas.STOCK_LEVEL)
     if is_local_path(options.output_dir):
         current_view = f"{options.output_dir}/{CURRENT_VIEW_FILE}"
         stats | "UpsertCurrentView" >> UpsertCurrentView(current_view)
-        inventory[InventoryOutput.STOCK.value] | "UpsertStockView" >> UpsertCurrentView(current_view, STOCK)
+        stock | "UpsertStockView" >> UpsertCurrentView(current_view, STOCK)
     lifecycle = identified | "TrackWaybillLifecycles" >> TrackWaybillLifecycles(
         registration_delay=options.registration_deadline_minutes * 60,
         stuck_after=options.stuck_after_hours * 3600,
@@ -154,7 +157,7 @@ def build(p: beam.Pipeline, options: WaybillOptions) -> dict[str, beam.PCollecti
         "dead_letters": dead_letters,
         "daily_stats": stats,
         "replenishments": replenishments,
-        "stock": inventory[InventoryOutput.STOCK.value],
+        "stock": stock,
         "waybill_views": lifecycle[VIEWS],
         "waybill_alerts": lifecycle[ALERTS],
         "compliance_alerts": compliance,

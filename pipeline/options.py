@@ -144,6 +144,12 @@ class WaybillOptions(PipelineOptions):
             "Default: files.",
         )
         parser.add_argument(
+            "--stock_topic", default=None,
+            help="the topic the stock form goes to, projects/<project>/topics/<name> (Avro StockLevel messages: "
+            "the current stock of each SKU after every movement); when set, instead of files under --output_dir. "
+            "Default: files.",
+        )
+        parser.add_argument(
             "--early_results_seconds", type=int, default=5,
             help="in streaming, seconds of processing time between early (running) results of a "
             "day's statistics. Default: 5.",
@@ -277,6 +283,7 @@ def _validate_pubsub(options: WaybillOptions) -> None:
         "--supervision_topic": options.supervision_topic,
         "--dead_letter_topic": options.dead_letter_topic,
         "--stats_topic": options.stats_topic,
+        "--stock_topic": options.stock_topic,
         "--waybills_topic": options.waybills_topic,
         "--waybill_alerts_topic": options.waybill_alerts_topic,
     }

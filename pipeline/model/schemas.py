@@ -25,6 +25,7 @@ SUPERVISION_RECORD = f"{NAMESPACE}.SupervisionRecord"
 DEAD_LETTER = f"{NAMESPACE}.DeadLetter"
 DELIVERY_RECEIPT = f"{NAMESPACE}.DeliveryReceipt"
 DAILY_STAT = f"{NAMESPACE}.DailyStat"
+STOCK_LEVEL = f"{NAMESPACE}.StockLevel"
 
 # The wire schemas: every record that leaves the job (to topics, files, receivers, stores), and
 # where it goes. Each is under the FULL_TRANSITIVE gate of docs/schemas.md.
@@ -39,6 +40,7 @@ WIRE_SCHEMAS: Mapping[str, str] = MappingProxyType({
     f"{NAMESPACE}.WaybillAlert": "alerts/ or --waybill_alerts_topic; the supervision push; subscriber CloudEvents data",
     f"{NAMESPACE}.WaybillStateChange": "waybill_states/",
     f"{NAMESPACE}.ReplenishmentSuggestion": "units/inventory/",
+    STOCK_LEVEL: "stock/ or --stock_topic; the newest of each SKU in current_view.sqlite (table stock)",
     f"{NAMESPACE}.UnitOrderMessage": "business units (ERP, WMS, ...): the payload of routed orders",
     f"{NAMESPACE}.CourierEventData": "subscribers: CloudEvents data of types com.waybill.courier.*",
     f"{NAMESPACE}.OrderEventData": "subscribers: CloudEvents data of type com.waybill.order",

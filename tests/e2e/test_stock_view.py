@@ -1,5 +1,6 @@
-"""The stock form after a whole local run: the current view's ``stock`` table equals a recount of the orders the job
-accepted, and every suggestion carries its manufacturer's details from the catalog."""
+"""The stock form after a whole local run: the current view's ``stock`` table, and the newest row per SKU in
+``stock/``, equal a recount of the orders the job accepted; every suggestion carries its manufacturer's details from
+the catalog."""
 from __future__ import annotations
 
 import json
@@ -9,7 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from pipeline.io.outputs import CURRENT_VIEW_FILE, INVENTORY_DIR, ORDERS_DIR
+from pipeline.io.outputs import CURRENT_VIEW_FILE, INVENTORY_DIR, ORDERS_DIR, STOCK_DIR
+from pipeline.io.stock_view import stock_rank
 from pipeline.local import cli
 from pipeline.local.runner_choice import LOCAL_RUNNER
 from pipeline.model import schemas
@@ -30,6 +32,13 @@ def test_the_stock_table_after_a_local_run_is_the_recount_of_its_orders(tmp_path
     with closing(sqlite3.connect(tmp_path / CURRENT_VIEW_FILE)) as db:
         table = db.execute("SELECT sku, warehouse_id, quantity, below_threshold FROM stock").fetchall()
     assert {(sku, warehouse): (quantity, bool(below)) for sku, warehouse, quantity, below in table} == expected
+    # stock/ (what a deployed job writes, or --stock_topic) holds every row; its newest per SKU is the table's
+    newest: dict[tuple[str, str], dict] = {}
+    for row in read_folder(tmp_path / STOCK_DIR, schemas.STOCK_LEVEL):
+        key = (row["sku"], row["warehouse_id"])
+        if key not in newest or stock_rank(row) > stock_rank(newest[key]):
+            newest[key] = row
+    assert {key: (row["quantity"], row["below_threshold"]) for key, row in newest.items()} == expected
     # the run moved stock and left some SKUs below their threshold, with and without a warehouse
     assert any(quantity != catalog[sku]["initial_stock"] for (sku, _), (quantity, _) in expected.items())
     assert {warehouse for (_, warehouse), (_, below) in expected.items() if below} >= {"", "WH-SHA"}

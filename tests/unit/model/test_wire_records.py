@@ -42,7 +42,7 @@ from pipeline.fanout.subscriptions import (
 )
 from pipeline.local.points_api import PointsApi
 from pipeline.model import schemas
-from pipeline.model.catalog import DEFAULT_CATALOG
+from pipeline.model.catalog import DEFAULT_CATALOG, load_catalog
 from pipeline.model.json_records import from_json, to_json
 from pipeline.model.rules import check_courier_event, check_order_event
 from pipeline.partner.file_format import Row
@@ -51,6 +51,7 @@ from pipeline.partner.store import FILES, ROWS, Table
 from pipeline.stages.ordered_outputs import order_subscriber_messages, order_unit_messages
 from pipeline.stages.ordering import Reordering, Sequence
 from pipeline.stages.shipment import ALERT, Settings, Shipment
+from pipeline.stages.stock_levels import InitialStockFn, apply_to_level, stock_row
 from tests.partner_fixtures import OTHER_KEY, encrypted, flawed_rows, run_job, write_config
 
 # The schema of the CloudEvents data of each type the job sends.
@@ -171,6 +172,18 @@ def test_unit_messages_conform() -> None:
     assert [line["product_name"] is None for line in payloads[0]["lines"]] == [False, True]
     for payload in payloads:
         assert_conforms("com.waybill.UnitOrderMessage", payload)
+
+
+def test_stock_rows_conform() -> None:
+    rows = list(InitialStockFn(str(DEFAULT_CATALOG)).process(None))
+    item = next(r for r in load_catalog(str(DEFAULT_CATALOG)).values() if r["warehouse_id"])
+    movement = {**item, "at_micros": 1_795_000_000_000_000, "event_id": "e-1", "units": -3}
+    rows.append(stock_row(movement, apply_to_level(None, movement)))
+    assert rows[-1]["movements"] == 1 and rows[-1]["as_of_event_time"] is not None and rows[-1]["warehouse_id"]
+    for row in rows:
+        assert fastavro.validation.validate(row, schemas.parsed(schemas.STOCK_LEVEL), strict=True)
+        read_back = from_json(schemas.STOCK_LEVEL, to_json(schemas.STOCK_LEVEL, row))
+        assert {k: v for k, v in read_back.items() if k != "updated_at"} == {k: v for k, v in row.items() if k != "updated_at"}
 
 
 def test_order_data_and_unit_messages_keep_the_fields_of_the_order_event() -> None:

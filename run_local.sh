@@ -68,4 +68,4 @@ if [ "${1:-}" = "--pubsub" ]; then
   shift
   exec .venv/bin/python -m pipeline.local.pubsub "$@"
 fi
-exec .venv/bin/python -m pipeline --runner="$LOCAL_RUNNER" --streaming "$@"
+exec .venv/bin/python -m pipeline --runner="$LOCAL_RUNNER" --streaming --replay_speed=3600 "$@"

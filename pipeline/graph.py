@@ -87,7 +87,7 @@ def build(p: beam.Pipeline, options: WaybillOptions) -> dict[str, beam.PCollecti
             p | "ReadOrderEvents" >> ReadPubSub(options.order_subscription),
         ) | "AllPubsubMessages" >> beam.Flatten()
     else:
-        messages = p | "ReadSynthetic" >> ReadSynthetic(job_options.traffic_profiles(options))
+        messages = p | "ReadSynthetic" >> ReadSynthetic(job_options.traffic_profiles(options), options.replay_speed)
 
     validated = messages | "ValidateEvents" >> ValidateEvents()
     courier = validated[ValidateOutput.COURIER.value] | "DeduplicateCourierEvents" >> DeduplicateEvents(

@@ -42,12 +42,21 @@ _CODECS: dict[str, Callable[[], Any]] = {  # codec -> a new decompressor with de
 class ReadSynthetic(beam.PTransform):
     """The synthetic generator's messages (the embedded default source), one profile per day.
 
-    Generation runs inside the pipeline, so the job graph carries only the profiles.
+    Generation runs inside the pipeline, so the job graph carries only the profiles. A bounded
+    input: every message at once. With ``replay_speed`` above 0, the local runner replays the
+    messages in arrival order on a clock that many times as fast as the wall clock, the watermark
+    following it (:mod:`pipeline.local.runner.replay`); other runners ignore it.
     """
 
-    def __init__(self, profiles: Sequence[synthetic.TrafficProfile]) -> None:
+    def __init__(self, profiles: Sequence[synthetic.TrafficProfile], replay_speed: float = 0.0) -> None:
         super().__init__()
         self.profiles = list(profiles)
+        self.replay_speed = replay_speed
+
+    def to_runner_api_parameter(self, context: Any) -> Any:
+        # Kept whole through the runner API (as Beam's ReadFromPubSub is), so the local runner
+        # finds it by type after its round trip.
+        return self.to_runner_api_pickled(context)
 
     def expand(self, begin: beam.pvalue.PBegin) -> beam.PCollection:
         return (

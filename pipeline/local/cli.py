@@ -140,6 +140,10 @@ def counted_run_options(argv: list[str]) -> WaybillOptions:
     standard = options.view_as(StandardOptions)
     standard.runner = resolve_runner(standard.runner, standard.streaming)
     check_counted(standard.runner)
+    if options.replay_speed > 0 and not (standard.runner == LOCAL_RUNNER and standard.streaming
+                                         and options.source == "synthetic"):
+        raise ValueError(f"--replay_speed replays --source=synthetic with --streaming on the local runner "
+                         f"({LOCAL_RUNNER}) only; drop it here (or give --replay_speed=0)")
     return options
 
 

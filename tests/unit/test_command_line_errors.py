@@ -11,7 +11,7 @@ import pytest
 
 from pipeline.io import synthetic
 from pipeline.launcher import parse_options
-from pipeline.local import partner_cli, publish
+from pipeline.local import cli, partner_cli, publish
 
 
 @pytest.mark.parametrize(
@@ -29,6 +29,14 @@ from pipeline.local import partner_cli, publish
 def test_the_job_refuses_with_one_line_naming_the_option(argv: list[str], error: str, tmp_path: Path) -> None:
     with pytest.raises(ValueError, match=error):
         parse_options([f"--output_dir={tmp_path}", *argv])
+
+
+@pytest.mark.parametrize("argv", [["--replay_speed=3600"], ["--replay_speed=3600", "--streaming", "--runner=DataflowRunner"]])
+def test_a_replay_is_refused_off_the_local_streaming_runner(argv: list[str], tmp_path: Path) -> None:
+    with pytest.raises(ValueError, match=r"^--replay_speed replays --source=synthetic with --streaming on the local runner"):
+        cli.counted_run_options([f"--output_dir={tmp_path}", *argv])
+    with pytest.raises(ValueError, match=r"^--replay_speed must be 0 or more, got -1.0$"):
+        parse_options([f"--output_dir={tmp_path}", "--replay_speed=-1"])
 
 
 def test_a_glob_that_matches_nothing_is_refused_unless_empty_input_is_allowed(tmp_path: Path) -> None:

@@ -31,7 +31,9 @@ from pipeline.local.runner import (
     gc_thresholds,
     introspection,
     keyed_state,
+    late_panes,
     pubsub_io,
+    replay,
     state_cache,
     state_values,
 )
@@ -42,6 +44,8 @@ _LOGGER = logging.getLogger(__name__)
 WRITTEN_FOR = "2.77.0"
 STREAMING_ADJUSTMENTS: tuple[Adjustment, ...] = (
     pubsub_io.ADJUSTMENT,
+    replay.ADJUSTMENT,
+    late_panes.ADJUSTMENT,
     counters.ADJUSTMENT,
     introspection.ADJUSTMENT,
     keyed_state.ADJUSTMENT,

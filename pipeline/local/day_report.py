@@ -47,7 +47,8 @@ _SYMBOLS = {"o": "\u25cf", "s": "\u25a0", "^": "\u25b2", "*": "\u2605"}  # the m
 _STYLE = """body{font:14px system-ui,sans-serif;margin:24px;color:#222;max-width:1150px}
 .charts{display:flex;flex-wrap:wrap;gap:0 32px}h4{margin:10px 0 0}
 h1{font-size:22px}h2{font-size:18px;margin-top:32px;border-bottom:1px solid #ccc}
-table{border-collapse:collapse;margin:8px 0}td,th{padding:3px 10px;border-bottom:1px solid #eee;text-align:right}
+table{border-collapse:collapse;margin:8px 0}td,th{padding:3px 10px;border-bottom:1px solid #eee;text-align:right;
+white-space:nowrap}td.text:last-child{white-space:normal}
 td:first-child,th:first-child,.text{text-align:left}.ok{color:#1a7f37}.bad{color:#c62828;font-weight:bold}
 svg{display:block;margin:4px 0 14px}svg text{font-size:11px;fill:#444}.legend span{margin-right:14px}
 .note{color:#666}"""
@@ -59,6 +60,14 @@ def _e(value: Any) -> str:
 
 def _n(value: float) -> str:
     return f"{value:,.0f}" if isinstance(value, int) or float(value).is_integer() else f"{value:,.1f}"
+
+
+def _tick(value: float) -> str:
+    """A short axis label: 950, 12.5k, 21.5M."""
+    for size, unit in ((1e6, "M"), (1e4, "k")):
+        if abs(value) >= size:
+            return f"{value / size:.1f}".removesuffix(".0") + unit
+    return _n(value)
 
 
 @dataclass(frozen=True)
@@ -94,7 +103,7 @@ class _Plot:
             y, x = self.y(self.y1 * share), self.x(self.x0 + (self.x1 - self.x0) * share)
             anchor = ("start", "middle", "end")[int(share * 2)]
             value = self.y1 * share if self.y1 < 10 else round(self.y1 * share)
-            ticks.append(f'<text x="{_LEFT - 4}" y="{y + 4:.1f}" text-anchor="end">{_e(_n(value))}</text>')
+            ticks.append(f'<text x="{_LEFT - 4}" y="{y + 4:.1f}" text-anchor="end">{_e(_tick(value))}</text>')
             ticks.append(f'<text x="{x:.1f}" y="{bottom + 14}" text-anchor="{anchor}">'
                          f'{_e(label(self.x0 + (self.x1 - self.x0) * share))}</text>')
         ticks.append(f'<text x="{right}" y="{_HEIGHT - 2}" text-anchor="end">{_e(caption)}</text>')
@@ -230,14 +239,14 @@ def deliveries(accounting: Optional[Accounting], receipts: list[Record]) -> str:
 
 
 def alerts(records: list[Record]) -> str:
-    """Alerts per kind (opened, closed) and the latest ones by emission time."""
+    """Alerts per kind (opened, closed) and the latest ones by event time."""
     if not records:
         return "<h2>Alerts</h2><p class='note'>No alerts in this output.</p>"
     counts = Counter((r["kind"], r["status"]) for r in records)
     rows = "".join(f"<tr class='alert-kind' data-kind='{_e(kind)}' data-open='{counts[(kind, 'OPEN')]}' "
                    f"data-closed='{counts[(kind, 'CLOSED')]}'><td>{_e(kind)}</td><td>{counts[(kind, 'OPEN')]:,}</td>"
                    f"<td>{counts[(kind, 'CLOSED')]:,}</td></tr>" for kind in sorted({k for k, _ in counts}))
-    newest = sorted(records, key=lambda r: (r["emitted_at"], r["event_time"]), reverse=True)[:_LATEST_ALERTS]
+    newest = sorted(records, key=lambda r: (r["event_time"], r["emitted_at"]), reverse=True)[:_LATEST_ALERTS]
     recent = "".join("<tr>" + _texts("td", r["event_time"].strftime("%Y-%m-%d %H:%M:%S"), r["kind"], r["status"],
                                      r["identification"]["waybill_no"], r["outlet_id"], r["message"]) + "</tr>"
                      for r in newest)

@@ -145,16 +145,19 @@ def header(accounting: Optional[Accounting], title: str) -> str:
     figures = [("inputs", a.inputs), ("pushed to supervision", a.pushed), ("orders accepted", a.orders),
                ("dead-lettered", a.dead_lettered), ("duplicates removed", a.duplicates)]
     rows = "".join(f"<tr><td>{_e(name)}</td><td>{value:,}</td></tr>" for name, value in figures)
+    rows += "".join(f"<tr><td>&nbsp; dead letters: {_e(kind)}</td><td>{count:,}</td></tr>"
+                    for kind, count in a.dead_letter_kinds.items())
     identities = [("inputs = pushed + orders + dead-lettered + duplicates", a.inputs,
                    a.pushed + a.orders + a.dead_lettered + a.duplicates, a.inputs_balanced)]
     identities += [(c.states, c.left, c.right, c.holds) for c in a.checks]
     folders = [i for i in identities if i[0].endswith("lines = records written")]
     agree = sum(holds for *_, holds in folders)
     unchecked = "".join(f"<li>not checked: {_e(what)}</li>" for what in a.unchecked)
+    folded = (f"<details{'' if agree == len(folders) else ' open'}><summary>Output folders: {agree} of {len(folders)} "
+              f"hold as many lines as the job wrote there</summary>{_identities(folders)}</details>" if folders else "")
     return (f"<h1>{_e(title)}</h1><div id='accounting' data-balanced='{str(a.balanced).lower()}'>{verdict}"
             f"<table>{rows}</table>{_identities([i for i in identities if i not in folders])}<ul>{unchecked}</ul>"
-            f"<details{'' if agree == len(folders) else ' open'}><summary>Output folders: {agree} of {len(folders)} "
-            f"hold as many lines as the job wrote there</summary>{_identities(folders)}</details></div>")
+            f"{folded}</div>")
 
 
 def _identities(identities: list[tuple[str, int, int, bool]]) -> str:

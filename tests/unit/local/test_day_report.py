@@ -69,6 +69,7 @@ def test_each_metric_shows_its_newest_pane_and_a_marker_per_pane() -> None:
     assert page.count("<title>early: ") == 2 and page.count("<title>on time: 6") == 1
     assert page.count("<title>late correction: 7") == 1 and page.count("<title>final: ") == 2
     assert "All identities hold" in page and "Report of the days 2026-11-20 to 2026-11-21" in page
+    assert "dead letters: not_avro</td><td>1</td>" in page and "<details" not in page  # no folder checks here
 
 
 def test_delivery_rows_carry_the_accounting_and_the_receipts_latency() -> None:

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import dataclasses
 from pathlib import Path
-from typing import Optional
+from typing import Any, Optional
 
 from apache_beam.metrics.metric import MetricsFilter
 from apache_beam.runners.runner import PipelineResult
@@ -143,6 +143,17 @@ class Accounting:
             f"events in {self.inputs:>8,} | pushed {self.pushed:>8,} | orders {self.orders:>7,} | "
             f"dead-lettered {self.dead_lettered:>6,} | duplicates {self.duplicates:>6,} | delivered {delivered:>7,}"
         )
+
+
+def from_json(data: dict[str, Any]) -> Accounting:
+    """The accounting that ``accounting.json`` holds (``dataclasses.asdict`` of one, as a local run writes it)."""
+    return Accounting(**{
+        **data,
+        "deliveries": {target: TargetDeliveries(**d) for target, d in data.get("deliveries", {}).items()},
+        "subscriber_pushes": {s: SubscriberPushes(**p) for s, p in data.get("subscriber_pushes", {}).items()},
+        "checks": tuple(Check(**check) for check in data.get("checks", ())),
+        "unchecked": tuple(data.get("unchecked", ())),
+    })
 
 
 def read_counters(result: PipelineResult, namespace: str = METRICS_NAMESPACE) -> dict[str, int]:

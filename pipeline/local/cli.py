@@ -1,8 +1,9 @@
 """The command line: ``python -m pipeline [options]`` (``--help`` lists them).
 
 Runs the job to the end on a local runner, with a progress line every second, then prints the
-accounting, the deliveries, the output files' line counts and the day's statistics; on Dataflow it
-submits the job and returns.
+accounting, the deliveries, the output files' line counts and the day's statistics, and writes the
+day's report (``report.html``, :mod:`pipeline.local.day_report`); on Dataflow it submits the job
+and returns.
 """
 from __future__ import annotations
 
@@ -26,7 +27,7 @@ from pipeline.delivery.targets import TargetKind, load_targets
 from pipeline.io import outputs
 from pipeline.io.sinks import is_local_path
 from pipeline.launcher import launch, parse_options
-from pipeline.local import accounting, stats_report
+from pipeline.local import accounting, day_report, stats_report
 from pipeline.local.run_folder import ACCOUNTING_FILE, RunFolder
 from pipeline.local.runner_choice import LOCAL_RUNNER, check_counted, resolve_runner, runs_in_process
 from pipeline.local.waybill_report import live_by_day, read_live_states
@@ -129,6 +130,8 @@ def _run_and_report(options: WaybillOptions, folder: RunFolder | None) -> accoun
           "'SELECT day, metric, dimension, key, value, timing FROM daily_stats'", flush=True)
     print(f"Current stock per SKU: sqlite3 {Path(folder.output_dir, outputs.CURRENT_VIEW_FILE)} "
           "'SELECT sku, warehouse_id, quantity, below_threshold, as_of_event_time FROM stock ORDER BY sku'", flush=True)
+    report = day_report.write_report(folder.path, final)
+    print(f"Report of the day: {Path(folder.output_dir, report.name)} (opens offline in a browser)", flush=True)
     (folder.path / ACCOUNTING_FILE).write_text(json.dumps(dataclasses.asdict(final), indent=2))
     return final
 

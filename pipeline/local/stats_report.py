@@ -27,12 +27,12 @@ DAILY_STAT = "com.waybill.DailyStat"
 STATS_DIR = "stats"
 Stat = dict[str, Any]
 
-# How each kind of pane is drawn: (label, marker, colour).
-_PANE_STYLES = {
-    "EARLY": ("early", "o", "tab:blue"),
-    "ON_TIME": ("on time", "s", "tab:green"),
-    "LATE": ("late correction", "^", "tab:orange"),
-    "FINAL": ("final", "*", "black"),
+# How each kind of pane (:func:`pane_kind`) is drawn: (label, marker, colour), here and in the day's report.
+PANE_STYLES = {
+    "EARLY": ("early", "o", "#1f77b4"),
+    "ON_TIME": ("on time", "s", "#2ca02c"),
+    "LATE": ("late correction", "^", "#ff7f0e"),
+    "FINAL": ("final", "*", "#000000"),
 }
 
 
@@ -70,6 +70,12 @@ def events_counted(records: Iterable[Stat]) -> int:
 def latest_day(records: Iterable[Stat]) -> Optional[str]:
     """The most recent day that has figures, or None."""
     return max((record["day"] for record in records), default=None)
+
+
+def pane_kind(record: Stat) -> str:
+    """The kind of pane a record is, a key of :data:`PANE_STYLES`: ``FINAL`` for the final record
+    (whatever its timing), else its timing (``EARLY``, ``ON_TIME`` or ``LATE``)."""
+    return "FINAL" if record["is_final"] else record["timing"]
 
 
 def _status(record: Stat) -> str:
@@ -136,8 +142,8 @@ def plot_convergence(records: Iterable[Stat], out: str | Path, day: Optional[str
     for axis, metric in zip(axes[:, 0], metrics):
         panes = sorted((s for s in totals if s["metric"] == metric), key=pane_rank)
         axis.step([s["computed_at"] for s in panes], [s["value"] for s in panes], where="post", color="lightgray")
-        for kind, (label, marker, colour) in _PANE_STYLES.items():
-            shown = [s for s in panes if (s["is_final"] if kind == "FINAL" else not s["is_final"] and s["timing"] == kind)]
+        for kind, (label, marker, colour) in PANE_STYLES.items():
+            shown = [s for s in panes if pane_kind(s) == kind]
             if shown:
                 axis.scatter([s["computed_at"] for s in shown], [s["value"] for s in shown],
                              marker=marker, color=colour, label=label, zorder=3, s=60 if kind == "FINAL" else 25)

@@ -49,6 +49,18 @@ def read_live_states(result: PipelineResult) -> LiveStates:
     )
 
 
+def live_counts(changes: Iterable[dict[str, Any]], instants: Iterable[datetime]) -> list[int]:
+    """How many shipments were live (opened, not retired yet; event time) at each of ``instants``.
+
+    Example: opened at 08:00 and 09:00, the first retired at 10:00: live 0, 1, 2, 1 at 07:00,
+    08:00, 09:00 and 10:00 (a change at the very instant counts).
+    """
+    records = list(changes)
+    opened = sorted(c["at"] for c in records if c["change"] == OPENED)
+    retired = sorted(c["at"] for c in records if c["change"] == RETIRED)
+    return [bisect_right(opened, i) - bisect_right(retired, i) for i in instants]
+
+
 def live_by_day(changes: Iterable[dict[str, Any]], time_zone: str) -> list[str]:
     """One line per local day, from the first opening to the last retirement: shipments
     opened and retired that day, and how many were live (opened, not retired yet; event time)
@@ -75,7 +87,7 @@ def live_by_day(changes: Iterable[dict[str, Any]], time_zone: str) -> list[str]:
         start = datetime.combine(day, datetime.min.time(), zone)
         end = datetime.combine(day + timedelta(days=1), datetime.min.time(), zone)
         instants = [start + timedelta(hours=h) for h in (6, 12, 18)] + [end]
-        live = [bisect_right(opened, i) - bisect_right(retired, i) for i in instants]
+        live = live_counts(records, instants)
         made = bisect_left(opened, end) - bisect_left(opened, start)
         ended = bisect_left(retired, end) - bisect_left(retired, start)
         lines.append(

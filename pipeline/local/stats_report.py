@@ -115,9 +115,39 @@ def day_table(records: Iterable[Stat], day: Optional[str] = None, top: int = 3) 
     return "\n".join(lines)
 
 
+def convergence_table(records: Iterable[Stat], day: Optional[str] = None) -> str:
+    """How ``day``'s totals (default: the latest day) came, pane by pane: the early results, the
+    on-time one, the late corrections and the final figure; empty when every total came once,
+    already final (a batch run).
+
+    Example line: ``pickups  3 early: 57 → 402  on time 1,690  4 late: +33  final 1,723``.
+    """
+    records = list(records)
+    day = day or latest_day(records)
+    totals = sorted((s for s in records if s["day"] == day and s["dimension"] == TOTAL_DIMENSION), key=pane_rank)
+    if not any(pane_kind(stat) in ("EARLY", "LATE") for stat in totals):
+        return ""
+    rows = []
+    for metric in sorted({stat["metric"] for stat in totals}):
+        panes = [stat for stat in totals if stat["metric"] == metric]
+        early, on_time, late, final = ([stat["value"] for stat in panes if pane_kind(stat) == kind]
+                                       for kind in ("EARLY", "ON_TIME", "LATE", "FINAL"))
+        rows.append([metric,
+                     f"{len(early)} early: {early[0]:,} → {early[-1]:,}" if early else "no early",
+                     f"on time {on_time[0]:,}" if on_time else "no on-time",
+                     f"{len(late)} late: {late[-1] - (on_time or early or [0])[-1]:+,}" if late else "no late",
+                     f"final {final[-1]:,}" if final else "not final yet"])
+    widths = [max(len(row[column]) for row in rows) for column in range(len(rows[0]))]
+    lines = [f"How the totals of {day} came, result by result (early, on time at midnight, late corrections, final)", ""]
+    lines += ["  " + "  ".join(cell.ljust(width) for cell, width in zip(row, widths)).rstrip() for row in rows]
+    return "\n".join(lines)
+
+
 def summary(output_dir: str | Path, day: Optional[str] = None, top: int = 3) -> str:
-    """:func:`day_table` of the files under ``output_dir`` (for the run command's closing report)."""
-    return day_table(read_stats(output_dir), day, top)
+    """:func:`day_table` and :func:`convergence_table` of the files under ``output_dir`` (for the
+    run command's closing report)."""
+    records = read_stats(output_dir)
+    return "\n\n".join(part for part in (day_table(records, day, top), convergence_table(records, day)) if part)
 
 
 def plot_convergence(records: Iterable[Stat], out: str | Path, day: Optional[str] = None) -> Path:

@@ -12,7 +12,15 @@ from pathlib import Path
 
 import pytest
 
-from pipeline.local.stats_report import day_table, latest, main, plot_convergence, read_stats, summary
+from pipeline.local.stats_report import (
+    convergence_table,
+    day_table,
+    latest,
+    main,
+    plot_convergence,
+    read_stats,
+    summary,
+)
 from tests.paths import FIXTURES
 
 FIXTURE = FIXTURES / "stats_report"
@@ -23,6 +31,12 @@ Daily statistics for 2026-11-21 (Asia/Shanghai): latest figures
   metric           total  status         top 2 per dimension
   orders               4  early #1       business_code: B2C 4; merchant: M-001 3, M-002 1
   pickups              7  final          outlet: OUT-001 5, OUT-002 2"""
+
+CONVERGENCE_21 = """\
+How the totals of 2026-11-21 came, result by result (early, on time at midnight, late corrections, final)
+
+  orders   3 early: 2 → 4  no on-time  no late     not final yet
+  pickups  2 early: 3 → 5  on time 6   1 late: +1  final 7"""
 
 
 def test_latest_keeps_the_newest_pane_of_each_figure_whatever_the_line_order() -> None:
@@ -36,7 +50,12 @@ def test_latest_keeps_the_newest_pane_of_each_figure_whatever_the_line_order() -
 
 def test_table_of_the_latest_day_with_totals_and_top_keys() -> None:
     # OUT-002 and OUT-003 tie at 2: the key breaks the tie
-    assert summary(FIXTURE, top=2) == TABLE_21
+    assert summary(FIXTURE, top=2) == TABLE_21 + "\n\n" + CONVERGENCE_21
+
+
+def test_how_the_totals_came_is_left_out_when_every_total_came_once_final() -> None:
+    finals = [record for record in read_stats(FIXTURE) if record["is_final"]]
+    assert finals and convergence_table(finals) == ""
 
 
 def test_table_of_an_earlier_day() -> None:

@@ -29,7 +29,7 @@ from apache_beam.transforms.window import IntervalWindow
 from apache_beam.utils.timestamp import Duration, Timestamp
 from apache_beam.utils.windowed_value import PaneInfo, PaneInfoTiming
 
-from benchmarks.keyed_work import account_digests, order_movements, shipment_outputs, sku_suggestions
+from benchmarks.keyed_work import account_digests, order_movements, shipment_outputs, sku_stock_rows, sku_suggestions
 from benchmarks.plain_state import MAIN, tagged
 from benchmarks.written import written
 from pipeline.config import DEFAULT_ROUTING, DEFAULT_SUBSCRIPTIONS, DEFAULT_TARGETS, DeliveryConfig
@@ -73,6 +73,7 @@ from pipeline.stages.lifecycle import (
     master_waybill_no,
 )
 from pipeline.stages.stats import FormatDailyStat
+from pipeline.stages.stock_levels import InitialStockFn, StockLevelsFn
 from pipeline.stages.supervision import ToSupervisionRecordFn, is_compliance_alert
 from pipeline.stages.validate import ValidateEventsFn, ValidateOutput
 
@@ -244,10 +245,14 @@ class _Floor:
             for movement in order_movements(steps, order_id, order):
                 for sku, attached in attach.process(movement):
                     by_sku[sku].append(attached)
-        stock = RunningStockFn(sort_by_event_time=True)
+        stock, levels = RunningStockFn(sort_by_event_time=True), StockLevelsFn()
+        for row in InitialStockFn(str(DEFAULT_CATALOG)).process(None):
+            self.out.record(outputs.STOCK_DIR, schemas.STOCK_LEVEL, row)
         for sku, movements in by_sku.items():
             for suggestion in sku_suggestions(stock, sku, movements):
                 self.out.record(outputs.INVENTORY_DIR, REPLENISHMENT_SUGGESTION, suggestion)
+            for row in sku_stock_rows(levels, sku, movements):
+                self.out.record(outputs.STOCK_DIR, schemas.STOCK_LEVEL, row)
 
     def _daily_stats(self) -> None:
         closing_days = DaysUntilClosed(self.days.time_zone, Duration(seconds=stats.DEFAULT_ALLOWED_LATENESS_S))

@@ -23,6 +23,7 @@ from pipeline.fanout.digests import AccountDigestFn
 from pipeline.fanout.subscriptions import SubscribableEvent
 from pipeline.stages.inventory import Movement, OrderMovementsFn, OrderStep, RunningStockFn
 from pipeline.stages.lifecycle import TrackShipmentsFn
+from pipeline.stages.stock_levels import StockLevelsFn, StockRow
 
 Tagged = tuple[str, Any]
 
@@ -51,6 +52,12 @@ def sku_suggestions(stock: RunningStockFn, sku: str, movements: Iterable[Movemen
         list(stock.process((sku, movement), pending=pending, flush=flush, stock_state=level))
     return [suggestion for _, suggestion in tagged(fire_until_quiet(
         flush, lambda _: stock.on_flush(pending=pending, stock_state=level)))]
+
+
+def sku_stock_rows(levels: StockLevelsFn, sku: str, movements: Iterable[Movement]) -> list[StockRow]:
+    """The stock rows of one SKU's movements: the SKU's row after each, in order."""
+    level = Cell()
+    return [row for movement in movements for row in levels.process((sku, movement), level_state=level)]
 
 
 def account_digests(

@@ -20,7 +20,14 @@ from apache_beam.runners.runner import PipelineResult
 from apache_beam.transforms.window import GlobalWindows, TimestampedValue
 from apache_beam.utils.timestamp import Duration
 
-from benchmarks.keyed_work import Tagged, account_digests, order_movements, shipment_outputs, sku_suggestions
+from benchmarks.keyed_work import (
+    Tagged,
+    account_digests,
+    order_movements,
+    shipment_outputs,
+    sku_stock_rows,
+    sku_suggestions,
+)
 from benchmarks.written import written
 from pipeline.config import DEFAULT_ROUTING, DEFAULT_SUBSCRIPTIONS, DEFAULT_TARGETS, DeliveryConfig
 from pipeline.delivery.deliver import DeliverBatchFn
@@ -56,6 +63,7 @@ from pipeline.stages.lifecycle import (
     master_waybill_no,
 )
 from pipeline.stages.stats import FormatDailyStat
+from pipeline.stages.stock_levels import InitialStockFn, StockLevelsFn
 from pipeline.stages.supervision import ToSupervisionRecordFn, is_compliance_alert
 from pipeline.stages.validate import ValidateEventsFn, ValidateOutput
 
@@ -115,11 +123,11 @@ def track_shipments(identified: beam.PCollection) -> Any:
     )
 
 
-def replenishments(orders: beam.PCollection) -> beam.PCollection:
-    """Order events -> replenishment suggestions: a ``GroupByKey`` per order, then one per SKU."""
+def replenishments(orders: beam.PCollection) -> tuple[beam.PCollection, beam.PCollection]:
+    """Order events -> (replenishment suggestions, stock rows): a ``GroupByKey`` per order, then one per SKU."""
     steps = OrderMovementsFn(SuggestReplenishments().retention, sort_by_event_time=True)
-    stock = RunningStockFn(sort_by_event_time=True)
-    return (
+    stock, levels = RunningStockFn(sort_by_event_time=True), StockLevelsFn()
+    by_sku = (
         orders
         | "PaidAndCancelled" >> beam.Filter(lambda event: event["status"] in ("PAID", "CANCELLED"))
         | "KeyByOrder" >> beam.Map(lambda event: (event["order_id"], order_step(event)))
@@ -127,8 +135,14 @@ def replenishments(orders: beam.PCollection) -> beam.PCollection:
         | "OrderMovements" >> beam.FlatMapTuple(lambda order_id, order: order_movements(steps, order_id, order))
         | "AttachCatalogItems" >> beam.ParDo(AttachCatalogItemFn(str(DEFAULT_CATALOG)))
         | "GroupBySku" >> beam.GroupByKey()
-        | "RunningStock" >> beam.FlatMapTuple(lambda sku, movements: sku_suggestions(stock, sku, movements))
     )
+    suggestions = by_sku | "RunningStock" >> beam.FlatMapTuple(lambda sku, moves: sku_suggestions(stock, sku, moves))
+    initial = orders.pipeline | "CatalogStock" >> beam.Impulse()
+    rows = (
+        initial | "InitialStock" >> beam.ParDo(InitialStockFn(str(DEFAULT_CATALOG))),
+        by_sku | "StockLevels" >> beam.FlatMapTuple(lambda sku, movements: sku_stock_rows(levels, sku, movements)),
+    ) | "AllStockRows" >> beam.Flatten()
+    return suggestions, rows
 
 
 def daily_stats(courier: beam.PCollection, orders: beam.PCollection, time_zone: str) -> beam.PCollection:
@@ -192,7 +206,9 @@ class NaiveGraph(beam.PTransform):
         self._write(compliance, outputs.SUPERVISION_COMPLIANCE_DIR, WAYBILL_ALERT)
         routed = orders | "Route" >> beam.ParDo(RouteOrderFn(
             self.config.routes, str(DEFAULT_CATALOG), "naive", None)).with_outputs("dead_letter", main="requests")
-        self._write(replenishments(orders), outputs.INVENTORY_DIR, REPLENISHMENT_SUGGESTION)
+        suggestions, stock_rows = replenishments(orders)
+        self._write(suggestions, outputs.INVENTORY_DIR, REPLENISHMENT_SUGGESTION)
+        self._write(stock_rows, outputs.STOCK_DIR, schemas.STOCK_LEVEL)
         subscribable = (
             orders | "OrdersToSubscribable" >> beam.Map(from_order_event),
             lifecycle[LifecycleOutput.EVENTS_WITH_MERCHANT.value] | "CourierToSubscribable" >> beam.MapTuple(from_courier_event),

@@ -176,7 +176,7 @@ class messages_source:
     its synthetic traffic (the graph has no parameter for a prepared source)."""
 
     def __init__(self, transform: Callable[[], beam.PTransform]) -> None:
-        self._patch = mock.patch.object(graph, "ReadSynthetic", lambda profile: transform())
+        self._patch = mock.patch.object(graph, "ReadSynthetic", lambda profiles, replay_speed: transform())
 
     def __enter__(self) -> None:
         self._patch.start()

@@ -18,7 +18,7 @@ SAME = (*COUNTS, "lines", "delivered", "daily_totals")
 # Every output folder of the graph that 400 synthetic messages reach.
 FOLDERS = {
     "alerts", "deadletter", "orders", "stats", "subscribers/merchant-m001", "subscribers/merchant-m002-digest",
-    "supervision", "supervision_compliance", "units/customs", "units/erp", "units/inventory", "units/wms",
+    "stock", "supervision", "supervision_compliance", "units/customs", "units/erp", "units/inventory", "units/wms",
     "waybill_states", "waybills",
 }
 

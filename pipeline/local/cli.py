@@ -1,8 +1,8 @@
 """The command line: ``python -m pipeline [options]`` (``--help`` lists them).
 
-Runs the job to the end on a local runner, with a progress line every second, then prints the
-accounting, the deliveries, the output files' line counts and the day's statistics; on Dataflow it
-submits the job and returns.
+Runs the job to the end on a local runner, with a progress line every second (on a terminal, or
+with ``--progress=always``), then prints the accounting, the deliveries, the output files' line
+counts and the day's statistics; on Dataflow it submits the job and returns.
 """
 from __future__ import annotations
 

@@ -25,6 +25,11 @@ landed when the run had the main thread, and waits until the runner has unwound.
 
 Measured (``python -m pytest tests/unit/local/test_runner_batch_run.py``): a ParDo's counter read
 every 0.1 s during its one 2 s bundle rises step by step to its final value, which is stock Beam's.
+Cost (``time ./run_local.sh --batch --days 3``, 71 bundles, medians of 6 runs on 2 shared cores):
+102.0 s with the run inside ``run_pipeline``, 102.5 s in its own thread, 101.8 s with a reading
+every second (``--progress=always``). A reading takes about 12 ms of CPU (the worker's progress
+answer for the running stage), 1% of the run at one a second; none is made when no progress line
+is shown.
 """
 from __future__ import annotations
 

@@ -10,7 +10,7 @@ import argparse
 import dataclasses
 import json
 import logging
-import shutil
+import os
 import signal
 import sys
 import threading
@@ -191,7 +191,8 @@ def _wait_with_progress(result: PipelineResult, options: WaybillOptions) -> None
         counts, elapsed = accounting.read_accounting(result), time.monotonic() - started
         line = progress.progress_line(counts, elapsed, rate.add(elapsed, counts.inputs), size)
         if interactive:
-            print(f"\r{progress.fitted(line, shutil.get_terminal_size().columns)}", end="", file=sys.stderr, flush=True)
+            columns = os.get_terminal_size(sys.stderr.fileno()).columns
+            print(f"\r{progress.fitted(line, columns)}", end="", file=sys.stderr, flush=True)
         else:
             print(line, file=sys.stderr, flush=True)
 

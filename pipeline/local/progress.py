@@ -1,7 +1,7 @@
 """The progress line of a local run: its counters, how fast events are read, and when the input
 will all have been read, where its size is known.
 
-    0:42 | events in   57,515 | ... | delivered       0 | 1,310 events/s | read 96% of 60,000, the rest in ~0:02
+    0:42 | 1,310 events/s | read 96% of 60,000, the rest in ~0:02 | events in   57,515 | pushed        0 | ...
 
 It is shown once a second on stderr while the job runs, batch or streaming, when
 :func:`shows_progress` says so: ``--progress=auto`` (the default) shows it on a terminal only,
@@ -51,25 +51,24 @@ def clock(seconds: float) -> str:
 
 
 def progress_line(counts: Accounting, elapsed_s: float, rate: float, size: Optional[int]) -> str:
-    """The line: time since the start, the counters, events read a second and, when the input's
-    ``size`` is known, how much of it is read and the time left to read the rest at that rate
-    (none while nothing is read).
+    """The line: time since the start, events read a second and, when the input's ``size`` is
+    known, how much of it is read and the time left to read the rest at that rate (none while
+    nothing is read), then the counters. What is new each second comes first, so that a line cut
+    to a narrow terminal keeps it.
 
     >>> counts = Accounting(inputs=12_000, pushed=0, orders=3_500, dead_lettered=240, duplicates=360,
     ...                     dead_letter_kinds={})
-    >>> progress_line(counts, 8.0, 1_500.0, 60_000).split(" | ", 1)[0]
-    '0:08'
-    >>> progress_line(counts, 8.0, 1_500.0, 60_000).rsplit(" | ", 2)[1:]
-    ['1,500 events/s', 'read 20% of 60,000, the rest in ~0:32']
+    >>> progress_line(counts, 8.0, 1_500.0, 60_000).split(" | ")[:3]
+    ['0:08', '1,500 events/s', 'read 20% of 60,000, the rest in ~0:32']
     """
-    line = f"{clock(elapsed_s)} | {counts.progress_line()}"
     if size is not None and counts.inputs >= size:
-        return f"{line} | all {size:,} read"
-    line += f" | {rate:,.0f} events/s"
-    if size is None:
-        return line
-    line += f" | read {counts.inputs / size:.0%} of {size:,}"
-    return f"{line}, the rest in ~{clock((size - counts.inputs) / rate)}" if rate > 0 else line
+        reading = f"all {size:,} read"
+    else:
+        reading = f"{rate:,.0f} events/s"
+        if size is not None:
+            reading += f" | read {counts.inputs / size:.0%} of {size:,}"
+            reading += f", the rest in ~{clock((size - counts.inputs) / rate)}" if rate > 0 else ""
+    return f"{clock(elapsed_s)} | {reading} | {counts.progress_line()}"
 
 
 def fitted(line: str, columns: int) -> str:

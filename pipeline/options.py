@@ -16,6 +16,7 @@ from pipeline.model.catalog import DEFAULT_CATALOG
 from pipeline.option_checks import check_config_file, check_input, check_writable_folder
 
 SOURCES = ("synthetic", "file", "pubsub")
+PROGRESS_MODES = ("auto", "always", "never")
 _View = TypeVar("_View", bound=PipelineOptions)
 # A Google Cloud project id (the rule Beam's Pub/Sub transforms check too), then the name.
 _PROJECT = r"[a-z][-a-z0-9:.]{4,61}[a-z0-9]"
@@ -127,6 +128,12 @@ class WaybillOptions(PipelineOptions):
             "--output_dir", default="output",
             help="local folder or gs:// prefix for the outputs (supervision/, deadletter/, orders/); "
             "each run replaces them. Default: output.",
+        )
+        parser.add_argument(
+            "--progress", choices=PROGRESS_MODES, default="auto",
+            help="local runs: a progress line every second on stderr while the job runs (events read, "
+            "outputs, events read a second and, for --source=synthetic, the time left to read them): "
+            "'auto' on a terminal only, 'always' also into a file or pipe, 'never'. Default: auto.",
         )
         parser.add_argument(
             "--dedup_horizon_hours", type=float, default=24.0,

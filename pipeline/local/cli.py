@@ -1,9 +1,9 @@
 """The command line: ``python -m pipeline [options]`` (``--help`` lists them).
 
-Runs the job to the end on a local runner, with a progress line every second, then prints the
-accounting, the deliveries, the output files' line counts and the day's statistics, and writes the
-day's report (``report.html``, :mod:`pipeline.local.day_report`); on Dataflow it submits the job
-and returns.
+Runs the job to the end on a local runner, with a progress line every second (on a terminal, or
+with ``--progress=always``), then prints the accounting, the deliveries, the output files' line
+counts and the day's statistics, and writes the day's report (``report.html``,
+:mod:`pipeline.local.day_report`); on Dataflow it submits the job and returns.
 """
 from __future__ import annotations
 
@@ -11,6 +11,7 @@ import argparse
 import dataclasses
 import json
 import logging
+import os
 import signal
 import sys
 import threading
@@ -27,7 +28,7 @@ from pipeline.delivery.targets import TargetKind, load_targets
 from pipeline.io import outputs
 from pipeline.io.sinks import is_local_path
 from pipeline.launcher import launch, parse_options
-from pipeline.local import accounting, day_report, stats_report
+from pipeline.local import accounting, day_report, progress, stats_report
 from pipeline.local.run_folder import ACCOUNTING_FILE, RunFolder
 from pipeline.local.runner_choice import LOCAL_RUNNER, check_counted, resolve_runner, runs_in_process
 from pipeline.local.waybill_report import live_by_day, read_live_states
@@ -107,7 +108,7 @@ def run(argv: list[str] | None = None) -> accounting.Accounting:
 def _run_and_report(options: WaybillOptions, folder: RunFolder | None) -> accounting.Accounting:
     """Runs the job to its end (or drains it), then prints and returns its checked accounting."""
     result = launch(options)
-    _wait_with_progress(result, drain=options.source == "pubsub")
+    _wait_with_progress(result, options)
     counters = accounting.read_accounting(result)
     if folder is None:
         final = accounting.with_checks(counters, None, {})
@@ -164,19 +165,25 @@ def target_folders(options: WaybillOptions) -> dict[str, str]:
     return {t.target_id: str(t.folder) for t in targets.values() if t.kind is TargetKind.FOLDER}
 
 
-def _wait_with_progress(result: PipelineResult, drain: bool) -> None:
-    """Waits for the job to finish, printing a progress line every second meanwhile.
+def _wait_with_progress(result: PipelineResult, options: WaybillOptions) -> None:
+    """Waits for the job to finish, printing a progress line (:mod:`pipeline.local.progress`)
+    every second meanwhile on stderr if ``--progress`` asks for it: rewritten in place on a
+    terminal, one line a second into a file or pipe.
 
     Ctrl-C or SIGTERM: a job on a bounded input is cancelled and ``KeyboardInterrupt`` goes on
     up (the run did not complete). A Pub/Sub job never finishes by itself, so there they drain
     it (:func:`_drain`) and this returns; a second Ctrl-C during the drain cancels at once.
 
     The DirectRunner updates ``result.state`` only inside ``wait_until_finish()``, so that
-    waits in a thread while this one reads the live counters. Errors of the job re-raise here.
-    The waiting thread is a daemon because, once a DirectRunner job is cancelled, its
-    ``wait_until_finish()`` never returns (Beam 2.77).
+    waits in a thread while this one reads the live counters (the local runner's batch runs keep
+    them live too). Errors of the job re-raise here. The waiting thread is a daemon because, once
+    a DirectRunner job is cancelled, its ``wait_until_finish()`` never returns (Beam 2.77).
     """
     interactive = sys.stderr.isatty()
+    shown = progress.shows_progress(options.progress, interactive)
+    size = progress.input_size(options)
+    rate = progress.InputRate()
+    started = time.monotonic()
     failure: list[BaseException] = []
 
     def wait() -> None:
@@ -185,28 +192,35 @@ def _wait_with_progress(result: PipelineResult, drain: bool) -> None:
         except BaseException as error:  # handed to the main thread, which re-raises it
             failure.append(error)
 
-    def progress() -> None:
-        line = accounting.read_accounting(result).progress_line()
-        print(f"\r{line}" if interactive else line, end="" if interactive else "\n", file=sys.stderr, flush=True)
+    def show_progress() -> None:
+        if not shown:
+            return
+        counts, elapsed = accounting.read_accounting(result), time.monotonic() - started
+        line = progress.progress_line(counts, elapsed, rate.add(elapsed, counts.inputs), size, progress.replayed_to(options))
+        if interactive:
+            columns = os.get_terminal_size(sys.stderr.fileno()).columns
+            print(f"\r{progress.fitted(line, columns)}", end="", file=sys.stderr, flush=True)
+        else:
+            print(line, file=sys.stderr, flush=True)
 
     waiter = threading.Thread(target=wait, name="wait-until-finish", daemon=True)
     waiter.start()
     try:
         while waiter.is_alive():
-            progress()
+            show_progress()
             waiter.join(_PROGRESS_SECONDS)
     except KeyboardInterrupt:
-        if not drain:
+        if options.source != "pubsub":
             print("\ninterrupted: cancelling the job", file=sys.stderr, flush=True)
             result.cancel()
             raise
         print("\nstopping: no more pulls; finishing what is in flight", file=sys.stderr, flush=True)
         try:
-            _drain(result, progress)
+            _drain(result, show_progress)
         finally:
             result.cancel()
         return
-    if interactive:
+    if shown and interactive:
         print(file=sys.stderr)
     if failure:
         raise failure[0]

@@ -5,7 +5,9 @@
 In streaming it runs the pipeline on Beam's ``BundleBasedDirectRunner``, in batch on the
 ``FnApiRunner``, after installing that mode's adjustments (:data:`STREAMING_ADJUSTMENTS`,
 :data:`BATCH_ADJUSTMENTS`): each replaces named Beam internals, and its module says which, why,
-and the measured gain. The command line (``python -m pipeline``, ``./run_local.sh``, by default),
+and the measured gain. ``run_pipeline`` returns at once, and the job's counters can be read while
+it runs: in batch the run goes on in a thread of its own (:mod:`.batch_run`; on stock Beam, where
+the adjustments cannot be installed, a batch run returns when it is done). The command line (``python -m pipeline``, ``./run_local.sh``, by default),
 ``python -m pipeline.local.pubsub`` and the benchmarks select this runner by name;
 ``--runner=DirectRunner``, ``TestPipeline``, the FnApiRunner and Dataflow run stock Beam and never
 import this package.
@@ -105,12 +107,14 @@ def installed() -> list[str]:
 
 
 class LocalRunner(PipelineRunner):
-    """Beam's ``BundleBasedDirectRunner`` (streaming) or ``FnApiRunner`` (batch), with this
-    package's adjustments installed first."""
+    """Beam's ``BundleBasedDirectRunner`` (streaming) or ``FnApiRunner`` (batch, in a thread with
+    live counters: :class:`.batch_run.BatchRun`), with this package's adjustments installed first.
+    Where they cannot be installed, the batch run is stock Beam's: it returns when the job is done."""
 
     def run_pipeline(self, pipeline: beam.Pipeline, options: PipelineOptions) -> PipelineResult:
         streaming = options.view_as(StandardOptions).streaming
-        if install(STREAMING_ADJUSTMENTS if streaming else BATCH_ADJUSTMENTS, options):
+        adjusted = install(STREAMING_ADJUSTMENTS if streaming else BATCH_ADJUSTMENTS, options)
+        if adjusted:
             _LOGGER.info("LocalRunner (%s): %s", "streaming" if streaming else "batch", "; ".join(installed()))
         result: PipelineResult
         if streaming:
@@ -124,6 +128,10 @@ class LocalRunner(PipelineRunner):
                 pipeline.to_runner_api(use_fake_coders=True), BundleBasedDirectRunner(), options
             )
             result = roundtripped.run(test_runner_api=False)
+        elif adjusted:
+            from pipeline.local.runner.batch_run import BatchRun
+
+            result = BatchRun(pipeline, options)
         else:
             from apache_beam.runners.portability.fn_api_runner import FnApiRunner
 

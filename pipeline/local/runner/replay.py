@@ -95,6 +95,11 @@ class ReplayClock:
             done = self._position == len(self._times)
             return due, MAX_TIMESTAMP if done else replayed, done
 
+    @property
+    def done(self) -> bool:
+        """True once every message is handed out."""
+        return self._position == len(self._times)
+
     def wall_seconds_to_next(self, now: Optional[float] = None) -> float:
         """Wall seconds until the next message is due (0 if one is, or none is left)."""
         with self._lock:
@@ -108,10 +113,10 @@ _CLOCKS: list[ReplayClock] = []  # the running replays, for the progress line
 
 
 def replayed_time() -> Optional[datetime]:
-    """The replayed time of the newest running replay in this process (UTC), or None."""
+    """The replayed time of the newest replay in this process still handing out messages (UTC), or None."""
     for clock in reversed(_CLOCKS):
         moment = clock.now()
-        if moment is not None:
+        if moment is not None and not clock.done:
             return moment.to_utc_datetime()
     return None
 

@@ -136,9 +136,15 @@ def to_json(name: str, record: schemas.Record) -> dict[str, Any]:
     return _converter(name)(record)
 
 
+# ``json.dumps(value, ensure_ascii=False)`` builds a new encoder for every call (only the
+# all-defaults call reuses one); every output line of the job goes through this one.
+_LINE_ENCODER = json.JSONEncoder(ensure_ascii=False)
+
+
 def to_json_line(name: str, record: schemas.Record) -> str:
-    """``record`` as one JSON Lines line (no newline), non-ASCII text as it is."""
-    return json.dumps(to_json(name, record), ensure_ascii=False)
+    """``record`` as one JSON Lines line (no newline), non-ASCII text as it is: the text of
+    ``json.dumps(to_json(name, record), ensure_ascii=False)``."""
+    return _LINE_ENCODER.encode(to_json(name, record))
 
 
 @functools.lru_cache(maxsize=65_536)  # a scan's time is formatted again in every later view of its shipment

@@ -43,8 +43,11 @@ so ``out_of_order_<destination>`` is counted in a plain step after the stateful 
 messages keep their own event time as element timestamp. In batch, on the FnApiRunner, this
 stage's timers never fired in the job's graph (behind validation, de-duplication and
 identification, or behind routing: nothing came out of it), and fire with a ``Reshuffle``
-before the stateful step, so batch has one (streaming does not need it, and Dataflow runs the
-job in streaming); ``tests/unit/stages/test_ordering.py`` runs that chain. On the streaming
+before the stateful step, so batch without a delay has one (streaming does not need it, and
+Dataflow runs the job in streaming); ``tests/unit/stages/test_ordering.py`` runs that chain.
+Batch with a delay holds everything to the end anyway, so it sorts each waybill's messages
+after one ``GroupByKey`` (:class:`SortPerWaybill`): the same sequences with one shuffle
+instead of two, and no state or timer per waybill. On the streaming
 DirectRunner, what a timer emits only when a finished bounded input moves the watermark to
 infinity can be dropped downstream as late, as for every timer stage of this job; the local
 streaming runs release everything on the processing-time timer before that.
@@ -242,6 +245,46 @@ def _numbered(position: _Position, items: Iterable[_Held]) -> tuple[_Position, l
     return position, out
 
 
+class SortPerWaybill(beam.PTransform):
+    """The batch form of holding until the end of the input: ``(waybill key, message)`` ->
+    ``(message, Sequence)``, each waybill's messages sorted by (event time, id) and numbered
+    from 1, none marked; what :class:`OrderPerWaybillFn` releases when a bounded input ends,
+    with one ``GroupByKey`` instead of a bag, a position and a timer per waybill.
+
+    Args:
+        event_id: a message's id (ties in event time go by it; it becomes the next one's
+            ``prev_event_id``).
+    """
+
+    def __init__(self, event_id: Callable[[Any], str]) -> None:
+        super().__init__()
+        self.event_id = event_id
+
+    def expand(self, keyed: beam.PCollection) -> beam.PCollection:
+        event_id = self.event_id
+
+        def with_event_time(
+            keyed_message: tuple[str, Any], timestamp: Timestamp = beam.DoFn.TimestampParam  # type: ignore[assignment]
+        ) -> tuple[str, tuple[int, str, Any]]:
+            waybill, message = keyed_message
+            return waybill, (timestamp.micros, event_id(message), message)
+
+        return (
+            keyed
+            | "WithEventTime" >> beam.Map(with_event_time)
+            | "GroupByWaybill" >> beam.GroupByKey()
+            | "Number" >> beam.FlatMapTuple(_sorted_and_numbered)
+        )
+
+
+def _sorted_and_numbered(_: str, items: Iterable[tuple[int, str, Any]]) -> Iterator[TimestampedValue]:
+    """One waybill's messages in (event time, id) order, numbered, each with its event time."""
+    held = sorted((_Held(*item) for item in items), key=lambda h: (h.micros, h.event_id))
+    _, sequenced = _numbered(_START, held)
+    for item, pair in zip(held, sequenced):
+        yield TimestampedValue(pair, Timestamp(micros=item.micros))
+
+
 class _StampFn(beam.DoFn):
     """``(message, Sequence)`` -> ``stamp(message, sequence)``; counts ``out_of_order_<destination>``."""
 
@@ -305,10 +348,10 @@ class OrderPerWaybill(beam.PTransform):
         keyed = messages | "KeyByWaybill" >> beam.Map(lambda message: (key(message), message)).with_output_types(
             tuple[str, Any]
         )
-        if not streaming:  # see "Runner notes" in the module docstring
-            keyed = keyed | "SeparateFromUpstreamTimers" >> beam.Reshuffle()
-        return (
-            keyed
-            | "ReleaseInOrder" >> beam.ParDo(fn)
-            | "StampSequence" >> beam.ParDo(_StampFn(self.destination, self.stamp))
-        )
+        if not streaming and delay_s > 0:
+            sequenced = keyed | "ReleaseInOrder" >> SortPerWaybill(self.event_id)
+        else:
+            if not streaming:  # see "Runner notes" in the module docstring
+                keyed = keyed | "SeparateFromUpstreamTimers" >> beam.Reshuffle()
+            sequenced = keyed | "ReleaseInOrder" >> beam.ParDo(fn)
+        return sequenced | "StampSequence" >> beam.ParDo(_StampFn(self.destination, self.stamp))

@@ -223,10 +223,21 @@ def test_in_batch_each_waybill_leaves_sorted_at_the_end_on_the_fnapi_runner() ->
         assert_that(out | beam.combiners.ToList(), lambda lists: check_in_order(lists[0]))
 
 
-def test_in_batch_the_timers_fire_behind_the_jobs_timer_stages_on_the_fnapi_runner() -> None:
+def test_in_batch_ties_go_by_event_id_and_released_messages_keep_their_event_time() -> None:
+    with TestPipeline(options=PipelineOptions(runner="FnApiRunner")) as p:
+        out = p | beam.Create([message("b", 0), message("a", 0), message("c", -1)]) | ordering(1.0, streaming=False)
+        stamped = out | beam.Map(lambda m, t=beam.DoFn.TimestampParam: (summary(m), t))
+        assert_that(stamped, equal_to([
+            (("W1", "c", 1, None, False), Timestamp(TEN - MINUTE)),
+            (("W1", "a", 2, "c", False), Timestamp(TEN)),
+            (("W1", "b", 3, "a", False), Timestamp(TEN)),
+        ]))
+
+
+def test_in_batch_every_message_comes_out_behind_the_jobs_timer_stages_on_the_fnapi_runner() -> None:
     # The job's chain: validation, de-duplication (an event-time timer DoFn), identification,
-    # then the supervision ordering. Without the Reshuffle that OrderPerWaybill puts before
-    # its stateful step in batch, nothing comes out of it here.
+    # then the supervision ordering: a stateful step with timers here would release nothing
+    # without a Reshuffle before it (module docstring, "Runner notes").
     messages = [m.message for m in synthetic.generate(
         synthetic.TrafficProfile(events=300, seed=1, day=date(2026, 11, 21)), Encoding.AVRO
     )]

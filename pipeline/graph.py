@@ -89,15 +89,15 @@ def build(p: beam.Pipeline, options: WaybillOptions) -> dict[str, beam.PCollecti
     else:
         messages = p | "ReadSynthetic" >> ReadSynthetic(job_options.traffic_profiles(options), options.replay_speed)
 
+    streaming = options.view_as(StandardOptions).streaming
     validated = messages | "ValidateEvents" >> ValidateEvents()
     courier = validated[ValidateOutput.COURIER.value] | "DeduplicateCourierEvents" >> DeduplicateEvents(
-        horizon, "courier", schemas.COURIER_EVENT
+        horizon, "courier", schemas.COURIER_EVENT, streaming
     )
     orders = validated[ValidateOutput.ORDER.value] | "DeduplicateOrderEvents" >> DeduplicateEvents(
-        horizon, "order", schemas.ORDER_EVENT
+        horizon, "order", schemas.ORDER_EVENT, streaming
     )
     identified = courier[UNIQUE] | "IdentifyWaybills" >> IdentifyWaybills()
-    streaming = options.view_as(StandardOptions).streaming
     sinks = OutputSinks(options.output_dir, streaming, options.flush_seconds, options.partitions)
     reordering = Reordering(options.reorder_delay_seconds, streaming, options.expire_after_hours * 3600,
                             forget=options.source == "pubsub")

@@ -277,10 +277,10 @@ class SortPerWaybill(beam.PTransform):
         )
 
 
-def _sorted_and_numbered(_: str, items: Iterable[tuple[int, str, Any]]) -> Iterator[TimestampedValue]:
+def _sorted_and_numbered(waybill: str, items: Iterable[tuple[int, str, Any]]) -> Iterator[TimestampedValue]:
     """One waybill's messages in (event time, id) order, numbered, each with its event time."""
     held = sorted((_Held(*item) for item in items), key=lambda h: (h.micros, h.event_id))
-    _, sequenced = _numbered(_START, held)
+    sequenced = _numbered(_START, held)[1]
     for item, pair in zip(held, sequenced):
         yield TimestampedValue(pair, Timestamp(micros=item.micros))
 

@@ -78,3 +78,19 @@ def test_state_expires_after_the_horizon_in_event_time() -> None:
         notes = beam.Map(lambda e: e["merchant_id"])
         assert_that(out["unique"] | "Notes" >> notes, equal_to(["first", "re-sent much later"]), label="Unique")
         assert_that(out["duplicates"] | "DupNotes" >> notes, equal_to(["first"]), label="Dups")
+
+
+def test_the_batch_form_keeps_the_same_copies_with_their_event_times() -> None:
+    first, copy, corrected, other = event("a", "M-1"), event("a", "M-1"), event("a", "M-2"), event("b", "M-1")
+    stamped = [TimestampedValue(e, 1_700_000_000 + i) for i, e in enumerate((first, copy, corrected, other))]
+    with TestPipeline(options=PipelineOptions(runner="FnApiRunner")) as p:
+        out = p | beam.Create(stamped) | DeduplicateEvents(24 * HOUR, "order", schemas.ORDER_EVENT, streaming=False)
+
+        def with_time(label: str) -> beam.PTransform:
+            return label >> beam.Map(lambda e, t=beam.DoFn.TimestampParam: (e["event_id"], e.get("merchant_id"), t))
+
+        assert_that(out["unique"] | with_time("U"), equal_to([("a", "M-1", 1_700_000_000), ("b", "M-1", 1_700_000_003)]),
+                    label="Unique")
+        assert_that(out["duplicates"] | with_time("D"), equal_to([("a", "M-1", 1_700_000_001)]), label="Dups")
+        assert_that(out["dead_letter"] | "Kinds" >> beam.Map(lambda d: (d["event_id"], d["error_kind"])),
+                    equal_to([("a", "conflicting_duplicate")]), label="Conflict")

@@ -25,7 +25,9 @@ timer at day end + allowed lateness. Once that timer has fired, the day and ever
 one are closed and their events are dead-lettered. On portable runners (Dataflow, Prism)
 a pending timer holds the gate's output watermark, so what it lets through is never expired
 downstream; the Python DirectRunner sets no such hold (a known TODO in Beam), there the
-guarantee rests on the timer firing before the next event of that shard is processed.
+guarantee rests on the timer firing before the next event of that shard is processed. In
+batch every timer fires after the whole input has been read, so the gate would close no day
+before every event was measured: batch measures the events without it (no shuffle of events).
 
 A day the gate has never heard of cannot be proven closed by its timers (the first events
 of a run, read in its first pull). On a source whose watermark follows the wall clock (Pub/Sub:
@@ -159,6 +161,10 @@ def contributions(stream: str, event: Event) -> Iterator[tuple[StatKey, int]]:
             for dimension, key_of in metric.dimensions.items():
                 yield (metric.name, dimension, key_of(event)), amount
             yield (metric.name, TOTAL_DIMENSION, TOTAL_KEY), amount
+
+
+def _contributions_of(event: Event, stream: str) -> Iterator[tuple[StatKey, int]]:
+    return contributions(stream, event)
 
 
 def shard_of(event_id: str, shards: int) -> int:
@@ -348,7 +354,7 @@ class ComputeDailyStats(beam.PTransform):
         allowed_lateness: seconds after the local midnight ending a day during which late
             events still correct it (a LATE pane each); later ones are dead-lettered.
         streaming: True in streaming pipelines. Batch runners cannot run processing-time
-            triggers (apache/beam#19070), so batch gets no EARLY panes.
+            triggers (apache/beam#19070), so batch gets no EARLY panes, and no lateness gate.
         shards: number of keys of the lateness gate (parallelism of that step).
         watermark_follows_clock: the source's watermark never passes the wall clock (Pub/Sub),
             so a day whose close is past is closed, also the first time the gate sees it.
@@ -386,11 +392,8 @@ class ComputeDailyStats(beam.PTransform):
             )
         return trigger.AfterWatermark(late=trigger.AfterCount(1))
 
-    def expand(self, events: Mapping[str, beam.PCollection]) -> dict[str, beam.PCollection]:
-        if set(events) != {COURIER, ORDER}:
-            raise ValueError(
-                f"ComputeDailyStats takes {{'courier': ..., 'order': ...}}, got keys {sorted(events)}"
-            )
+    def _gated(self, events: Mapping[str, beam.PCollection]) -> tuple[beam.PCollection, beam.PCollection]:
+        """The events' contributions while their day is open, and dead letters of the others."""
         sharded = [
             events[stream]
             | f"Shard{stream.capitalize()}Events"
@@ -410,7 +413,21 @@ class ComputeDailyStats(beam.PTransform):
         dead_letters = gated[_GateOutput.TOO_LATE.value] | "DeadLetterTooLateEvents" >> beam.ParDo(
             _DeadLetterTooLate(self._days, self._allowed_lateness)
         )
-        measured = gated[_GateOutput.MEASURED.value]
+        return gated[_GateOutput.MEASURED.value], dead_letters
+
+    def expand(self, events: Mapping[str, beam.PCollection]) -> dict[str, beam.PCollection]:
+        if set(events) != {COURIER, ORDER}:
+            raise ValueError(
+                f"ComputeDailyStats takes {{'courier': ..., 'order': ...}}, got keys {sorted(events)}"
+            )
+        if self._streaming or self._watermark_follows_clock:
+            measured, dead_letters = self._gated(events)
+        else:  # batch: the gate's timers fire after every event has been measured; it closes nothing
+            measured = [
+                events[stream] | f"Measure{stream.capitalize()}Events" >> beam.FlatMap(_contributions_of, stream)
+                for stream in (COURIER, ORDER)
+            ] | "FlattenEvents" >> beam.Flatten()
+            dead_letters = measured.pipeline | "NoTooLateEventsInBatch" >> beam.Create([])
         running = (
             measured
             | "WindowIntoCalendarDays"

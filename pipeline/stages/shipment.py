@@ -33,7 +33,8 @@ order information if either changed, and for each parcel whose track changed its
 scans it gained. Example: views v1 (PICKUP), then an ARRIVE scan: a change v2 (base_version 1)
 with one parcel, ``scan_count`` 2 and ``new_scans`` [ARRIVE]. Each event costs the same whatever
 the track's length: a track keeps its event ids, DELIVERED time and the scans added since the last
-version, so nothing walks its scans except a full view.
+version, so nothing here walks its scans except a full view. (The stage's state coder still
+pickles the whole shipment, scans included, when it writes the state.)
 """
 from __future__ import annotations
 

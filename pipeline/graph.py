@@ -30,6 +30,7 @@ from pipeline.io.outputs import (
     STOCK_DIR,
     SUPERVISION_COMPLIANCE_DIR,
     SUPERVISION_DIR,
+    WAYBILL_CHANGES_DIR,
     WAYBILL_STATES_DIR,
     WAYBILLS_DIR,
     OutputSinks,
@@ -47,6 +48,7 @@ from pipeline.stages.lifecycle import (
     WAYBILL_ALERT,
     WAYBILL_STATE_CHANGE,
     WAYBILL_VIEW,
+    WAYBILL_VIEW_CHANGE,
     LifecycleOutput,
     TrackWaybillLifecycles,
 )
@@ -63,8 +65,8 @@ from pipeline.stages.supervision import PushComplianceAlerts, PushSupervision
 from pipeline.stages.validate import ValidateEvents, ValidateOutput
 
 UNIQUE, DUPLICATES = DedupOutput.UNIQUE.value, DedupOutput.DUPLICATES.value
-VIEWS, ALERTS, STATE_CHANGES = (LifecycleOutput.VIEWS.value, LifecycleOutput.ALERTS.value,
-                                LifecycleOutput.STATE_CHANGES.value)
+VIEWS, VIEW_CHANGES, ALERTS, STATE_CHANGES = (LifecycleOutput.VIEWS.value, LifecycleOutput.VIEW_CHANGES.value,
+                                              LifecycleOutput.ALERTS.value, LifecycleOutput.STATE_CHANGES.value)
 
 
 def _supervision_sink(
@@ -129,8 +131,12 @@ def build(p: beam.Pipeline, options: WaybillOptions) -> dict[str, beam.PCollecti
         retain_after_delivery=options.retain_after_delivery_hours * 3600,
         expire_after=options.expire_after_hours * 3600,
         remember_closed_for=options.remember_closed_for_hours * 3600,
+        views=options.waybill_views,
     )
     lifecycle[VIEWS] | "WriteWaybillViews" >> sinks.to(options.waybills_topic, WAYBILLS_DIR, WAYBILL_VIEW)
+    lifecycle[VIEW_CHANGES] | "WriteWaybillViewChanges" >> sinks.to(
+        options.waybill_changes_topic, WAYBILL_CHANGES_DIR, WAYBILL_VIEW_CHANGE
+    )
     lifecycle[ALERTS] | "WriteWaybillAlerts" >> sinks.to(options.waybill_alerts_topic, ALERTS_DIR, WAYBILL_ALERT)
     lifecycle[STATE_CHANGES] | "WriteWaybillStateChanges" >> sinks.to(None, WAYBILL_STATES_DIR, WAYBILL_STATE_CHANGE)
     compliance = lifecycle[ALERTS] | "PushComplianceAlerts" >> PushComplianceAlerts(
@@ -159,6 +165,7 @@ def build(p: beam.Pipeline, options: WaybillOptions) -> dict[str, beam.PCollecti
         "replenishments": replenishments,
         "stock": stock,
         "waybill_views": lifecycle[VIEWS],
+        "waybill_view_changes": lifecycle[VIEW_CHANGES],
         "waybill_alerts": lifecycle[ALERTS],
         "compliance_alerts": compliance,
         "delivery_requests": deliveries["requests"],

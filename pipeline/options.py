@@ -14,6 +14,7 @@ from pipeline.io import synthetic
 from pipeline.io.partitions import MAX_PARTITIONS
 from pipeline.model.catalog import DEFAULT_CATALOG
 from pipeline.option_checks import check_config_file, check_input, check_writable_folder
+from pipeline.stages.shipment import FULL_VIEWS, INCREMENTAL_VIEWS, VIEW_MODES
 
 SOURCES = ("synthetic", "file", "pubsub")
 PROGRESS_MODES = ("auto", "always", "never")
@@ -83,6 +84,19 @@ class WaybillOptions(PipelineOptions):
             "files under --output_dir (waybills/). Default: files.",
         )
         parser.add_argument(
+            "--waybill_views", choices=VIEW_MODES, default=FULL_VIEWS,
+            help="the form of each new version of a waybill view: 'full' (every version a whole WaybillView, "
+            "every scan of every parcel) or 'incremental' (a generation's first and final versions whole "
+            "WaybillViews, the others WaybillViewChange records with only what changed, in waybill_changes/ or "
+            "--waybill_changes_topic; docs/lifecycle.md says how a receiver rebuilds the view). Default: full.",
+        )
+        parser.add_argument(
+            "--waybill_changes_topic", default=None,
+            help="with --waybill_views=incremental, the topic waybill view changes go to, "
+            "projects/<project>/topics/<name> (Avro WaybillViewChange messages, attribute schema). When given, "
+            "changes go to the topic instead of files under --output_dir (waybill_changes/). Default: files.",
+        )
+        parser.add_argument(
             "--waybill_alerts_topic", default=None,
             help="the topic real-name and stuck-parcel alerts go to, projects/<project>/topics/<name> "
             "(Avro WaybillAlert messages, attribute schema). When given, alerts go to the topic instead "
@@ -93,8 +107,8 @@ class WaybillOptions(PipelineOptions):
             help="how many queues each per-waybill output is split into, 1 to 64, by a stable hash of the "
             "shipment's waybill id (one consumer per queue; a shipment always lands in the same one): "
             "topics <topic>-p0 .. <topic>-p<N-1> (each must exist) or folders <folder>/p0/ .. "
-            "<folder>/p<N-1>/, for the supervision push and its real-name alerts, waybill views and waybill "
-            "alerts (not state changes, not delivery targets). Default: 1 (one queue, no suffix).",
+            "<folder>/p<N-1>/, for the supervision push and its real-name alerts, waybill views, waybill view "
+            "changes and waybill alerts (not state changes, not delivery targets). Default: 1 (one queue, no suffix).",
         )
         parser.add_argument(
             "--input", default=None,
@@ -254,6 +268,9 @@ def validate(options: WaybillOptions) -> None:
         raise ValueError(f"--events must be 0 or more, got {options.events}")
     if options.supervision_topic and options.supervision_target:
         raise ValueError("give --supervision_topic or --supervision_target, not both: the supervision push goes to one place")
+    if options.waybill_changes_topic and options.waybill_views != INCREMENTAL_VIEWS:
+        raise ValueError("--waybill_changes_topic is written only with --waybill_views=incremental, "
+                         f"got --waybill_views={options.waybill_views}")
     if not 1 <= options.partitions <= MAX_PARTITIONS:
         raise ValueError(f"--partitions must be 1 to {MAX_PARTITIONS}, got {options.partitions}")
     if options.days < 1:
@@ -301,6 +318,7 @@ def _validate_pubsub(options: WaybillOptions) -> None:
         "--stats_topic": options.stats_topic,
         "--stock_topic": options.stock_topic,
         "--waybills_topic": options.waybills_topic,
+        "--waybill_changes_topic": options.waybill_changes_topic,
         "--waybill_alerts_topic": options.waybill_alerts_topic,
     }
     for flag, value in topics.items():

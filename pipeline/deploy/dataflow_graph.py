@@ -59,6 +59,8 @@ DEPLOY_ARGS: tuple[str, ...] = (
     "--dead_letter_topic=projects/waybill-demo/topics/dead-letters",
     "--stats_topic=projects/waybill-demo/topics/daily-stats",
     "--waybills_topic=projects/waybill-demo/topics/waybill-views",
+    "--waybill_views=incremental",
+    "--waybill_changes_topic=projects/waybill-demo/topics/waybill-view-changes",
     "--waybill_alerts_topic=projects/waybill-demo/topics/waybill-alerts",
     "--output_dir=gs://waybill-test-bucket/out",
     f"--delivery_targets={Path(__file__).resolve().parent / 'flex_template' / 'targets.example.json'}",
@@ -320,7 +322,7 @@ def write_golden(names: Sequence[str], path: Path = GOLDEN_FILE) -> None:
 def problems(job: DryRunJob, golden: Sequence[str]) -> list[str]:
     """Everything wrong with ``job`` as the deployed job; empty when it is fine."""
     found = [] if job.is_streaming else [f"the job is not streaming (job type {job.job_type})"]
-    found += native_pubsub_problems(job.pipeline, reads=2, writes=6)
+    found += native_pubsub_problems(job.pipeline, reads=2, writes=7)
     found += direct_runner_code(job.pipeline)
     found += [f"step name used more than once: {name}" for name in duplicate_names(job.pipeline)]
     found += compare_with_golden(step_names(job.pipeline), golden)

@@ -18,6 +18,7 @@ STATS_DIR = "stats"
 INVENTORY_DIR = "units/inventory"
 STOCK_DIR = "stock"
 WAYBILLS_DIR = "waybills"
+WAYBILL_CHANGES_DIR = "waybill_changes"
 ALERTS_DIR = "alerts"
 WAYBILL_STATES_DIR = "waybill_states"
 RECEIPTS_DIR = "receipts"
@@ -25,7 +26,7 @@ DELIVERY_DIRS = ("units", "subscribers")  # where the packaged folder targets wr
 CURRENT_VIEW_FILE = "current_view.sqlite"
 OUTPUT_DIRS = (
     SUPERVISION_DIR, SUPERVISION_COMPLIANCE_DIR, DEAD_LETTER_DIR, ORDERS_DIR, STATS_DIR, INVENTORY_DIR, WAYBILLS_DIR,
-    ALERTS_DIR, WAYBILL_STATES_DIR, RECEIPTS_DIR, *DELIVERY_DIRS,
+    WAYBILL_CHANGES_DIR, ALERTS_DIR, WAYBILL_STATES_DIR, RECEIPTS_DIR, *DELIVERY_DIRS,
 )
 
 

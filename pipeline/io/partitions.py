@@ -3,7 +3,7 @@ partition of a destination (a topic or a folder) that the key selects.
 
 The key of a record is the ``waybill_id`` of its shipment: the master waybill's for a piece of
 a multi-piece shipment, the waybill's own otherwise. So every message about one shipment (its
-supervision records, real-name and stuck-parcel alerts, and views) carries one key: an ordering-enabled Pub/Sub subscription hands them over in publish order, and with N
+supervision records, real-name and stuck-parcel alerts, views and view changes) carries one key: an ordering-enabled Pub/Sub subscription hands them over in publish order, and with N
 partitions they all land in the same one.
 
 Example: ``WB0001`` and its piece ``WB0001-2`` share the key ``waybill_id("WB0001")``; with 4
@@ -16,7 +16,7 @@ from typing import Any, Callable, Mapping
 
 from pipeline.model import schemas
 from pipeline.stages.identify import waybill_id
-from pipeline.stages.lifecycle import WAYBILL_ALERT, WAYBILL_VIEW
+from pipeline.stages.lifecycle import WAYBILL_ALERT, WAYBILL_VIEW, WAYBILL_VIEW_CHANGE
 
 MAX_PARTITIONS = 64
 KeyOf = Callable[[Mapping[str, Any]], str]
@@ -63,7 +63,7 @@ def identified_shipment(record: Mapping[str, Any]) -> str:
 
 
 def numbered_shipment(record: Mapping[str, Any]) -> str:
-    """The shipment key of a record whose ``waybill_no`` is the master's (WaybillView)."""
+    """The shipment key of a record whose ``waybill_no`` is the master's (WaybillView, WaybillViewChange)."""
     return waybill_id(record["waybill_no"])
 
 
@@ -74,4 +74,5 @@ SHIPMENT_KEYS: dict[str, KeyOf] = {
     schemas.SUPERVISION_RECORD: identified_shipment,
     WAYBILL_ALERT: identified_shipment,
     WAYBILL_VIEW: numbered_shipment,
+    WAYBILL_VIEW_CHANGE: numbered_shipment,
 }

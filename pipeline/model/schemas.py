@@ -1,7 +1,7 @@
 """The Avro contracts in ``schemas/``, parsed once, and their binary codec.
 
-Each ``schemas/<full name>.avsc`` holds one record; records refer to each other by
-full name and fastavro resolves the references from the same folder.
+Each ``schemas/<full name>.avsc`` holds one record (or an enum that several records use);
+records refer to each other by full name and fastavro resolves the references from the same folder.
 """
 from __future__ import annotations
 
@@ -37,6 +37,7 @@ WIRE_SCHEMAS: Mapping[str, str] = MappingProxyType({
     DELIVERY_RECEIPT: "receipts/; the partner job's partner_receipts/ and feedback_receipts/",
     DAILY_STAT: "stats/ or --stats_topic; the newest of each figure in current_view.sqlite",
     f"{NAMESPACE}.WaybillView": "waybills/ or --waybills_topic",
+    f"{NAMESPACE}.WaybillViewChange": "waybill_changes/ or --waybill_changes_topic (--waybill_views=incremental)",
     f"{NAMESPACE}.WaybillAlert": "alerts/ or --waybill_alerts_topic; the supervision push; subscriber CloudEvents data",
     f"{NAMESPACE}.WaybillStateChange": "waybill_states/",
     f"{NAMESPACE}.ReplenishmentSuggestion": "units/inventory/",
@@ -51,15 +52,19 @@ WIRE_SCHEMAS: Mapping[str, str] = MappingProxyType({
     f"{NAMESPACE}.PartnerAnswer": "a partner's feedback webhook: the answer to each of its files",
 })
 
-# Records that leave the job only inside a wire schema (gated with it), and which ones hold them.
+# Named types (records, and enums used by more than one record) that leave the job only inside a
+# wire schema (gated with it), and which ones hold them.
 NESTED_SCHEMAS: Mapping[str, str] = MappingProxyType({
-    f"{NAMESPACE}.RealNameRegistration": "CourierEvent's payload; WaybillView",
-    f"{NAMESPACE}.OrderInfo": "CourierEvent's payload; WaybillView",
+    f"{NAMESPACE}.RealNameRegistration": "CourierEvent's payload; WaybillView, WaybillViewChange",
+    f"{NAMESPACE}.OrderInfo": "CourierEvent's payload; WaybillView, WaybillViewChange",
     f"{NAMESPACE}.TrackScan": "CourierEvent's payload; WaybillScan",
     f"{NAMESPACE}.OrderLine": "OrderEvent, OrderEventData",
-    f"{NAMESPACE}.Identification": "SupervisionRecord, WaybillAlert, ParcelTrack, CourierEventData",
+    f"{NAMESPACE}.Identification": "SupervisionRecord, WaybillAlert, ParcelTrack, ParcelTrackChange, CourierEventData",
     f"{NAMESPACE}.ParcelTrack": "WaybillView",
-    f"{NAMESPACE}.WaybillScan": "ParcelTrack, WaybillAlert",
+    f"{NAMESPACE}.ParcelTrackChange": "WaybillViewChange",
+    f"{NAMESPACE}.ParcelStatus": "ParcelTrack, ParcelTrackChange (an enum)",
+    f"{NAMESPACE}.RealNameStatus": "WaybillView, WaybillViewChange (an enum)",
+    f"{NAMESPACE}.WaybillScan": "ParcelTrack, ParcelTrackChange, WaybillAlert",
     f"{NAMESPACE}.UnitOrderLine": "UnitOrderMessage",
     f"{NAMESPACE}.AccountDigestFigures": "AccountDigest",
     f"{NAMESPACE}.AccountDigestOpenAlerts": "AccountDigest",

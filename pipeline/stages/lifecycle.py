@@ -31,6 +31,11 @@ watermark + 7 days          tombstone dropped: no state left for W
 an ARRIVE 13:00 arrives     a new state of W (generation g2 > g1): view (g2, v1), newer than (g1, v6)
 =========================  ========================================================================
 
+With ``views="incremental"`` the versions between a generation's first and final view leave
+as ``WaybillViewChange`` records on their own output (``view_changes``): in the table above,
+v1 and v6 stay full views, v2 to v5 are changes, each with the header and what changed since
+the version before it (v2: the PICKUP scan added before the ARRIVE, ``scan_count`` 2).
+
 Every view carries ``(generation, version)``: the generation is fixed when the state opens
 (wall-clock time, so a state opened again after its tombstone was dropped has a larger one:
 g1 above for the first life, g2 for the second), the version counts the views of that state.
@@ -64,20 +69,21 @@ from apache_beam.utils.timestamp import Timestamp
 from pipeline.model import schemas
 from pipeline.model.dead_letter import DEAD_LETTER_OUTPUT, METRICS_NAMESPACE, ErrorKind, Stage, dead_letter_record
 from pipeline.model.json_records import format_timestamp
-from pipeline.stages.shipment import ALERT, CHANGE, VIEW, Output, Settings, Shipment
+from pipeline.stages.shipment import ALERT, CHANGE, FULL_VIEWS, VIEW, VIEW_CHANGE, Output, Settings, Shipment
 
 _LOGGER = logging.getLogger(__name__)
 
 WAYBILL_VIEW = f"{schemas.NAMESPACE}.WaybillView"
+WAYBILL_VIEW_CHANGE = f"{schemas.NAMESPACE}.WaybillViewChange"
 WAYBILL_ALERT = f"{schemas.NAMESPACE}.WaybillAlert"
 WAYBILL_STATE_CHANGE = f"{schemas.NAMESPACE}.WaybillStateChange"
-
 
 
 class LifecycleOutput(str, enum.Enum):
     """Outputs of :class:`TrackWaybillLifecycles`."""
 
     VIEWS = "views"
+    VIEW_CHANGES = "view_changes"
     ALERTS = "alerts"
     STATE_CHANGES = "state_changes"
     EVENTS_WITH_MERCHANT = "events_with_merchant"
@@ -85,8 +91,8 @@ class LifecycleOutput(str, enum.Enum):
     DEAD_LETTER = DEAD_LETTER_OUTPUT
 
 
-_TAG_OF_OUTPUT = {VIEW: LifecycleOutput.VIEWS.value, ALERT: LifecycleOutput.ALERTS.value,
-                  CHANGE: LifecycleOutput.STATE_CHANGES.value}
+_TAG_OF_OUTPUT = {VIEW: LifecycleOutput.VIEWS.value, VIEW_CHANGE: LifecycleOutput.VIEW_CHANGES.value,
+                  ALERT: LifecycleOutput.ALERTS.value, CHANGE: LifecycleOutput.STATE_CHANGES.value}
 
 Identified = tuple[str, dict[str, Any]]
 
@@ -106,7 +112,7 @@ def _to_datetime(timestamp: Timestamp) -> datetime:
 
 
 class TrackShipmentsFn(beam.DoFn):
-    """``(master waybill no, courier event)`` -> views (main), alerts, state changes, dead letters.
+    """``(master waybill no, courier event)`` -> views (main), view changes, alerts, state changes, dead letters.
 
     State per key: one :class:`~pipeline.stages.shipment.Shipment` (pickled). Timer per key: one
     event-time timer, always at the shipment's earliest pending deadline; when it fires every
@@ -140,7 +146,7 @@ class TrackShipmentsFn(beam.DoFn):
         if shipment is None:
             shipment = Shipment.open(key, event["event_time"])
             outputs.append(shipment.opened())
-        outputs += shipment.add(event)
+        outputs += shipment.add(event, self._settings)
         merchant_id = shipment.order_info["merchant_id"] if shipment.order_info else None
         held = shipment.unattributed
         shipment.unattributed = () if merchant_id else (*held, event)
@@ -246,6 +252,10 @@ def _view_counter(view: dict[str, Any]) -> str:
     return "lifecycle_views"
 
 
+def _view_change_counter(change: dict[str, Any]) -> str:
+    return "lifecycle_view_changes"
+
+
 class TrackWaybillLifecycles(beam.PTransform):
     """Identified courier events -> lifecycle views, alerts, dead letters, state changes.
 
@@ -254,6 +264,9 @@ class TrackWaybillLifecycles(beam.PTransform):
 
     * ``views``: ``WaybillView`` records, a new version per change of a shipment; newer views
       have a larger ``(generation, version)``, also across a state dropped and opened again;
+      with ``views="incremental"`` only the first and the final version of each generation;
+    * ``view_changes``: with ``views="incremental"``, ``WaybillViewChange`` records, the versions
+      between those two (none with ``views="full"``); counted as ``lifecycle_view_changes``;
     * ``alerts``: ``WaybillAlert`` records (REAL_NAME_MISSING / STUCK, OPEN / CLOSED);
     * ``dead_letter``: ``DeadLetter`` records of events for shipments already closed;
     * ``state_changes``: ``{'change': 'opened'|'retired'|'cleared', 'waybill_no', 'at',
@@ -269,7 +282,7 @@ class TrackWaybillLifecycles(beam.PTransform):
       PICKUP at 10:05 arrive before the ORDER_INFO of merchant M-002: both leave with None;
       when the ORDER_INFO arrives it leaves with M-002, and the two follow here with M-002.
 
-    Args (event-time seconds):
+    Args (durations in event-time seconds):
         registration_delay: after the first pickup, by when the sender must be registered.
         stuck_after: silence after which an undelivered parcel is stuck.
         retain_after_delivery: how long a delivered shipment's state is kept after its last
@@ -278,6 +291,8 @@ class TrackWaybillLifecycles(beam.PTransform):
         remember_closed_for: how long a closed shipment is remembered (a tombstone) so that
             late events are dead-lettered; after it, a late event opens a new shipment (a new
             generation, versions from 1).
+        views: ``"full"``: every version a full ``WaybillView``; ``"incremental"``: the first
+            and final version of a generation full, the others ``WaybillViewChange`` records.
 
     See the module docstring for a worked example.
     """
@@ -289,6 +304,7 @@ class TrackWaybillLifecycles(beam.PTransform):
         retain_after_delivery: float = 24 * 3600,
         expire_after: float = 7 * 24 * 3600,
         remember_closed_for: float = 7 * 24 * 3600,
+        views: str = FULL_VIEWS,
     ) -> None:
         super().__init__()
         self.settings = Settings(
@@ -297,6 +313,7 @@ class TrackWaybillLifecycles(beam.PTransform):
             retain_after_delivery=timedelta(seconds=retain_after_delivery),
             expire_after=timedelta(seconds=expire_after),
             remember_closed_for=timedelta(seconds=remember_closed_for),
+            views=views,
         )
 
     def expand(self, identified: beam.PCollection) -> dict[str, beam.PCollection]:
@@ -312,6 +329,8 @@ class TrackWaybillLifecycles(beam.PTransform):
         out = LifecycleOutput
         return {
             out.VIEWS.value: results[out.VIEWS.value] | "CountViews" >> beam.ParDo(_Count(_view_counter)),
+            out.VIEW_CHANGES.value: results[out.VIEW_CHANGES.value]
+            | "CountViewChanges" >> beam.ParDo(_Count(_view_change_counter)),
             out.ALERTS.value: results[out.ALERTS.value] | "CountAlerts" >> beam.ParDo(_Count(_alert_counter)),
             out.STATE_CHANGES.value: results[out.STATE_CHANGES.value]
             | "CountStateChanges" >> beam.ParDo(_Count(_change_counter)),

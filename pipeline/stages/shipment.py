@@ -3,7 +3,8 @@
 A shipment is a master waybill with the pieces that name it as ``parent_waybill_no`` (a
 single-piece waybill is a shipment of one). :class:`Shipment` takes courier events in any
 order (:meth:`Shipment.add`) and deadlines as event time passes (:meth:`Shipment.fire`), and
-answers with the records to emit: new versions of the ``WaybillView``, ``WaybillAlert``
+answers with the records to emit: new versions of the ``WaybillView`` (or, with incremental
+views, ``WaybillViewChange`` records between a generation's first and final view), ``WaybillAlert``
 records, and state changes (opened / retired / cleared) for the live-state counters.
 
 Deadlines (:meth:`Shipment.next_due` is the earliest; the stage sets one event-time timer there):
@@ -24,12 +25,21 @@ same waybill number. Example: W's state opens at wall-clock time g1 and emits vi
 (g1, 1) ... (g1, 4), the last one final; its tombstone is dropped a week later (event time);
 a late scan then opens a new state at wall-clock time g2 > g1, whose views are (g2, 1), (g2, 2):
 newer than (g1, 4) although their version is lower.
+
+Incremental views (``Settings.views`` = ``incremental``): version 1 of a generation and its final
+version are full ``WaybillView`` records; every version between them is a ``WaybillViewChange``
+holding the view's header and only what changed since the version before it: the registration or
+order information if either changed, and for each parcel whose track changed its standing and the
+scans it gained. Example: views v1 (PICKUP), then an ARRIVE scan: a change v2 (base_version 1)
+with one parcel, ``scan_count`` 2 and ``new_scans`` [ARRIVE]. Each event costs the same whatever
+the track's length: a track keeps its event ids, DELIVERED time and the scans added since the last
+version, so nothing here walks its scans except a full view. (The stage's state coder still
+pickles the whole shipment, scans included, when it writes the state.)
 """
 from __future__ import annotations
 
 import bisect
 import dataclasses
-import operator
 import time
 import uuid
 from datetime import datetime, timedelta, timezone
@@ -38,11 +48,17 @@ from typing import Any, Optional
 from pipeline.stages.identify import WAYBILL_NAMESPACE, identification
 
 Record = dict[str, Any]
-Output = tuple[str, Record]  # (VIEW | ALERT | CHANGE, record)
+Output = tuple[str, Record]  # (VIEW | VIEW_CHANGE | ALERT | CHANGE, record)
 
 VIEW = "view"
+VIEW_CHANGE = "view_change"
 ALERT = "alert"
 CHANGE = "change"
+
+# The forms of the views between a generation's first and final one (Settings.views).
+FULL_VIEWS = "full"
+INCREMENTAL_VIEWS = "incremental"
+VIEW_MODES = (FULL_VIEWS, INCREMENTAL_VIEWS)
 
 OPENED = "opened"
 RETIRED = "retired"
@@ -64,22 +80,23 @@ _STATUS_OF_SCAN = {
 
 @dataclasses.dataclass(frozen=True)
 class Settings:
-    """The event-time durations of the lifecycle rules (see the module docstring)."""
+    """The event-time durations of the lifecycle rules, and the form of the views between a
+    generation's first and final one (see the module docstring)."""
 
     registration_delay: timedelta = timedelta(minutes=30)
     stuck_after: timedelta = timedelta(hours=24)
     retain_after_delivery: timedelta = timedelta(hours=24)
     expire_after: timedelta = timedelta(days=7)
     remember_closed_for: timedelta = timedelta(days=7)
+    views: str = FULL_VIEWS
 
     def __post_init__(self) -> None:
         for field in dataclasses.fields(self):
             value = getattr(self, field.name)
-            if value <= timedelta(0):
+            if isinstance(value, timedelta) and value <= timedelta(0):
                 raise ValueError(f"{field.name} must be a positive duration, got {value}")
-
-
-_EVENT_ID = operator.itemgetter("event_id")
+        if self.views not in VIEW_MODES:
+            raise ValueError(f"views must be one of {', '.join(VIEW_MODES)}, got {self.views!r}")
 
 
 def _scan_order(scan: Record) -> tuple[datetime, str]:
@@ -89,58 +106,83 @@ def _scan_order(scan: Record) -> tuple[datetime, str]:
 
 @dataclasses.dataclass
 class Track:
-    """One parcel's scans (``WaybillScan`` records, kept in event-time order)."""
+    """One parcel's scans (``WaybillScan`` records, kept in event-time order), with what a new
+    scan needs kept beside them (its event ids, its DELIVERED time), so adding one costs the same
+    whatever the track's length, and the scans added since the last view or view change."""
 
     waybill_no: str
     parent_waybill_no: Optional[str]
     scans: list[Record] = dataclasses.field(default_factory=list)
     stuck_on: Optional[Record] = None  # while a STUCK alert is open: the last scan before the silence
     stuck_deadline: Optional[datetime] = None  # and the deadline that raised it
+    event_ids: set[str] = dataclasses.field(default_factory=set)  # of the scans
+    delivered_at: Optional[datetime] = None  # event time of the earliest DELIVERED scan
+    fresh: list[Record] = dataclasses.field(default_factory=list)  # scans added since the last view or change
+    touched: bool = False  # the track changed since the last view or change (a scan, a stuck watch)
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        """Unpickles a track; one pickled without ``event_ids`` (a state written before tracks
+        kept them) gets them, and its DELIVERED time, from its scans once."""
+        self.__dict__.update(state)
+        if "event_ids" not in state:
+            self.event_ids = {scan["event_id"] for scan in self.scans}
+            self.delivered_at = min((s["event_time"] for s in self.scans if s["scan"]["scan_type"] == "DELIVERED"),
+                                    default=None)
+            self.fresh, self.touched = [], False
 
     def add(self, scan: Record) -> bool:
         """Inserts ``scan`` in event-time order; False if the same event_id is already there.
 
-        Every event of a shipment adds to a track that holds its earlier scans, so the walks
-        here are in C (``map``, ``in``, ``bisect`` with a key), and a scan later than the last
-        one, the common case, is appended without a search.
+        A scan later than the last one, the common case, is appended; an older-stamped one is
+        inserted at its place found by ``bisect`` (no sort of the track).
         """
-        if scan["event_id"] in map(_EVENT_ID, self.scans):
+        if scan["event_id"] in self.event_ids:
             return False
+        self.event_ids.add(scan["event_id"])
         order = _scan_order(scan)
         if not self.scans or order >= _scan_order(self.scans[-1]):
             self.scans.append(scan)
         else:
             self.scans.insert(bisect.bisect(self.scans, order, key=_scan_order), scan)
+        if scan["scan"]["scan_type"] == "DELIVERED" and (self.delivered_at is None or order[0] < self.delivered_at):
+            self.delivered_at = order[0]
+        self.fresh.append(scan)
+        self.touched = True
         return True
 
     @property
-    def delivered_at(self) -> Optional[datetime]:
-        return next((s["event_time"] for s in self.scans if s["scan"]["scan_type"] == "DELIVERED"), None)
-
-    @property
-    def last_scan(self) -> Optional[Record]:
-        return self.scans[-1] if self.scans else None
-
-    @property
     def status(self) -> str:
-        return self._status(self.delivered_at)
-
-    def _status(self, delivered_at: Optional[datetime]) -> str:
-        if delivered_at is not None:
+        if self.delivered_at is not None:
             return "DELIVERED"
         return _STATUS_OF_SCAN[self.scans[-1]["scan"]["scan_type"]] if self.scans else "AWAITING_PICKUP"
 
     def record(self) -> Record:
         """The ``ParcelTrack`` record."""
-        delivered_at = self.delivered_at  # a walk over the scans: once
         return {
             "identification": identification(self.waybill_no, self.parent_waybill_no),
-            "status": self._status(delivered_at),
+            "status": self.status,
             "scans": list(self.scans),
             "last_scan_time": self.scans[-1]["event_time"] if self.scans else None,
-            "delivered_at": delivered_at,
+            "delivered_at": self.delivered_at,
             "stuck_since": self.stuck_on["event_time"] if self.stuck_on else None,
         }
+
+    def change(self) -> Record:
+        """The ``ParcelTrackChange`` record: the track's standing now and the scans added since
+        the last view or change, in event-time order."""
+        return {
+            "identification": identification(self.waybill_no, self.parent_waybill_no),
+            "status": self.status,
+            "last_scan_time": self.scans[-1]["event_time"] if self.scans else None,
+            "delivered_at": self.delivered_at,
+            "stuck_since": self.stuck_on["event_time"] if self.stuck_on else None,
+            "scan_count": len(self.scans),
+            "new_scans": sorted(self.fresh, key=_scan_order),
+        }
+
+    def emitted(self) -> None:
+        """A view or change has carried the track as it is."""
+        self.fresh, self.touched = [], False
 
 
 @dataclasses.dataclass
@@ -178,6 +220,9 @@ class Shipment:
     order_info: Optional[Record] = None
     order_info_at: Optional[datetime] = None
     real_name_status: str = "PENDING"
+    # Whether the registration / order information changed since the last view or view change.
+    registration_changed: bool = False
+    order_info_changed: bool = False
     real_name_deadline: Optional[datetime] = None  # set when the real-name deadline passed
     closed_at: Optional[datetime] = None  # set once retired: the shipment is a tombstone
     final_reason: Optional[str] = None
@@ -193,8 +238,9 @@ class Shipment:
 
     # --- events -------------------------------------------------------------------------
 
-    def add(self, event: Record) -> list[Output]:
-        """Takes one validated courier event of this shipment; returns what to emit.
+    def add(self, event: Record, settings: Settings = Settings()) -> list[Output]:
+        """Takes one validated courier event of this shipment; returns what to emit (the form of
+        a view from ``settings.views``).
 
         Raises:
             ValueError: the shipment is closed (the stage checks :attr:`closed_at` first).
@@ -213,7 +259,7 @@ class Shipment:
             outputs, changed = self._add_registration(event)
         else:
             outputs, changed = self._add_order_info(event)
-        return outputs + ([self._view(at)] if changed else [])
+        return outputs + ([self._view(at, settings)] if changed else [])
 
     def _add_scan(self, event: Record) -> tuple[list[Output], bool]:
         number = event["waybill_no"]
@@ -241,6 +287,7 @@ class Shipment:
         if self.registered_at is not None and at >= self.registered_at:
             return [], False  # the earliest registration is the one that counts
         self.registration, self.registered_at = dict(event["payload"]), at
+        self.registration_changed = True
         if self.real_name_status != "MISSING":
             return [], True
         assert self.real_name_deadline is not None  # MISSING is set when the deadline passes
@@ -254,6 +301,7 @@ class Shipment:
         if self.order_info == event["payload"] and self.order_info_at == at:
             return [], False
         self.order_info, self.order_info_at = dict(event["payload"]), at
+        self.order_info_changed = True
         return [], True
 
     # --- deadlines ----------------------------------------------------------------------
@@ -267,7 +315,7 @@ class Shipment:
             dues.append((self.pickup["event_time"] + settings.registration_delay, 0, "real_name", ""))
         all_delivered = bool(self.tracks)
         for number, track in self.tracks.items():
-            delivered = track.delivered_at is not None  # a walk over the scans: once per track
+            delivered = track.delivered_at is not None
             all_delivered = all_delivered and delivered
             if track.scans and not delivered and track.stuck_on is None:
                 dues.append((track.scans[-1]["event_time"] + settings.stuck_after, 1, "stuck", number))
@@ -295,41 +343,48 @@ class Shipment:
                 return outputs
             due, _, action, number = dues[0]
             if action == "real_name":
-                outputs += self._real_name_deadline(due)
+                outputs += self._real_name_deadline(due, settings)
             elif action == "stuck":
                 track = self.tracks[number]
-                track.stuck_on, track.stuck_deadline = track.scans[-1], due
-                outputs += [self._stuck_alert(track, "OPEN", due), self._view(due)]
+                track.stuck_on, track.stuck_deadline, track.touched = track.scans[-1], due, True
+                outputs += [self._stuck_alert(track, "OPEN", due), self._view(due, settings)]
             elif action == CLEARED:
                 self.cleared = True
                 outputs.append(self._change(CLEARED, due))
             else:
                 outputs += self._retire(due, action.upper())
 
-    def _real_name_deadline(self, due: datetime) -> list[Output]:
+    def _real_name_deadline(self, due: datetime, settings: Settings) -> list[Output]:
         self.real_name_deadline = due
         if self.registered_at is not None and self.registered_at <= due:
             self.real_name_status = "COMPLIANT"
-            return [self._view(due)]
+            return [self._view(due, settings)]
         self.real_name_status = "MISSING"
         outputs = [self._real_name_alert("OPEN", due)]
         if self.registered_at is not None:  # received before the deadline passed, stamped after it
             self.real_name_status = "REGISTERED_LATE"
             outputs.append(self._real_name_alert("CLOSED", due))
-        return outputs + [self._view(due)]
+        return outputs + [self._view(due, settings)]
 
     def _retire(self, due: datetime, reason: str) -> list[Output]:
         self.final_reason = reason
-        final = self._view(due, final=True)
+        final = self._full_view(due, final=True)
         self.closed_at = due
         self.tracks, self.pickup, self.registration, self.order_info = {}, None, None, None
         return [final, self._change(RETIRED, due)]
 
     # --- records ------------------------------------------------------------------------
 
-    def _view(self, as_of: datetime, final: bool = False) -> Output:
+    def _view(self, as_of: datetime, settings: Settings) -> Output:
+        """The next version: a full view, or with incremental views after version 1 a view change."""
+        if settings.views == INCREMENTAL_VIEWS and self.version > 0:
+            return self._view_change(as_of)
+        return self._full_view(as_of)
+
+    def _full_view(self, as_of: datetime, final: bool = False) -> Output:
         self.version += 1
         master = self.tracks.get(self.waybill_no) or Track(self.waybill_no, None)
+        self._emitted()
         return VIEW, {
             "waybill_no": self.waybill_no,
             "version": self.version,
@@ -348,6 +403,36 @@ class Shipment:
             "final_reason": self.final_reason if final else None,
             "emitted_at": _now(),
         }
+
+    def _view_change(self, as_of: datetime) -> Output:
+        self.version += 1
+        touched = sorted((t for t in self.tracks.values() if t.touched),
+                         key=lambda t: (t.waybill_no != self.waybill_no, t.waybill_no))
+        change = {
+            "waybill_no": self.waybill_no,
+            "generation": self.generation,
+            "version": self.version,
+            "base_version": self.version - 1,
+            "real_name_status": self.real_name_status,
+            "outlet_id": self.outlet_id,
+            "courier_id": self.courier_id,
+            "real_name_registration": self.registration if self.registration_changed else None,
+            "registered_at": self.registered_at if self.registration_changed else None,
+            "order_info": self.order_info if self.order_info_changed else None,
+            "order_info_at": self.order_info_at if self.order_info_changed else None,
+            "parcels": [track.change() for track in touched],
+            "as_of": as_of,
+            "emitted_at": _now(),
+        }
+        self._emitted()
+        return VIEW_CHANGE, change
+
+    def _emitted(self) -> None:
+        """The version just made carries the shipment as it is: nothing has changed since."""
+        for track in self.tracks.values():
+            if track.touched:
+                track.emitted()
+        self.registration_changed = self.order_info_changed = False
 
     def _real_name_alert(self, status: str, at: datetime) -> Output:
         assert self.pickup is not None and self.real_name_deadline is not None

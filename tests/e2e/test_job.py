@@ -10,6 +10,7 @@ from datetime import date
 from pathlib import Path
 from typing import Any
 
+import fastavro
 import pytest
 from pytest_httpserver import HTTPServer
 from standardwebhooks import Webhook
@@ -19,8 +20,12 @@ from pipeline.config import DEFAULT_TARGETS
 from pipeline.io import synthetic
 from pipeline.local import cli
 from pipeline.local.runner_choice import LOCAL_RUNNER
+from pipeline.model import schemas
+from pipeline.model.json_records import from_json
 from pipeline.model.messages import Encoding
+from pipeline.stages.lifecycle import WAYBILL_VIEW, WAYBILL_VIEW_CHANGE
 from tests.paths import FIXTURES
+from tests.unit.stages.test_incremental_views import applied
 
 EXPECTED_DEAD_LETTERS = collections.Counter(
     {"not_json": 2, "missing_field": 3, "unknown_enum": 1, "bad_timestamp": 2, "payload_mismatch": 1,
@@ -119,6 +124,28 @@ def test_several_synthetic_days_print_live_waybill_states_by_day(
     # The three days of traffic come first, then the days on which their states retire.
     assert [line[:10] for line in by_day[:3]] == ["2026-11-08", "2026-11-09", "2026-11-10"]
     assert all(" opened " in line and "live at 06 12 18 24 h:" in line for line in by_day[:3])
+
+
+def test_incremental_views_balance_and_rebuild_each_final_view(tmp_path: Path) -> None:
+    accounting = run(["--events=600", "--day=2026-11-21", "--waybill_views=incremental", f"--output_dir={tmp_path}"])
+
+    assert accounting.balanced and accounting.written["waybill_changes"] > 0
+    views = [from_json(WAYBILL_VIEW, line) for line in read_output(tmp_path / "waybills")]
+    changes = [from_json(WAYBILL_VIEW_CHANGE, line) for line in read_output(tmp_path / "waybill_changes")]
+    assert all(fastavro.validation.validate(c, schemas.parsed(WAYBILL_VIEW_CHANGE), strict=True) for c in changes)
+    # Batch: every shipment ends with its final view. Per waybill: version 1 and the final one are full,
+    # the changes between them rebuild the version before the final one, which the final one repeats.
+    by_waybill = collections.defaultdict(list)
+    for record in views + changes:
+        by_waybill[record["waybill_no"]].append(record)
+    for waybill_no, records in by_waybill.items():
+        first, *between, final = sorted(records, key=lambda r: (r["generation"], r["version"]))
+        assert "base_version" not in first and first["version"] == 1 and final["is_final"], waybill_no
+        held = first
+        for change in between:
+            held = applied(held, change)
+        header = ("version", "as_of", "is_final", "final_reason", "emitted_at")
+        assert {k: v for k, v in held.items() if k not in header} == {k: v for k, v in final.items() if k not in header}
 
 
 def test_units_subscribers_and_supervision_over_a_signed_webhook_are_delivered_and_accounted(tmp_path: Path) -> None:

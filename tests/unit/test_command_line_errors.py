@@ -24,6 +24,8 @@ from pipeline.local import cli, partner_cli, publish
         (["--delivery_targets=[{\"target_id\": \"erp\"}]"], r"^--delivery_targets takes the path of a JSON file, not JSON text"),
         (["--subscriptions=/nonexistent/subscriptions.json"], r"^--subscriptions /nonexistent/subscriptions.json: no such file$"),
         (["--output_dir=/proc/waybill-output"], r"^--output_dir /proc/waybill-output cannot be written: "),
+        (["--waybill_changes_topic=projects/waybill-demo/topics/changes"],
+         r"^--waybill_changes_topic is written only with --waybill_views=incremental, got --waybill_views=full$"),
     ],
 )
 def test_the_job_refuses_with_one_line_naming_the_option(argv: list[str], error: str, tmp_path: Path) -> None:

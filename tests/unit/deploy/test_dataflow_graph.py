@@ -51,6 +51,7 @@ def test_pubsub_io_are_dataflow_native_transforms(job: DryRunJob) -> None:
         "WriteDailyStats/Publish/ParDo(_PubSubWriteDoFn)",
         "WriteDeadLetters/Publish/ParDo(_PubSubWriteDoFn)",
         "WriteWaybillAlerts/Publish/ParDo(_PubSubWriteDoFn)",
+        "WriteWaybillViewChanges/Publish/ParDo(_PubSubWriteDoFn)",  # --waybill_views=incremental
         "WriteWaybillViews/Publish/ParDo(_PubSubWriteDoFn)",
     ]
 

@@ -48,9 +48,10 @@ from pipeline.model.rules import check_courier_event, check_order_event
 from pipeline.partner.file_format import Row
 from pipeline.partner.reading import credit_payload
 from pipeline.partner.store import FILES, ROWS, Table
+from pipeline.stages.lifecycle import WAYBILL_VIEW_CHANGE
 from pipeline.stages.ordered_outputs import order_subscriber_messages, order_unit_messages
 from pipeline.stages.ordering import Reordering, Sequence
-from pipeline.stages.shipment import ALERT, Settings, Shipment
+from pipeline.stages.shipment import ALERT, INCREMENTAL_VIEWS, VIEW, VIEW_CHANGE, Settings, Shipment
 from pipeline.stages.stock_levels import InitialStockFn, apply_to_level, stock_row
 from tests.partner_fixtures import OTHER_KEY, encrypted, flawed_rows, run_job, write_config
 
@@ -184,6 +185,26 @@ def test_stock_rows_conform() -> None:
         assert fastavro.validation.validate(row, schemas.parsed(schemas.STOCK_LEVEL), strict=True)
         read_back = from_json(schemas.STOCK_LEVEL, to_json(schemas.STOCK_LEVEL, row))
         assert {k: v for k, v in read_back.items() if k != "updated_at"} == {k: v for k, v in row.items() if k != "updated_at"}
+
+
+def test_view_changes_conform() -> None:
+    """WB000001's shipment with incremental views: its order, a scan of the master and of a piece,
+    the registration, the deadlines (stuck alerts open on both parcels), then the final view."""
+    incremental = Settings(views=INCREMENTAL_VIEWS)
+    shipment = Shipment.open("WB000001", COURIER_EVENTS[0]["event_time"])
+    outputs = []
+    for event in COURIER_EVENTS:
+        outputs += shipment.fire(event["event_time"], incremental) + shipment.add(event, incremental)
+    outputs += shipment.fire(COURIER_EVENTS[-1]["event_time"] + timedelta(days=30), incremental)
+    changes = [record for kind, record in outputs if kind == VIEW_CHANGE]
+    assert [record["version"] for kind, record in outputs if kind == VIEW] == [1, len(changes) + 2]
+    assert any(c["real_name_registration"] for c in changes) and any(p["stuck_since"] for c in changes for p in c["parcels"])
+    assert {p["identification"]["waybill_no"] for c in changes for p in c["parcels"] if p["new_scans"]} == {
+        "WB000001", "WB000001-1"}
+    for change in changes:
+        assert fastavro.validation.validate(change, schemas.parsed(WAYBILL_VIEW_CHANGE), strict=True)
+        read_back = from_json(WAYBILL_VIEW_CHANGE, to_json(WAYBILL_VIEW_CHANGE, change))
+        assert {k: v for k, v in read_back.items() if k != "emitted_at"} == {k: v for k, v in change.items() if k != "emitted_at"}
 
 
 def test_order_data_and_unit_messages_keep_the_fields_of_the_order_event() -> None:

@@ -425,7 +425,8 @@ def test_retention_options_must_be_positive(flag: str, value: str) -> None:
 @pytest.mark.slow
 def test_the_job_hands_the_lifecycle_options_to_the_stage(tmp_path: Any) -> None:
     argv = ["--events=0", f"--output_dir={tmp_path}", "--registration_deadline_minutes=20", "--stuck_after_hours=12",
-            "--retain_after_delivery_hours=6", "--expire_after_hours=48", "--remember_closed_for_hours=72.5"]
+            "--retain_after_delivery_hours=6", "--expire_after_hours=48", "--remember_closed_for_hours=72.5",
+            "--waybill_views=incremental"]
     options = WaybillOptions(argv)
     job_options.validate(options)
     p = beam.Pipeline(options=PipelineOptions(argv))
@@ -435,7 +436,7 @@ def test_the_job_hands_the_lifecycle_options_to_the_stage(tmp_path: Any) -> None
     assert stage.settings == Settings(
         registration_delay=timedelta(minutes=20), stuck_after=timedelta(hours=12),
         retain_after_delivery=timedelta(hours=6), expire_after=timedelta(hours=48),
-        remember_closed_for=timedelta(hours=72.5),
+        remember_closed_for=timedelta(hours=72.5), views="incremental",
     )
     # The defaults are the stage's own.
     default = WaybillOptions([f"--output_dir={tmp_path}"])

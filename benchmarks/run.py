@@ -15,11 +15,17 @@ times (default 3) and reports medians:
   (:mod:`benchmarks.streaming`, one child process per run): a backlog end to end, then
   publish -> push delay at a fixed rate; and a backlog of ``STARTUP_EVENTS``, the job's start,
   subtracted for the sustained rate;
+- cost as shipments grow (:mod:`benchmarks.scans`): the whole graph and the lifecycle's plain
+  loop over waybills of 6, 50 and 200 scans, the ``WaybillView`` bytes written and the state
+  bytes per live waybill, in each of the job's waybill view modes;
+- state bytes per key (:mod:`benchmarks.state_bytes`) over the batch rows' synthetic day: a live
+  shipment, a closed shipment's tombstone, a de-duplication entry;
 - peak memory of the streaming graph for 1 and for 5 simulated days (:mod:`benchmarks.memory`,
-  one child process per run: peak RSS is per process).
+  one child process per run: peak RSS is per process), at the daily volume and at 10× a
+  smaller day (:data:`MEMORY_10X_REPEATS` run each).
 
 The batch rows give µs of CPU per input message (this process, every thread), events/s of wall
-time and the ratio of CPU per event to the floor's. The default sizes take about 3 minutes on
+time and the ratio of CPU per event to the floor's. The default sizes take about 7 minutes on
 a 2-core machine (the run prints its own total at the end); ``--quick`` is a smoke run.
 
 Example::
@@ -40,21 +46,15 @@ import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Optional
+from typing import Any, Optional
 
 import apache_beam as beam
 
-from benchmarks.stages import (
-    NAIVE_STAGES,
-    STAGES,
-    Inputs,
-    Measurement,
-    measure_floor,
-    measure_graph,
-    measure_naive,
-    measure_stage,
-)
-from benchmarks.workload import build_workload, first_day, traffic
+from benchmarks.rows import FIXED_COST, batch_row, progress, repeat, with_fixed_cost
+from benchmarks.scans import lifecycle_fn, measure_scans
+from benchmarks.stages import NAIVE_STAGES, STAGES, Inputs, measure_floor, measure_graph, measure_naive, measure_stage
+from benchmarks.state_bytes import by_shipment, dedup_entry_bytes, live_shipment_bytes, tombstone_bytes
+from benchmarks.workload import Workload, build_workload, first_day, traffic
 from pipeline.local.emulator import EmulatorUnavailable, find_jar, find_java
 from pipeline.stages.calendar_days import DEFAULT_TIME_ZONE
 
@@ -67,37 +67,28 @@ class Sizes:
     streaming_events: int
     latency_events: int
     memory_events_per_day: int
+    memory_10x_base_day: int  # the day whose 10× the second memory rows replay
+    scans: int  # scan events in each "cost as shipments grow" row
 
 
-FULL = Sizes(batch_events=5_000, streaming_events=20_000, latency_events=2_500, memory_events_per_day=1_000)
-QUICK = Sizes(batch_events=1_000, streaming_events=3_000, latency_events=250, memory_events_per_day=200)
+FULL = Sizes(batch_events=5_000, streaming_events=20_000, latency_events=2_500, memory_events_per_day=1_000,
+             memory_10x_base_day=200, scans=1_200)
+QUICK = Sizes(batch_events=1_000, streaming_events=3_000, latency_events=250, memory_events_per_day=200,
+              memory_10x_base_day=10, scans=400)
 LATENCY_RATE = 500.0
 STARTUP_EVENTS = 100  # the backlog that times the streaming job's start and last outputs
 MEMORY_DAYS = (1, 5)
+# The 10× memory rows run once each: peak RSS of the same traffic varies by about 1 % from run
+# to run, and a 5-day run at 10× the volume takes minutes.
+MEMORY_10X_REPEATS = 1
 
 
-def _progress(text: str) -> None:
-    print(f"[{time.strftime('%H:%M:%S')}] {text}", file=sys.stderr, flush=True)
+def batch_workload(sizes: Sizes) -> Workload:
+    """The synthetic day of the batch rows: ``batch_events`` messages, validated and identified."""
+    return build_workload([m.message for m in traffic(1, sizes.batch_events, first_day(1))])
 
 
-def _repeat(label: str, repeats: int, once: Callable[[], Measurement]) -> list[Measurement]:
-    runs = []
-    for attempt in range(1, repeats + 1):
-        runs.append(once())
-        _progress(f"{label}: run {attempt}/{repeats}: {runs[-1].cpu_s:.2f} s CPU, {runs[-1].wall_s:.2f} s wall")
-    return runs
-
-
-def _batch_row(name: str, runs: list[Measurement], events: int) -> dict[str, Any]:
-    cpu_s, wall_s = statistics.median([r.cpu_s for r in runs]), statistics.median([r.wall_s for r in runs])
-    return {
-        "name": name, "runs": len(runs), "events": events,
-        "cpu_us_per_event": cpu_s / events * 1e6, "events_per_s": events / wall_s,
-        "cpu_s": [r.cpu_s for r in runs], "wall_s": [r.wall_s for r in runs], "facts": runs[-1].facts,
-    }
-
-
-def measure_batch(sizes: Sizes, repeats: int) -> list[dict[str, Any]]:
+def measure_batch(workload: Workload, repeats: int) -> list[dict[str, Any]]:
     """The floor, the naive peer, each stage and the whole graph; each row's events = messages.
 
     Every Beam row runs on the local runner in batch (:class:`pipeline.local.runner.LocalRunner`:
@@ -107,40 +98,45 @@ def measure_batch(sizes: Sizes, repeats: int) -> list[dict[str, Any]]:
     empty outputs): the ``whole graph, per event`` row subtracts it, and is what a long-running
     job pays per event; the naive peer gets the same two rows.
     """
-    messages = traffic(1, sizes.batch_events, first_day(1))
-    workload = build_workload([m.message for m in messages])
     events = len(workload.messages)
-    rows = [_batch_row("floor", _repeat("floor", repeats, lambda: measure_floor(workload.messages, DEFAULT_TIME_ZONE)), events)]
+    rows = [batch_row("floor", repeat("floor", repeats, lambda: measure_floor(workload.messages, DEFAULT_TIME_ZONE)), events)]
     with tempfile.TemporaryDirectory(prefix="bench-inputs-") as folder:
         inputs = Inputs(workload, Path(folder))
         (Path(folder) / "empty").mkdir()
         empty = Inputs(build_workload([]), Path(folder) / "empty")
-        rows += _with_fixed_cost("naive beam", repeats, events, lambda given: measure_naive(given, DEFAULT_TIME_ZONE),
+        rows += with_fixed_cost("naive beam", repeats, events, lambda given: measure_naive(given, DEFAULT_TIME_ZONE),
                                  inputs, empty)
         for prefix, stages in (("stage", STAGES), ("naive stage", NAIVE_STAGES)):
             for stage in stages:
-                rows.append(_batch_row(f"{prefix}: {stage.name}", _repeat(
+                rows.append(batch_row(f"{prefix}: {stage.name}", repeat(
                     f"{prefix} {stage.name}", repeats, functools.partial(measure_stage, stage, inputs)), events))
-        rows += _with_fixed_cost("whole graph", repeats, events, measure_graph, inputs, empty)
+        rows += with_fixed_cost("whole graph", repeats, events, measure_graph, inputs, empty)
     floor_cpu = rows[0]["cpu_us_per_event"]
     for row in rows:
         row["ratio_to_floor"] = row["cpu_us_per_event"] / floor_cpu
     return rows
 
 
-def _with_fixed_cost(
-    name: str, repeats: int, events: int, measure: Callable[[Inputs], Measurement], inputs: Inputs, empty: Inputs
-) -> list[dict[str, Any]]:
-    """The rows of ``name`` over the messages, over no message (its fixed cost: building the
-    graph, starting the runner, writing empty outputs, spread over the messages), and the
-    difference (what a long-running job pays per event)."""
-    whole = _batch_row(name, _repeat(name, repeats, lambda: measure(inputs)), events)
-    fixed = _batch_row(f"{name}, fixed cost (spread over the messages)", _repeat(
-        f"{name}, no input", repeats, lambda: measure(empty)), events)
-    per_event = {**whole, "name": f"{name}, per event",
-                 "cpu_us_per_event": whole["cpu_us_per_event"] - fixed["cpu_us_per_event"],
-                 "events_per_s": events / (statistics.median(whole["wall_s"]) - statistics.median(fixed["wall_s"]))}
-    return [whole, fixed, per_event]
+def graph_fixed_cpu_s(batch: list[dict[str, Any]]) -> float:
+    """The whole graph's CPU seconds over no message (median of the fixed-cost row's runs)."""
+    row = next(row for row in batch if row["name"] == f"whole graph, {FIXED_COST}")
+    return statistics.median(row["cpu_s"])
+
+
+def measure_state(workload: Workload) -> dict[str, Any]:
+    """State bytes per key over the synthetic day's shipments and courier events: mean and max of each."""
+    shipments = by_shipment(workload.identified)
+    track = lifecycle_fn([])
+    sizes = {
+        "live shipment": live_shipment_bytes(track, shipments),
+        "tombstone of a closed shipment": tombstone_bytes(track, shipments),
+        "de-duplication entry": dedup_entry_bytes(workload.courier),
+    }
+    return {
+        "messages": len(workload.messages), "shipments": len(shipments), "courier_events": len(workload.courier),
+        "messages_per_shipment": len(workload.messages) / len(shipments),
+        "bytes": {name: {"keys": len(v), "mean": statistics.mean(v), "max": max(v)} for name, v in sizes.items()},
+    }
 
 
 def _child(module: str, args: list[str]) -> dict[str, Any]:
@@ -166,7 +162,7 @@ def measure_streaming(sizes: Sizes, repeats: int) -> Optional[dict[str, Any]]:
     try:
         find_jar(), find_java()
     except EmulatorUnavailable as missing:
-        _progress(f"streaming: skipped: {missing}")
+        progress(f"streaming: skipped: {missing}")
         return None
     runs, starts = [], []
     args = ["--events", str(sizes.streaming_events), "--latency_rate", str(LATENCY_RATE),
@@ -174,7 +170,7 @@ def measure_streaming(sizes: Sizes, repeats: int) -> Optional[dict[str, Any]]:
     for attempt in range(1, repeats + 1):
         runs.append(_child("benchmarks.streaming", args))
         starts.append(_child("benchmarks.streaming", ["--events", str(STARTUP_EVENTS), "--latency_events", "0"]))
-        _progress(f"streaming: run {attempt}/{repeats}: {runs[-1]['events_per_s']:,.0f} events/s, "
+        progress(f"streaming: run {attempt}/{repeats}: {runs[-1]['events_per_s']:,.0f} events/s, "
                   f"{STARTUP_EVENTS} events in {starts[-1]['backlog_seconds']:.2f} s, p99 {runs[-1]['delay_p99_s']} s")
     keys = ("events_per_s", "backlog_seconds", "cpu_us_per_event", "delay_p50_s", "delay_p99_s", "delay_max_s")
     medians = {key: statistics.median([r[key] for r in runs if r[key] is not None]) for key in keys}
@@ -190,17 +186,18 @@ def measure_streaming(sizes: Sizes, repeats: int) -> Optional[dict[str, Any]]:
     }
 
 
-def measure_memory(sizes: Sizes, repeats: int) -> dict[str, Any]:
+def measure_memory(events_per_day: int, repeats: int) -> dict[str, Any]:
     """Median peak RSS for each of ``MEMORY_DAYS``, and the ratio of the last to the first."""
     by_days: dict[str, Any] = {}
     for days in MEMORY_DAYS:
         runs = []
         for attempt in range(1, repeats + 1):
-            runs.append(_child("benchmarks.memory", ["--days", str(days), "--events_per_day", str(sizes.memory_events_per_day)]))
-            _progress(f"memory, {days} day(s): run {attempt}/{repeats}: peak {runs[-1]['peak_rss_mb']:,.0f} MiB")
+            runs.append(_child("benchmarks.memory", ["--days", str(days), "--events_per_day", str(events_per_day)]))
+            progress(f"memory, {events_per_day:,}/day, {days} day(s): run {attempt}/{repeats}: "
+                     f"peak {runs[-1]['peak_rss_mb']:,.0f} MiB")
         by_days[str(days)] = {"runs": runs, "peak_rss_mb": statistics.median([r["peak_rss_mb"] for r in runs])}
     first, last = (by_days[str(d)]["peak_rss_mb"] for d in (MEMORY_DAYS[0], MEMORY_DAYS[-1]))
-    return {"events_per_day": sizes.memory_events_per_day, "by_days": by_days, "ratio_last_to_first": last / first}
+    return {"events_per_day": events_per_day, "by_days": by_days, "ratio_last_to_first": last / first}
 
 
 def machine() -> dict[str, Any]:
@@ -230,6 +227,8 @@ def table(results: dict[str, Any]) -> str:
         whole, naive = rows["whole graph"], rows["naive beam"]
         lines += ["", f"Whole graph: {whole['ratio_to_floor']:.1f}× the floor's CPU per event (target: at most 10×), "
                   f"{whole['events_per_s'] / naive['events_per_s']:.2f}× the naive peer's events/s (target: at least 2×)."]
+    lines += _scans_lines(results["scans"], results["sizes"]["scans"])
+    lines += _state_lines(results["state"])
     streaming = results["streaming"]
     lines += ["", "| streaming, local runner (BundleBasedDirectRunner) + emulator | value |", "|---|---:|"]
     if streaming is None:
@@ -245,11 +244,49 @@ def table(results: dict[str, Any]) -> str:
             f"| publish -> push at {streaming['latency_rate']:,.0f}/s, p50 | {streaming['delay_p50_s']:.2f} s |",
             f"| publish -> push at {streaming['latency_rate']:,.0f}/s, p99 | {streaming['delay_p99_s']:.2f} s |",
         ]
-    memory = results["memory"]
-    lines += ["", f"| streaming graph, {memory['events_per_day']:,} messages/day | peak RSS |", "|---|---:|"]
-    lines += [f"| {days} day(s) | {entry['peak_rss_mb']:,.0f} MiB |" for days, entry in memory["by_days"].items()]
-    lines.append(f"| {MEMORY_DAYS[-1]} days / {MEMORY_DAYS[0]} day | {memory['ratio_last_to_first']:.2f}× |")
+    memory, tenfold = results["memory"], results["memory_10x"]
+    lines += _memory_lines(f"streaming graph, {memory['events_per_day']:,} messages/day", memory)
+    lines += _memory_lines(f"streaming graph, 10× a {tenfold['base_day']:,}-message day "
+                           f"({tenfold['events_per_day']:,} messages/day), {MEMORY_10X_REPEATS} run", tenfold)
     return "\n".join(lines)
+
+
+def _scans_lines(rows: list[dict[str, Any]], scans: int) -> list[str]:
+    """The "cost as shipments grow" table of each view mode."""
+    lines = []
+    for mode in dict.fromkeys(row["mode"] for row in rows):
+        of_mode = [row for row in rows if row["mode"] == mode]
+        first = of_mode[0]["per_waybill"]
+        lines += [
+            "", f"| cost as shipments grow, {scans:,} scans, {mode} views | messages | graph µs CPU/event "
+            f"| × {first} scans | views and changes MB | bytes each | plain loop µs CPU/event | state bytes/live waybill |",
+            "|---|---:|---:|---:|---:|---:|---:|---:|",
+        ]
+        lines += [
+            f"| {row['per_waybill']} scans/waybill | {row['messages']:,} | {row['graph_cpu_us_per_event']:,.0f} | "
+            f"{row['ratio_to_first']:.2f} | {row['view_bytes'] / 1e6:,.1f} | {row['bytes_per_view']:,.0f} | "
+            f"{row['loop_cpu_us_per_event']:,.0f} | {row['state_bytes_per_waybill']:,.0f} |"
+            for row in of_mode
+        ]
+    lines += ["", "Graph µs CPU/event: the whole graph's fixed cost subtracted (target: at 200 scans per waybill "
+              "at most 1.2× that at 6)."]
+    return lines
+
+
+def _state_lines(state: dict[str, Any]) -> list[str]:
+    """The state bytes per key of the synthetic day."""
+    lines = ["", f"| state per key, synthetic day of {state['messages']:,} messages "
+             f"({state['messages_per_shipment']:.1f} per shipment) | keys | mean bytes | max bytes |",
+             "|---|---:|---:|---:|"]
+    lines += [f"| {name} | {entry['keys']:,} | {entry['mean']:,.0f} | {entry['max']:,} |"
+              for name, entry in state["bytes"].items()]
+    return lines
+
+
+def _memory_lines(title: str, memory: dict[str, Any]) -> list[str]:
+    lines = ["", f"| {title} | peak RSS |", "|---|---:|"]
+    lines += [f"| {days} day(s) | {entry['peak_rss_mb']:,.0f} MiB |" for days, entry in memory["by_days"].items()]
+    return lines + [f"| {MEMORY_DAYS[-1]} days / {MEMORY_DAYS[0]} day | {memory['ratio_last_to_first']:.2f}× |"]
 
 
 def main(argv: Optional[list[str]] = None) -> None:
@@ -263,11 +300,17 @@ def main(argv: Optional[list[str]] = None) -> None:
         parser.error(f"--repeats must be 1 or more, got {args.repeats}")
     sizes = QUICK if args.quick else FULL
     started = time.monotonic()
+    workload = batch_workload(sizes)
+    batch = measure_batch(workload, args.repeats)
     results = {
         "machine": machine(), "repeats": args.repeats, "sizes": sizes.__dict__,
-        "batch": measure_batch(sizes, args.repeats),
+        "batch": batch,
+        "scans": measure_scans(sizes.scans, args.repeats, graph_fixed_cpu_s(batch)),
+        "state": measure_state(workload),
         "streaming": measure_streaming(sizes, args.repeats),
-        "memory": measure_memory(sizes, args.repeats),
+        "memory": measure_memory(sizes.memory_events_per_day, args.repeats),
+        "memory_10x": {"base_day": sizes.memory_10x_base_day,
+                       **measure_memory(10 * sizes.memory_10x_base_day, MEMORY_10X_REPEATS)},
     }
     results["seconds"] = time.monotonic() - started
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)

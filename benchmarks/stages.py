@@ -125,7 +125,7 @@ class Inputs:
         return p | f"Read{name.capitalize()}" >> ReadElements(self.paths[name], timestamped=name != "messages")
 
 
-def _timed(run: Callable[[], Result], facts: Callable[[Result], dict[str, Any]]) -> Measurement:
+def timed(run: Callable[[], Result], facts: Callable[[Result], dict[str, Any]]) -> Measurement:
     """Times ``run()`` from a collected heap; ``facts`` of what it returned are taken afterwards."""
     gc.collect()
     cpu, wall = time.process_time(), time.perf_counter()
@@ -134,7 +134,7 @@ def _timed(run: Callable[[], Result], facts: Callable[[Result], dict[str, Any]])
     return Measurement(cpu, wall, facts(result))
 
 
-def _to_the_end(run: Callable[[], PipelineResult]) -> Callable[[], PipelineResult]:
+def to_the_end(run: Callable[[], PipelineResult]) -> Callable[[], PipelineResult]:
     """``run``, then waits until the pipeline it started has finished."""
     def run_and_wait() -> PipelineResult:
         result = run()
@@ -147,7 +147,7 @@ def _to_the_end(run: Callable[[], PipelineResult]) -> Callable[[], PipelineResul
 def measure_floor(messages: list[RawMessage], time_zone: str) -> Measurement:
     """The floor over the messages."""
     with tempfile.TemporaryDirectory(prefix="bench-floor-") as scratch:
-        return _timed(lambda: run_floor(messages, Path(scratch), time_zone), lambda result: result.facts(Path(scratch)))
+        return timed(lambda: run_floor(messages, Path(scratch), time_zone), lambda result: result.facts(Path(scratch)))
 
 
 def measure_stage(stage: StageBench, inputs: Inputs) -> Measurement:
@@ -155,7 +155,7 @@ def measure_stage(stage: StageBench, inputs: Inputs) -> Measurement:
     with tempfile.TemporaryDirectory(prefix=f"bench-{stage.name}-") as scratch:
         p = beam.Pipeline(options=PipelineOptions(RUNNER_OPTIONS))
         stage.build({name: inputs.read(p, name) for name in stage.inputs}, Path(scratch))
-        return _timed(_to_the_end(p.run), lambda result: {name: inputs.sizes[name] for name in stage.inputs})
+        return timed(to_the_end(p.run), lambda result: {name: inputs.sizes[name] for name in stage.inputs})
 
 
 def measure_naive(inputs: Inputs, time_zone: str) -> Measurement:
@@ -163,7 +163,7 @@ def measure_naive(inputs: Inputs, time_zone: str) -> Measurement:
     with tempfile.TemporaryDirectory(prefix="bench-naive-") as scratch:
         p = beam.Pipeline(options=PipelineOptions(RUNNER_OPTIONS))
         inputs.read(p, "messages") | "NaiveGraph" >> naive_beam.NaiveGraph(scratch, time_zone)
-        return _timed(_to_the_end(p.run), lambda result: naive_beam.facts(result, Path(scratch)))
+        return timed(to_the_end(p.run), lambda result: naive_beam.facts(result, Path(scratch)))
 
 
 def graph_options(output_dir: Path, extra: list[str] | None = None) -> WaybillOptions:
@@ -204,4 +204,4 @@ def measure_graph(inputs: Inputs) -> Measurement:
         output_dir = Path(scratch)
         options = graph_options(output_dir, RUNNER_OPTIONS)
         with messages_source(lambda: ReadElements(inputs.paths["messages"])):
-            return _timed(_to_the_end(lambda: launch(options)), lambda result: graph_facts(result, output_dir))
+            return timed(to_the_end(lambda: launch(options)), lambda result: graph_facts(result, output_dir))

@@ -77,6 +77,18 @@ def _supervision_sink(
     return None if options.supervision_target else sinks.to(options.supervision_topic, folder, schema_name)
 
 
+def track_lifecycles(options: WaybillOptions) -> TrackWaybillLifecycles:
+    """The lifecycle stage as ``options`` configure it."""
+    return TrackWaybillLifecycles(
+        registration_delay=options.registration_deadline_minutes * 60,
+        stuck_after=options.stuck_after_hours * 3600,
+        retain_after_delivery=options.retain_after_delivery_hours * 3600,
+        expire_after=options.expire_after_hours * 3600,
+        remember_closed_for=options.remember_closed_for_hours * 3600,
+        views=options.waybill_views,
+    )
+
+
 def build(p: beam.Pipeline, options: WaybillOptions) -> dict[str, beam.PCollection]:
     """Adds the whole job to ``p``; returns its PCollections by name, for tests."""
     horizon = int(options.dedup_horizon_hours * 3600)
@@ -125,14 +137,7 @@ def build(p: beam.Pipeline, options: WaybillOptions) -> dict[str, beam.PCollecti
         current_view = f"{options.output_dir}/{CURRENT_VIEW_FILE}"
         stats | "UpsertCurrentView" >> UpsertCurrentView(current_view)
         stock | "UpsertStockView" >> UpsertCurrentView(current_view, STOCK)
-    lifecycle = identified | "TrackWaybillLifecycles" >> TrackWaybillLifecycles(
-        registration_delay=options.registration_deadline_minutes * 60,
-        stuck_after=options.stuck_after_hours * 3600,
-        retain_after_delivery=options.retain_after_delivery_hours * 3600,
-        expire_after=options.expire_after_hours * 3600,
-        remember_closed_for=options.remember_closed_for_hours * 3600,
-        views=options.waybill_views,
-    )
+    lifecycle = identified | "TrackWaybillLifecycles" >> track_lifecycles(options)
     lifecycle[VIEWS] | "WriteWaybillViews" >> sinks.to(options.waybills_topic, WAYBILLS_DIR, WAYBILL_VIEW)
     lifecycle[VIEW_CHANGES] | "WriteWaybillViewChanges" >> sinks.to(
         options.waybill_changes_topic, WAYBILL_CHANGES_DIR, WAYBILL_VIEW_CHANGE

@@ -6,7 +6,8 @@ deadlines relative to its own events (pickup + 30 min, last scan + 24 h), and a 
 be emitted on every change with a version that keeps increasing across the whole life.
 Session windows would split a shipment at every long silence (restarting the version and
 losing the pickup for the real-name rule), and fixed windows cut it at arbitrary instants.
-One state cell per key plus one timer at the earliest pending deadline
+One shipment state per key (its scans in a bag beside it, see :class:`TrackShipmentsFn`) plus
+one timer at the earliest pending deadline
 (:meth:`pipeline.stages.shipment.Shipment.next_due`) expresses exactly the rules.
 
 Why the key is the master waybill number: a multi-piece shipment is registered and picked
@@ -63,7 +64,7 @@ from apache_beam import pvalue
 from apache_beam.coders import PickleCoder
 from apache_beam.metrics import Metrics
 from apache_beam.transforms.timeutil import TimeDomain
-from apache_beam.transforms.userstate import ReadModifyWriteStateSpec, TimerSpec, on_timer
+from apache_beam.transforms.userstate import BagStateSpec, ReadModifyWriteStateSpec, TimerSpec, on_timer
 from apache_beam.utils.timestamp import Timestamp
 
 from pipeline.model import schemas
@@ -114,10 +115,13 @@ def _to_datetime(timestamp: Timestamp) -> datetime:
 class TrackShipmentsFn(beam.DoFn):
     """``(master waybill no, courier event)`` -> views (main), view changes, alerts, state changes, dead letters.
 
-    State per key: one :class:`~pipeline.stages.shipment.Shipment` (pickled). Timer per key: one
-    event-time timer, always at the shipment's earliest pending deadline; when it fires every
-    deadline up to its time is handled and it is set to the next one. After the tombstone is
-    dropped the key has no state and no timer.
+    State per key: the :class:`~pipeline.stages.shipment.Shipment` without its scans (``shipment``,
+    pickled, read and written at every event and timer) and the scans, each added once as
+    ``(waybill_no, scan)`` (``scans``, a bag read only when a full view is built: every version
+    with ``views="full"``, with ``"incremental"`` a generation's first and final one; emptied when
+    the shipment retires). Timer per key: one event-time timer, always at the shipment's earliest
+    pending deadline; when it fires every deadline up to its time is handled and it is set to the
+    next one. After the tombstone is dropped the key has no state and no timer.
 
     Example: pickup at 10:00 with a 30 min registration delay: the timer is at 10:30. When
     the watermark passes 10:30 the callback runs with ``fired_at`` = 10:30, emits the alert
@@ -125,6 +129,7 @@ class TrackShipmentsFn(beam.DoFn):
     """
 
     SHIPMENT = ReadModifyWriteStateSpec("shipment", PickleCoder())
+    SCANS = BagStateSpec("scans", PickleCoder())
     WAKE = TimerSpec("wake", TimeDomain.WATERMARK)
 
     def __init__(self, settings: Settings) -> None:
@@ -135,6 +140,7 @@ class TrackShipmentsFn(beam.DoFn):
         self,
         element: tuple[str, dict[str, Any]],
         state: Any = beam.DoFn.StateParam(SHIPMENT),
+        scans: Any = beam.DoFn.StateParam(SCANS),
         wake: Any = beam.DoFn.TimerParam(WAKE),
     ) -> Iterator[Union[dict[str, Any], pvalue.TaggedOutput]]:
         key, event = element
@@ -146,6 +152,7 @@ class TrackShipmentsFn(beam.DoFn):
         if shipment is None:
             shipment = Shipment.open(key, event["event_time"])
             outputs.append(shipment.opened())
+        shipment.keep_scans_in(scans)
         outputs += shipment.add(event, self._settings)
         merchant_id = shipment.order_info["merchant_id"] if shipment.order_info else None
         held = shipment.unattributed
@@ -163,6 +170,7 @@ class TrackShipmentsFn(beam.DoFn):
         self,
         fired_at: Timestamp = beam.DoFn.TimestampParam,  # type: ignore[assignment]
         state: Any = beam.DoFn.StateParam(SHIPMENT),
+        scans: Any = beam.DoFn.StateParam(SCANS),
         wake: Any = beam.DoFn.TimerParam(WAKE),
     ) -> Iterator[Union[dict[str, Any], pvalue.TaggedOutput]]:
         shipment: Shipment | None = state.read()
@@ -171,6 +179,7 @@ class TrackShipmentsFn(beam.DoFn):
             # fires the timer again after the state was cleared; harmless, nothing to emit.
             _LOGGER.debug("lifecycle timer fired at %s for a key without state", fired_at)
             return
+        shipment.keep_scans_in(scans)
         outputs = shipment.fire(_to_datetime(fired_at), self._settings)
         if shipment.cleared:
             state.clear()

@@ -31,19 +31,24 @@ version are full ``WaybillView`` records; every version between them is a ``Wayb
 holding the view's header and only what changed since the version before it: the registration or
 order information if either changed, and for each parcel whose track changed its standing and the
 scans it gained. Example: views v1 (PICKUP), then an ARRIVE scan: a change v2 (base_version 1)
-with one parcel, ``scan_count`` 2 and ``new_scans`` [ARRIVE]. Each event costs the same whatever
-the track's length: a track keeps its event ids, DELIVERED time and the scans added since the last
-version, so nothing here walks its scans except a full view. (The stage's state coder still
-pickles the whole shipment, scans included, when it writes the state.)
+with one parcel, ``scan_count`` 2 and ``new_scans`` [ARRIVE].
+
+Where the scans are: a :class:`Track` keeps only what an event and a deadline need (its last scan,
+DELIVERED time, scan count, hashed scan ids and the scans added since the last version); every
+scan goes once, as ``(waybill_no of its track, scan)``, to the shipment's :class:`ScanStore`, which
+is read only to build a full view and emptied when the shipment retires. A shipment keeps it in
+memory (:class:`ScanList`, pickled with it); the lifecycle stage hands it its bag state instead
+(:meth:`Shipment.keep_scans_in`), so the state it pickles after each event does not grow with the
+scans, and with incremental views only a generation's first and final view read the bag.
 """
 from __future__ import annotations
 
-import bisect
 import dataclasses
+import hashlib
 import time
 import uuid
 from datetime import datetime, timedelta, timezone
-from typing import Any, Optional
+from typing import Any, Iterable, Optional, Protocol
 
 from pipeline.stages.identify import WAYBILL_NAMESPACE, identification
 
@@ -104,65 +109,108 @@ def _scan_order(scan: Record) -> tuple[datetime, str]:
     return scan["event_time"], scan["event_id"]
 
 
+def scan_id_hash(event_id: str) -> int:
+    """The 64-bit hash a track keeps of a scan's event_id, the same on every run and worker.
+
+    >>> scan_id_hash("WB1/TRACK_SCAN/PICKUP/2026-11-21T09:00:00+00:00") < 2 ** 64
+    True
+    """
+    return int.from_bytes(hashlib.blake2b(event_id.encode(), digest_size=8).digest(), "big")
+
+
+class ScanStore(Protocol):
+    """Where a shipment keeps its scans, as ``(waybill_no of the track, scan)``: a list in memory,
+    or the lifecycle stage's bag state (the same three methods)."""
+
+    def add(self, item: tuple[str, Record]) -> None: ...
+
+    def read(self) -> Iterable[tuple[str, Record]]: ...
+
+    def clear(self) -> None: ...
+
+
+class ScanList:
+    """A :class:`ScanStore` in memory."""
+
+    def __init__(self) -> None:
+        self.items: list[tuple[str, Record]] = []
+
+    def add(self, item: tuple[str, Record]) -> None:
+        self.items.append(item)
+
+    def read(self) -> list[tuple[str, Record]]:
+        return self.items
+
+    def clear(self) -> None:
+        self.items = []
+
+
 @dataclasses.dataclass
 class Track:
-    """One parcel's scans (``WaybillScan`` records, kept in event-time order), with what a new
-    scan needs kept beside them (its event ids, its DELIVERED time), so adding one costs the same
-    whatever the track's length, and the scans added since the last view or view change."""
+    """One parcel's standing: what a new scan and a deadline need, none of it growing with the
+    track's length except the hashed scan ids (its scans are in the shipment's :class:`ScanStore`).
+
+    Duplicates are recognised by a 64-bit hash of the event_id (:func:`scan_id_hash`), not the
+    id itself: two distinct scans of a track with the same hash would drop the later one as a
+    duplicate, with a probability of about n²/2⁶⁵ for a track of n scans (1e-15 at 200 scans).
+    """
 
     waybill_no: str
     parent_waybill_no: Optional[str]
-    scans: list[Record] = dataclasses.field(default_factory=list)
+    last: Optional[Record] = None  # the last scan in (event time, event id) order
+    count: int = 0  # scans in all
+    ids: set[int] = dataclasses.field(default_factory=set)  # scan_id_hash of every scan
     stuck_on: Optional[Record] = None  # while a STUCK alert is open: the last scan before the silence
     stuck_deadline: Optional[datetime] = None  # and the deadline that raised it
-    event_ids: set[str] = dataclasses.field(default_factory=set)  # of the scans
     delivered_at: Optional[datetime] = None  # event time of the earliest DELIVERED scan
     fresh: list[Record] = dataclasses.field(default_factory=list)  # scans added since the last view or change
     touched: bool = False  # the track changed since the last view or change (a scan, a stuck watch)
 
-    def __setstate__(self, state: dict[str, Any]) -> None:
-        """Unpickles a track; one pickled without ``event_ids`` (a state written before tracks
-        kept them) gets them, and its DELIVERED time, from its scans once."""
-        self.__dict__.update(state)
-        if "event_ids" not in state:
-            self.event_ids = {scan["event_id"] for scan in self.scans}
-            self.delivered_at = min((s["event_time"] for s in self.scans if s["scan"]["scan_type"] == "DELIVERED"),
-                                    default=None)
-            self.fresh, self.touched = [], False
-
     def add(self, scan: Record) -> bool:
-        """Inserts ``scan`` in event-time order; False if the same event_id is already there.
-
-        A scan later than the last one, the common case, is appended; an older-stamped one is
-        inserted at its place found by ``bisect`` (no sort of the track).
-        """
-        if scan["event_id"] in self.event_ids:
+        """Takes ``scan``; False if a scan with the same event_id (hash) is already there."""
+        key = scan_id_hash(scan["event_id"])
+        if key in self.ids:
             return False
-        self.event_ids.add(scan["event_id"])
+        self.ids.add(key)
+        self.count += 1
         order = _scan_order(scan)
-        if not self.scans or order >= _scan_order(self.scans[-1]):
-            self.scans.append(scan)
-        else:
-            self.scans.insert(bisect.bisect(self.scans, order, key=_scan_order), scan)
+        if self.last is None or order >= _scan_order(self.last):
+            self.last = scan
         if scan["scan"]["scan_type"] == "DELIVERED" and (self.delivered_at is None or order[0] < self.delivered_at):
             self.delivered_at = order[0]
         self.fresh.append(scan)
         self.touched = True
         return True
 
+    def taken_from_scans_inside(self) -> list[Record]:
+        """Rebuilds a track unpickled with its scans inside it (``scans``, with or without the
+        ``event_ids``, ``delivered_at``, ``fresh`` and ``touched`` kept beside them) as this class
+        keeps it, and returns those scans; [] for a track already kept so."""
+        state = vars(self)
+        if "scans" not in state:
+            return []
+        scans: list[Record] = state.pop("scans")
+        state.pop("event_ids", None)
+        fresh, touched = state.pop("fresh", []), state.pop("touched", False)
+        self.last, self.count, self.ids, self.delivered_at, self.fresh = None, 0, set(), None, []
+        for scan in scans:
+            self.add(scan)
+        self.fresh, self.touched = fresh, touched
+        return scans
+
     @property
     def status(self) -> str:
         if self.delivered_at is not None:
             return "DELIVERED"
-        return _STATUS_OF_SCAN[self.scans[-1]["scan"]["scan_type"]] if self.scans else "AWAITING_PICKUP"
+        return _STATUS_OF_SCAN[self.last["scan"]["scan_type"]] if self.last else "AWAITING_PICKUP"
 
-    def record(self) -> Record:
-        """The ``ParcelTrack`` record."""
+    def record(self, scans: list[Record]) -> Record:
+        """The ``ParcelTrack`` record, with ``scans``: this track's, in event-time order."""
         return {
             "identification": identification(self.waybill_no, self.parent_waybill_no),
             "status": self.status,
-            "scans": list(self.scans),
-            "last_scan_time": self.scans[-1]["event_time"] if self.scans else None,
+            "scans": scans,
+            "last_scan_time": self.last["event_time"] if self.last else None,
             "delivered_at": self.delivered_at,
             "stuck_since": self.stuck_on["event_time"] if self.stuck_on else None,
         }
@@ -173,10 +221,10 @@ class Track:
         return {
             "identification": identification(self.waybill_no, self.parent_waybill_no),
             "status": self.status,
-            "last_scan_time": self.scans[-1]["event_time"] if self.scans else None,
+            "last_scan_time": self.last["event_time"] if self.last else None,
             "delivered_at": self.delivered_at,
             "stuck_since": self.stuck_on["event_time"] if self.stuck_on else None,
-            "scan_count": len(self.scans),
+            "scan_count": self.count,
             "new_scans": sorted(self.fresh, key=_scan_order),
         }
 
@@ -230,6 +278,38 @@ class Shipment:
     # lifecycle stage then attributes them); a tuple, so a pickled state without it reads ().
     unattributed: tuple[Record, ...] = ()
     cleared: bool = False  # the tombstone expired: the stage drops the state
+    # Every scan of the tracks; pickled with the shipment only while it is a ScanList.
+    scan_store: ScanStore = dataclasses.field(default_factory=ScanList, repr=False, compare=False)
+
+    def __getstate__(self) -> dict[str, Any]:
+        """The pickled state: without the scan store unless it is the shipment's own list."""
+        if isinstance(self.scan_store, ScanList):
+            return self.__dict__
+        return {k: v for k, v in self.__dict__.items() if k != "scan_store"}
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        """Unpickles a shipment. One pickled without its scan store gets an empty list; one whose
+        tracks hold their scans inside them gets them moved to that list (see
+        :meth:`keep_scans_in`, which moves them on to the stage's bag)."""
+        self.__dict__.update(state)
+        if "scan_store" not in state:
+            self.scan_store = ScanList()
+        for number, track in self.tracks.items():
+            for scan in track.taken_from_scans_inside():
+                self.scan_store.add((number, scan))
+
+    def keep_scans_in(self, store: ScanStore) -> None:
+        """Keeps the scans in ``store`` from now on; the scans held in memory so far (none for a
+        shipment the stage opened, all of them for a state pickled with its scans inside its
+        tracks) move there.
+
+        Example: the stage unpickles a state whose tracks hold 40 scans and calls this with its
+        bag: the 40 scans are added to the bag, and the state it writes back holds none.
+        """
+        if isinstance(self.scan_store, ScanList):
+            for item in self.scan_store.read():
+                store.add(item)
+        self.scan_store = store
 
     @classmethod
     def open(cls, waybill_no: str, at: datetime) -> Shipment:
@@ -273,6 +353,7 @@ class Shipment:
         }
         if not track.add(scan):
             return [], False
+        self.scan_store.add((number, scan))
         outputs = []
         if scan["scan"]["scan_type"] == "PICKUP" and (self.pickup is None or scan["event_time"] < self.pickup["event_time"]):
             self.pickup = scan
@@ -317,8 +398,8 @@ class Shipment:
         for number, track in self.tracks.items():
             delivered = track.delivered_at is not None
             all_delivered = all_delivered and delivered
-            if track.scans and not delivered and track.stuck_on is None:
-                dues.append((track.scans[-1]["event_time"] + settings.stuck_after, 1, "stuck", number))
+            if track.last is not None and not delivered and track.stuck_on is None:
+                dues.append((track.last["event_time"] + settings.stuck_after, 1, "stuck", number))
         keep_for = settings.retain_after_delivery if all_delivered else settings.expire_after
         dues.append((self.last_event_at + keep_for, 2, "delivered" if all_delivered else "expired", ""))
         return sorted(dues)
@@ -346,7 +427,7 @@ class Shipment:
                 outputs += self._real_name_deadline(due, settings)
             elif action == "stuck":
                 track = self.tracks[number]
-                track.stuck_on, track.stuck_deadline, track.touched = track.scans[-1], due, True
+                track.stuck_on, track.stuck_deadline, track.touched = track.last, due, True
                 outputs += [self._stuck_alert(track, "OPEN", due), self._view(due, settings)]
             elif action == CLEARED:
                 self.cleared = True
@@ -371,6 +452,7 @@ class Shipment:
         final = self._full_view(due, final=True)
         self.closed_at = due
         self.tracks, self.pickup, self.registration, self.order_info = {}, None, None, None
+        self.scan_store.clear()
         return [final, self._change(RETIRED, due)]
 
     # --- records ------------------------------------------------------------------------
@@ -382,15 +464,21 @@ class Shipment:
         return self._full_view(as_of)
 
     def _full_view(self, as_of: datetime, final: bool = False) -> Output:
+        """A whole ``WaybillView``: the one place that reads the scan store."""
         self.version += 1
+        scans: dict[str, list[Record]] = {number: [] for number in self.tracks}
+        for number, scan in self.scan_store.read():
+            scans[number].append(scan)
+        for track_scans in scans.values():
+            track_scans.sort(key=_scan_order)
         master = self.tracks.get(self.waybill_no) or Track(self.waybill_no, None)
         self._emitted()
         return VIEW, {
             "waybill_no": self.waybill_no,
             "version": self.version,
             "generation": self.generation,
-            "master": master.record(),
-            "pieces": [t.record() for n, t in sorted(self.tracks.items()) if n != self.waybill_no],
+            "master": master.record(scans.get(self.waybill_no, [])),
+            "pieces": [t.record(scans[n]) for n, t in sorted(self.tracks.items()) if n != self.waybill_no],
             "outlet_id": self.outlet_id,
             "courier_id": self.courier_id,
             "real_name_registration": self.registration,

@@ -2,7 +2,6 @@
 full view, and a change's size does not grow with the track's history."""
 from __future__ import annotations
 
-import pickle
 from datetime import timedelta
 from typing import Any
 
@@ -22,7 +21,6 @@ from pipeline.stages.shipment import (
     Output,
     Settings,
     Shipment,
-    Track,
 )
 from tests.unit.stages.test_lifecycle import T0, order_info_event, registration_event, scan_event
 
@@ -148,19 +146,6 @@ def test_changes_carry_only_what_changed() -> None:
     assert order_info["parcels"] == [] and order_info["base_version"] == 1 and order_info["version"] == 2
     assert first_scan["order_info"] is None and [p["scan_count"] for p in first_scan["parcels"]] == [1]
     assert [len(p["new_scans"]) for change in later for p in change["parcels"]] == [1, 1]
-
-
-def test_a_track_pickled_without_its_caches_gets_them_from_its_scans() -> None:
-    track = Track("WB1", None)
-    for scan_type, hour in (("PICKUP", 9), ("DELIVERED", 12), ("ARRIVE", 10)):
-        event = scan_event("WB1", scan_type, T0 + timedelta(hours=hour))
-        track.add({**{k: event[k] for k in ("event_id", "event_time", "outlet_id", "courier_id")}, "scan": event["payload"]})
-    state = {k: v for k, v in track.__dict__.items() if k not in ("event_ids", "delivered_at", "fresh", "touched")}
-    old = Track.__new__(Track)
-    old.__setstate__(pickle.loads(pickle.dumps(state)))
-
-    assert old.event_ids == {scan["event_id"] for scan in track.scans} and old.delivered_at == T0 + timedelta(hours=12)
-    assert old.status == "DELIVERED" and old.fresh == [] and not old.add(track.scans[0])
 
 
 def test_the_option_reaches_the_stage_settings_and_refuses_other_forms(tmp_path: Any) -> None:

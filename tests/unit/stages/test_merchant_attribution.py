@@ -9,7 +9,7 @@ from apache_beam import pvalue
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from benchmarks.plain_state import Alarm, Cell
+from benchmarks.plain_state import Alarm, Bag, Cell
 from pipeline.stages.lifecycle import LifecycleOutput, TrackShipmentsFn
 from pipeline.stages.shipment import Settings
 from tests.unit.stages.test_lifecycle import at, order_info_event, registration_event, scan_event
@@ -28,10 +28,10 @@ SHIPMENT = [
 def attributed(arrivals: list[dict[str, Any]]) -> tuple[list[tuple[str, Any]], list[tuple[str, str]]]:
     """Runs the lifecycle's DoFn on one shipment's events in arrival order; returns what it
     emitted on ``events_with_merchant`` and on ``attributed_late``, as (event id, merchant)."""
-    fn, state, wake = TrackShipmentsFn(Settings()), Cell(), Alarm()
+    fn, state, scans, wake = TrackShipmentsFn(Settings()), Cell(), Bag(), Alarm()
     direct, late = [], []
     for event in arrivals:
-        for out in fn.process(("WB1", event), state=state, wake=wake):
+        for out in fn.process(("WB1", event), state=state, scans=scans, wake=wake):
             if isinstance(out, pvalue.TaggedOutput) and out.tag == LifecycleOutput.EVENTS_WITH_MERCHANT.value:
                 direct.append((out.value[0]["event_id"], out.value[1]))
             elif isinstance(out, pvalue.TaggedOutput) and out.tag == LifecycleOutput.ATTRIBUTED_LATE.value:

@@ -12,8 +12,8 @@ the merchant), scans 5 minutes apart, everything arriving in event-time order. F
   ``per_waybill``'s, and the bytes of the ``WaybillView`` and ``WaybillViewChange`` lines written;
 - the lifecycle alone as a plain loop (its DoFn with state in a dict, every view and alert as
   a JSON line, as :mod:`benchmarks.floor` runs it): µs of CPU per message;
-- state bytes per live waybill: the pickled :class:`~pipeline.stages.shipment.Shipment` after
-  the waybill's last event (:func:`benchmarks.state_bytes.live_shipment_bytes`), mean over waybills.
+- state bytes per live waybill after its last event, mean over waybills: all of it, and the
+  shipment cell read and written at every event (:func:`benchmarks.state_bytes.live_shipment_bytes`).
 
 ``python -m benchmarks.run`` prints the rows as the "cost as shipments grow" table.
 """
@@ -154,6 +154,7 @@ def measure_scans(
             messages = scan_traffic(scans, n, first_day(1))
             workload = build_workload(messages)
             shipments = by_shipment(workload.identified)
+            live = live_shipment_bytes(lifecycle_fn(mode.options), shipments)
             label = f"scans, {mode.name}, {n} per waybill"
             loops = repeat(f"{label}, plain loop", repeats, lambda: lifecycle_loop(shipments, mode.options))
             with tempfile.TemporaryDirectory(prefix="bench-scans-inputs-") as folder:
@@ -170,6 +171,7 @@ def measure_scans(
                 "loop_cpu_s": [m.cpu_s for m in loops],
                 "loop_cpu_us_per_event": statistics.median(m.cpu_s for m in loops) / len(messages) * 1e6,
                 "loop_views": loops[-1].facts["views"],
-                "state_bytes_per_waybill": statistics.mean(live_shipment_bytes(lifecycle_fn(mode.options), shipments)),
+                "state_bytes_per_waybill": statistics.mean(cell + bag for cell, bag in live),
+                "cell_bytes_per_waybill": statistics.mean(cell for cell, _ in live),
             })
     return rows

@@ -4,8 +4,9 @@ The graph's own DoFns run over one key's elements with their state in plain Pyth
 (:mod:`benchmarks.plain_state`), and the state they leave is encoded with the coder of its
 state spec:
 
-- a **live shipment**: the lifecycle's :class:`~pipeline.stages.shipment.Shipment` after every
-  event of the shipment, before any deadline passed;
+- a **live shipment**: the lifecycle's state after every event of the shipment, before any
+  deadline passed, in its two cells: the :class:`~pipeline.stages.shipment.Shipment` without its
+  scans (read and written at every event) and the bag of its scans (read for a full view);
 - a **tombstone**: the same shipment once it retired (its final view emitted), what is kept
   until ``remember_closed_for`` has passed;
 - a **de-duplication entry**: the ``event_id`` key and the SHA-256 digest the dedup stage keeps
@@ -22,7 +23,7 @@ from typing import Any, Iterable
 from apache_beam.coders import StrUtf8Coder
 from apache_beam.utils.timestamp import Timestamp
 
-from benchmarks.plain_state import Alarm, Cell, tagged
+from benchmarks.plain_state import Alarm, Bag, Cell, tagged
 from pipeline.model import schemas
 from pipeline.stages.dedup import DeduplicateFn
 from pipeline.stages.lifecycle import Identified, TrackShipmentsFn, master_waybill_no
@@ -39,20 +40,28 @@ def by_shipment(identified: Iterable[Identified]) -> dict[str, list[Event]]:
     return events
 
 
-def _shipment_bytes(shipment: Any) -> int:
+def _cell_bytes(shipment: Any) -> int:
     return len(TrackShipmentsFn.SHIPMENT.coder.encode(shipment))
 
 
-def _fed(track: TrackShipmentsFn, key: str, events: list[Event]) -> tuple[Cell, Alarm]:
-    shipment, wake = Cell(), Alarm()
+def _bag_bytes(scans: Bag) -> int:
+    return sum(len(TrackShipmentsFn.SCANS.coder.encode(scan)) for scan in scans.read())
+
+
+def _fed(track: TrackShipmentsFn, key: str, events: list[Event]) -> tuple[Cell, Bag, Alarm]:
+    shipment, scans, wake = Cell(), Bag(), Alarm()
     for event in events:
-        list(tagged(track.process((key, event), state=shipment, wake=wake)))
-    return shipment, wake
+        list(tagged(track.process((key, event), state=shipment, scans=scans, wake=wake)))
+    return shipment, scans, wake
 
 
-def live_shipment_bytes(track: TrackShipmentsFn, shipments: dict[str, list[Event]]) -> list[int]:
-    """Bytes of each shipment's state after all its events (no timer fired)."""
-    return [_shipment_bytes(_fed(track, key, events)[0].read()) for key, events in shipments.items()]
+def live_shipment_bytes(track: TrackShipmentsFn, shipments: dict[str, list[Event]]) -> list[tuple[int, int]]:
+    """``(shipment cell, scans bag)`` bytes of each shipment's state after all its events (no timer fired)."""
+    sizes = []
+    for key, events in shipments.items():
+        shipment, scans, _ = _fed(track, key, events)
+        sizes.append((_cell_bytes(shipment.read()), _bag_bytes(scans)))
+    return sizes
 
 
 def tombstone_bytes(track: TrackShipmentsFn, shipments: dict[str, list[Event]]) -> list[int]:
@@ -63,15 +72,15 @@ def tombstone_bytes(track: TrackShipmentsFn, shipments: dict[str, list[Event]]) 
     """
     sizes = []
     for key, events in shipments.items():
-        shipment, wake = _fed(track, key, events)
+        shipment, scans, wake = _fed(track, key, events)
         for _ in range(_MAX_WAKES):
             if shipment.read().closed_at is not None or wake.at is None:
                 break
             at, wake.at = wake.at, None
-            list(track.on_wake(fired_at=at, state=shipment, wake=wake))
+            list(track.on_wake(fired_at=at, state=shipment, scans=scans, wake=wake))
         if shipment.read().closed_at is None:
             raise RuntimeError(f"shipment {key} did not retire within {_MAX_WAKES} deadlines")
-        sizes.append(_shipment_bytes(shipment.read()))
+        sizes.append(_cell_bytes(shipment.read()) + _bag_bytes(scans))
     return sizes
 
 

@@ -51,7 +51,8 @@ def test_the_table_shows_each_row_against_the_floor() -> None:
         "scans": [
             {"mode": "full", "per_waybill": n, "messages": 1_200 + 2 * 1_200 // n, "graph_cpu_us_per_event": us,
              "ratio_to_first": us / 1_000.0, "view_bytes": view_mb * 1e6, "bytes_per_view": 1_000.0 * n / 6,
-             "loop_cpu_us_per_event": 80.0, "state_bytes_per_waybill": 1_000 + 112 * n}
+             "loop_cpu_us_per_event": 80.0, "state_bytes_per_waybill": 1_000 + 112 * n,
+             "cell_bytes_per_waybill": 1_000 + 10 * n}
             for n, us, view_mb in ((6, 1_000.0, 2.0), (200, 1_500.0, 30.0))
         ],
         "state": {"messages": 1000, "messages_per_shipment": 13.16, "bytes": {
@@ -66,7 +67,7 @@ def test_the_table_shows_each_row_against_the_floor() -> None:
     assert "| whole graph | 500 | 20,000 | 10.0 |" in text
     assert "Whole graph: 10.0× the floor's CPU per event (target: at most 10×), 2.00× the naive peer's events/s" in text
     assert "| cost as shipments grow, 1,200 scans, full views | messages | graph µs CPU/event | × 6 scans |" in text
-    assert "| 200 scans/waybill | 1,212 | 1,500 | 1.50 | 30.0 | 33,333 | 80 | 23,400 |" in text
+    assert "| 200 scans/waybill | 1,212 | 1,500 | 1.50 | 30.0 | 33,333 | 80 | 23,400 | 3,000 |" in text
     assert "| state per key, synthetic day of 1,000 messages (13.2 per shipment) | keys |" in text
     assert "| tombstone of a closed shipment | 76 | 578 | 579 |" in text
     assert "(skipped: no Pub/Sub emulator)" in text
@@ -98,8 +99,11 @@ def test_the_scans_rows_grow_in_bytes_and_state_with_the_scans_per_waybill() -> 
     for smaller, larger in zip(full, full[1:]):
         assert larger["bytes_per_view"] > 3 * smaller["bytes_per_view"]
         assert larger["state_bytes_per_waybill"] > 3 * smaller["state_bytes_per_waybill"]
-    # A view change carries what changed: its bytes do not grow with the track.
+    # A view change carries what changed: its bytes do not grow with the track, nor does the cell
+    # read at every event (the scans are in a bag beside it).
     assert incremental[-1]["bytes_per_view"] < 1.5 * incremental[0]["bytes_per_view"]
+    for row in rows:
+        assert row["cell_bytes_per_waybill"] < 1_500 + 20 * row["per_waybill"] < row["state_bytes_per_waybill"] * 2
 
 
 def test_a_tombstone_is_smaller_than_its_live_shipment_and_a_dedup_entry_holds_a_digest() -> None:

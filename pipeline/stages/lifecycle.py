@@ -70,6 +70,7 @@ from apache_beam.utils.timestamp import Timestamp
 from pipeline.model import schemas
 from pipeline.model.dead_letter import DEAD_LETTER_OUTPUT, METRICS_NAMESPACE, ErrorKind, Stage, dead_letter_record
 from pipeline.model.json_records import format_timestamp
+from pipeline.stages.scan_coder import ScanCoder
 from pipeline.stages.shipment import ALERT, CHANGE, FULL_VIEWS, VIEW, VIEW_CHANGE, Output, Settings, Shipment
 
 _LOGGER = logging.getLogger(__name__)
@@ -129,7 +130,7 @@ class TrackShipmentsFn(beam.DoFn):
     """
 
     SHIPMENT = ReadModifyWriteStateSpec("shipment", PickleCoder())
-    SCANS = BagStateSpec("scans", PickleCoder())
+    SCANS = BagStateSpec("scans", ScanCoder())
     WAKE = TimerSpec("wake", TimeDomain.WATERMARK)
 
     def __init__(self, settings: Settings) -> None:

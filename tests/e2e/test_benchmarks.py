@@ -6,6 +6,9 @@ import sys
 import tempfile
 from pathlib import Path
 
+import pytest
+
+from benchmarks import beam_costs
 from benchmarks.floor import run_floor
 from benchmarks.naive_beam import COUNTS
 from benchmarks.run import QUICK, measure_state, table
@@ -123,3 +126,14 @@ def test_a_child_of_a_large_process_reports_its_own_peak_memory() -> None:
         capture_output=True, text=True, check=True, cwd=ROOT,
     )
     assert 0 < float(child.stdout) < 450
+
+
+def test_beam_costs_prints_a_row_per_element_shape_and_refuses_no_elements(capsys: pytest.CaptureFixture[str]) -> None:
+    beam_costs.main(["--elements", "200"])
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0].startswith("| FnApiRunner, 200 elements |")
+    rows = {line.split(" | ")[0].lstrip("| "): line for line in lines[2:]}
+    assert set(rows) == set(beam_costs.ELEMENTS)
+    with pytest.raises(SystemExit) as exit_info:
+        beam_costs.main(["--elements", "0"])
+    assert exit_info.value.code == 2

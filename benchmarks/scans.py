@@ -29,12 +29,11 @@ from typing import Any, Sequence
 
 from benchmarks.keyed_work import shipment_outputs
 from benchmarks.rows import repeat
-from benchmarks.stages import RUNNER_OPTIONS, Inputs, Measurement, graph_options, messages_source, timed, to_the_end
+from benchmarks.stages import Inputs, Measurement, measure_graph, timed
 from benchmarks.state_bytes import by_shipment, live_shipment_bytes
-from benchmarks.workload import ReadElements, build_workload, first_day
+from benchmarks.workload import build_workload, first_day
 from pipeline.graph import track_lifecycles
 from pipeline.io import outputs
-from pipeline.launcher import launch
 from pipeline.model import json_records, schemas
 from pipeline.model.messages import Encoding, RawMessage
 from pipeline.options import WaybillOptions
@@ -128,17 +127,10 @@ def lifecycle_loop(shipments: dict[str, list[dict[str, Any]]], options: Sequence
     return timed(loop, lambda written: written)
 
 
-def whole_graph(inputs: Inputs, options: Sequence[str]) -> Measurement:
-    """The whole graph (batch, FnApiRunner) over the messages; facts: the WaybillView and
-    WaybillViewChange lines, and their bytes."""
-    with tempfile.TemporaryDirectory(prefix="bench-scans-") as scratch:
-        output_dir = Path(scratch)
-        job_options = graph_options(output_dir, [*RUNNER_OPTIONS, *options])
-        with messages_source(lambda: ReadElements(inputs.paths["messages"])):
-            measured = timed(to_the_end(lambda: launch(job_options)), lambda result: {})
-        files = [path for folder in _VIEW_DIRS for path in (output_dir / folder).rglob("*.jsonl")]
-        facts = {"views": sum(1 for p in files for _ in p.open("rb")), "view_bytes": sum(p.stat().st_size for p in files)}
-    return dataclasses.replace(measured, facts=facts)
+def view_lines(result: Any, output_dir: Path) -> dict[str, int]:
+    """The ``WaybillView`` and ``WaybillViewChange`` lines a finished run wrote, and their bytes."""
+    files = [path for folder in _VIEW_DIRS for path in (output_dir / folder).rglob("*.jsonl")]
+    return {"views": sum(1 for p in files for _ in p.open("rb")), "view_bytes": sum(p.stat().st_size for p in files)}
 
 
 def measure_scans(
@@ -159,7 +151,7 @@ def measure_scans(
             loops = repeat(f"{label}, plain loop", repeats, lambda: lifecycle_loop(shipments, mode.options))
             with tempfile.TemporaryDirectory(prefix="bench-scans-inputs-") as folder:
                 inputs = Inputs(workload, Path(folder))
-                graphs = repeat(f"{label}, whole graph", repeats, lambda: whole_graph(inputs, mode.options))
+                graphs = repeat(f"{label}, whole graph", repeats, lambda: measure_graph(inputs, mode.options, view_lines))
             graph_us = (statistics.median(g.cpu_s for g in graphs) - fixed_cpu_s) / len(messages) * 1e6
             first_us = graph_us if first_us is None else first_us
             views, view_bytes = graphs[-1].facts["views"], graphs[-1].facts["view_bytes"]

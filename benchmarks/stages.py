@@ -17,7 +17,7 @@ import gc
 import tempfile
 import time
 from pathlib import Path
-from typing import Any, Callable, TypeVar
+from typing import Any, Callable, Sequence, TypeVar
 from unittest import mock
 
 import apache_beam as beam
@@ -198,10 +198,14 @@ def graph_facts(result: PipelineResult, output_dir: Path) -> dict[str, Any]:
     }
 
 
-def measure_graph(inputs: Inputs) -> Measurement:
-    """The whole job graph (batch, FnApiRunner) over the pre-generated messages."""
+def measure_graph(
+    inputs: Inputs, extra: Sequence[str] = (),
+    facts: Callable[[PipelineResult, Path], dict[str, Any]] = graph_facts,
+) -> Measurement:
+    """The whole job graph (batch, FnApiRunner) over the pre-generated messages, with the job
+    options ``extra``; ``facts(result, output_dir)`` of the finished run are kept."""
     with tempfile.TemporaryDirectory(prefix="bench-graph-") as scratch:
         output_dir = Path(scratch)
-        options = graph_options(output_dir, RUNNER_OPTIONS)
+        options = graph_options(output_dir, [*RUNNER_OPTIONS, *extra])
         with messages_source(lambda: ReadElements(inputs.paths["messages"])):
-            return timed(to_the_end(lambda: launch(options)), lambda result: graph_facts(result, output_dir))
+            return timed(to_the_end(lambda: launch(options)), lambda result: facts(result, output_dir))

@@ -341,17 +341,18 @@ class OrderPerWaybill(beam.PTransform):
     def expand(self, messages: beam.PCollection) -> beam.PCollection:
         key = self.key
         delay_s, streaming, forget_after_s, forget = self.reordering
-        fn = (
-            TimedOrderPerWaybillFn(self.event_id, delay_s, forget_after_s, self.clock, forget) if streaming
-            else OrderPerWaybillFn(self.event_id, delay_s > 0, forget_after_s, forget)
-        )
         keyed = messages | "KeyByWaybill" >> beam.Map(lambda message: (key(message), message)).with_output_types(
             tuple[str, Any]
         )
-        if not streaming and delay_s > 0:
+        if streaming:
+            timed = TimedOrderPerWaybillFn(self.event_id, delay_s, forget_after_s, self.clock, forget)
+            sequenced = keyed | "ReleaseInOrder" >> beam.ParDo(timed)
+        elif delay_s > 0:
             sequenced = keyed | "ReleaseInOrder" >> SortPerWaybill(self.event_id)
-        else:
-            if not streaming:  # see "Runner notes" in the module docstring
-                keyed = keyed | "SeparateFromUpstreamTimers" >> beam.Reshuffle()
-            sequenced = keyed | "ReleaseInOrder" >> beam.ParDo(fn)
+        else:  # numbered as they come; the Reshuffle: see "Runner notes" in the module docstring
+            sequenced = (
+                keyed
+                | "SeparateFromUpstreamTimers" >> beam.Reshuffle()
+                | "ReleaseInOrder" >> beam.ParDo(OrderPerWaybillFn(self.event_id, False, forget_after_s, forget))
+            )
         return sequenced | "StampSequence" >> beam.ParDo(_StampFn(self.destination, self.stamp))

@@ -21,6 +21,7 @@ setup(
         "apache-beam[gcp]==2.77.0",
         "google-cloud-pubsub>=2.20",
         "fastavro>=1.9",
+        "orjson>=3.9",
         "tzdata>=2024.1",
         "requests>=2.31",
         "standardwebhooks>=1.0",

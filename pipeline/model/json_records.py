@@ -29,6 +29,8 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Callable, Iterable
 
+import orjson
+
 from pipeline.model import schemas
 from pipeline.model.dead_letter import ErrorKind, InvalidInput
 from pipeline.model.messages import MAX_NESTING_DEPTH
@@ -136,15 +138,22 @@ def to_json(name: str, record: schemas.Record) -> dict[str, Any]:
     return _converter(name)(record)
 
 
-# ``json.dumps(value, ensure_ascii=False)`` builds a new encoder for every call (only the
-# all-defaults call reuses one); every output line of the job goes through this one.
-_LINE_ENCODER = json.JSONEncoder(ensure_ascii=False)
-
-
 def to_json_line(name: str, record: schemas.Record) -> str:
-    """``record`` as one JSON Lines line (no newline), non-ASCII text as it is: the text of
-    ``json.dumps(to_json(name, record), ensure_ascii=False)``."""
-    return _LINE_ENCODER.encode(to_json(name, record))
+    """``record`` as one compact JSON Lines line (no newline, no spaces between items),
+    non-ASCII text as it is.
+
+    orjson encodes it (every output line of the job goes through here; it takes a tenth of
+    the standard library's time); what orjson refuses, such as a lone UTF-16 surrogate or an
+    integer beyond 64 bits, is written by the standard library in the same compact form.
+
+    >>> to_json_line("OrderLine", {"sku": "SKU-é", "quantity": 2, "price_cents": 990})
+    '{"sku":"SKU-é","quantity":2,"price_cents":990}'
+    """
+    value = to_json(name, record)
+    try:
+        return orjson.dumps(value).decode()
+    except orjson.JSONEncodeError:
+        return json.dumps(value, ensure_ascii=False, separators=(",", ":"))
 
 
 @functools.lru_cache(maxsize=65_536)  # a scan's time is formatted again in every later view of its shipment

@@ -29,6 +29,14 @@ def test_a_json_line_is_one_line_with_non_ascii_text_as_it_is() -> None:
     assert json.loads(line) == to_json("OrderEvent", record)
 
 
+@pytest.mark.parametrize("merchant_id", ["half a pair \ud800", 2**70], ids=["lone surrogate", "beyond 64 bits"])
+def test_a_value_the_fast_encoder_refuses_is_still_written_in_the_same_compact_form(merchant_id: object) -> None:
+    record = {**from_json("OrderEvent", LINE), "merchant_id": merchant_id}
+    line = to_json_line("OrderEvent", record)
+    assert line == json.dumps(to_json("OrderEvent", record), ensure_ascii=False, separators=(",", ":"))
+    assert json.loads(line)["merchant_id"] == merchant_id
+
+
 def test_nullable_fields_may_be_left_out() -> None:
     record = from_json("OrderEvent", {k: v for k, v in LINE.items() if k != "waybill_no"})
     assert record["waybill_no"] is None

@@ -26,7 +26,7 @@ from pathlib import Path
 from typing import IO, Any, Iterable
 
 from apache_beam.transforms.window import IntervalWindow
-from apache_beam.utils.timestamp import Duration, Timestamp
+from apache_beam.utils.timestamp import Duration
 from apache_beam.utils.windowed_value import PaneInfo, PaneInfoTiming
 
 from benchmarks.keyed_work import account_digests, order_movements, shipment_outputs, sku_stock_rows, sku_suggestions
@@ -51,7 +51,7 @@ from pipeline.model.catalog import DEFAULT_CATALOG
 from pipeline.model.json_records import to_json_line
 from pipeline.model.messages import RawMessage
 from pipeline.stages import stats
-from pipeline.stages.calendar_days import DEFAULT_TIME_ZONE, CalendarDays, DaysUntilClosed
+from pipeline.stages.calendar_days import DEFAULT_TIME_ZONE, CalendarDays, DaysUntilClosed, to_timestamp
 from pipeline.stages.identify import identify
 from pipeline.stages.inventory import (
     REPLENISHMENT_SUGGESTION,
@@ -160,7 +160,7 @@ class _Floor:
                 (self._courier if tag == ValidateOutput.COURIER.value else self._order)(value)
 
     def _count(self, stream: str, event: dict[str, Any]) -> None:
-        window = self.days.day_of(Timestamp.from_utc_datetime(event["event_time"]))
+        window = self.days.day_of(to_timestamp(event["event_time"]))
         for stat_key, amount in stats.contributions(stream, event):
             self.counted[(window, stat_key)] += amount
 

@@ -21,10 +21,10 @@ from collections import defaultdict
 from typing import Any, Iterable
 
 from apache_beam.coders import StrUtf8Coder
-from apache_beam.utils.timestamp import Timestamp
 
 from benchmarks.plain_state import Alarm, Bag, Cell, tagged
 from pipeline.model import schemas
+from pipeline.stages.calendar_days import to_timestamp
 from pipeline.stages.dedup import DeduplicateFn
 from pipeline.stages.lifecycle import Identified, TrackShipmentsFn, master_waybill_no
 
@@ -90,7 +90,7 @@ def dedup_entry_bytes(courier_events: Iterable[Event], horizon_seconds: int = 24
     key_coder, sizes = StrUtf8Coder(), []
     for event in courier_events:
         seen = Cell()
-        list(fn.process((event["event_id"], event), timestamp=Timestamp.from_utc_datetime(event["event_time"]),
+        list(fn.process((event["event_id"], event), timestamp=to_timestamp(event["event_time"]),
                         seen=seen, expiry=Alarm()))
         sizes.append(len(key_coder.encode(event["event_id"])) + len(DeduplicateFn.SEEN.coder.encode(seen.read())))
     return sizes

@@ -80,6 +80,7 @@ from pipeline.delivery.targets import DeliveryTarget, TargetKind, read_target_se
 from pipeline.delivery.topics import ClientFactory, TopicMessage, TopicPublisher
 from pipeline.delivery.webhooks import AttemptResult, WebhookClient, signed_headers
 from pipeline.model.dead_letter import METRICS_NAMESPACE, ErrorKind, Stage, dead_letter_record
+from pipeline.model.json_records import compact_json
 
 _LOGGER = logging.getLogger(__name__)
 
@@ -391,7 +392,7 @@ def _folder_lines(chunk: list[DeliveryRequest]) -> tuple[list[str], ChunkOutcome
         try:
             text = request.payload.decode("utf-8")
             if "\n" in text or "\r" in text:
-                text = json.dumps(json.loads(text), ensure_ascii=False, separators=(",", ":"))
+                text = compact_json(json.loads(text)).decode()
         except ValueError as error:  # UnicodeDecodeError and JSONDecodeError are ValueErrors
             message = f"payload is not UTF-8 JSON text, cannot be a JSON Lines line: {error}"
             outcome.failed.append((request, ErrorKind.DELIVERY_REJECTED, message, None))

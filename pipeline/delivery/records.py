@@ -5,13 +5,13 @@ from __future__ import annotations
 
 import enum
 import hashlib
-import json
 from typing import Any, Iterable, Mapping, NamedTuple, Optional
 
 import apache_beam as beam
 
 from pipeline.model import schemas
 from pipeline.model.dead_letter import DEAD_LETTER_OUTPUT
+from pipeline.model.json_records import compact_json
 
 RECEIPT_SCHEMA = schemas.DELIVERY_RECEIPT
 
@@ -47,8 +47,7 @@ def delivery_request(
     >>> delivery_request("erp", "evt-1", {"order_id": "O-1"}).payload
     b'{"order_id":"O-1"}'
     """
-    body = json.dumps(payload, ensure_ascii=False, separators=(",", ":"), default=str).encode("utf-8")
-    return DeliveryRequest(target_id, event_id, body, dict(headers or {}), ordering_key)
+    return DeliveryRequest(target_id, event_id, compact_json(payload), dict(headers or {}), ordering_key)
 
 
 class DeliveryOutput(str, enum.Enum):

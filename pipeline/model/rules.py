@@ -38,7 +38,7 @@ def check_courier_event(record: dict[str, Any], now: datetime) -> dict[str, Any]
     Raises:
         InvalidInput: the first rule the record breaks.
     """
-    _check_lengths(record, "")
+    _check_lengths(record)
     for field in ("event_id", "waybill_no", "outlet_id"):
         _require_text(record, field)
     _check_waybill_no("waybill_no", record["waybill_no"])
@@ -76,7 +76,7 @@ def check_order_event(record: dict[str, Any], now: datetime) -> dict[str, Any]:
     Raises:
         InvalidInput: the first rule the record breaks.
     """
-    _check_lengths(record, "")
+    _check_lengths(record)
     for field in ("event_id", "order_id", "merchant_id", "business_code"):
         _require_text(record, field)
     _check_event_time(record["event_time"], now)
@@ -110,8 +110,37 @@ def _check_amount(field: str, cents: int) -> None:
         raise InvalidInput(ErrorKind.INVALID_VALUE, f"{field} is {cents}, over the limit of {MAX_AMOUNT_CENTS:,} cents")
 
 
-def _check_lengths(value: Any, path: str) -> None:
+def _check_lengths(record: dict[str, Any]) -> None:
     """Raises ``too_long`` for the first text or list of a decoded record over its limit.
+
+    Most records are within every limit: one walk without the fields' paths says so, and only
+    a record that is not is walked again by :func:`_first_too_long` to name the field.
+    """
+    event_id = record.get("event_id")
+    if _within_limits(record) and not (isinstance(event_id, str) and len(event_id) > MAX_EVENT_ID_CHARS):
+        return
+    _first_too_long(record, "")
+
+
+def _within_limits(value: dict[str, Any] | list[Any]) -> bool:
+    """Whether every text in ``value`` is at most :data:`MAX_TEXT_CHARS` long and every list at
+    most :data:`MAX_ORDER_LINES` (the event id's own limit is checked by the caller)."""
+    if isinstance(value, list) and len(value) > MAX_ORDER_LINES:
+        return False
+    for item in value.values() if isinstance(value, dict) else value:
+        if isinstance(item, str):
+            if len(item) > MAX_TEXT_CHARS:
+                return False
+        elif isinstance(item, (dict, list)):
+            if not _within_limits(item):
+                return False
+        elif isinstance(item, tuple) and not _within_limits(item[1]):  # a union branch: (record name, record)
+            return False
+    return True
+
+
+def _first_too_long(value: Any, path: str) -> None:
+    """Raises ``too_long`` naming the first text or list over its limit, by its path.
 
     A union branch, ``(record name, record)``, is walked under its short record name.
     """
@@ -121,15 +150,15 @@ def _check_lengths(value: Any, path: str) -> None:
             raise InvalidInput(ErrorKind.TOO_LONG, f"{path} is {len(value):,} characters long; the limit is {limit:,}")
     elif isinstance(value, dict):
         for field, item in value.items():
-            _check_lengths(item, f"{path}.{field}" if path else field)
+            _first_too_long(item, f"{path}.{field}" if path else field)
     elif isinstance(value, list):
         if len(value) > MAX_ORDER_LINES:
             raise InvalidInput(ErrorKind.TOO_LONG, f"{path} has {len(value):,} entries; the limit is {MAX_ORDER_LINES:,}")
         for i, item in enumerate(value):
-            _check_lengths(item, f"{path}[{i}]")
+            _first_too_long(item, f"{path}[{i}]")
     elif isinstance(value, tuple):
         record_name, record = value
-        _check_lengths(record, f"{path}.{_short(record_name)}")
+        _first_too_long(record, f"{path}.{_short(record_name)}")
 
 
 def _require_text(record: dict[str, Any], field: str, prefix: str = "") -> None:

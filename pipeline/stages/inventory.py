@@ -59,7 +59,7 @@ from apache_beam.utils.timestamp import Duration, Timestamp
 from pipeline.model import schemas
 from pipeline.model.catalog import DEFAULT_CATALOG, CatalogItem, load_catalog
 from pipeline.model.dead_letter import METRICS_NAMESPACE
-from pipeline.stages.calendar_days import to_datetime
+from pipeline.stages.calendar_days import to_datetime, to_timestamp
 from pipeline.stages.stock_levels import InitialStockFn, StockLevelsFn
 
 _LOGGER = logging.getLogger(__name__)
@@ -128,7 +128,7 @@ def order_step(event: dict[str, Any]) -> OrderStep:
     units: dict[str, int] = {}
     for line in event["lines"]:
         units[line["sku"]] = units.get(line["sku"], 0) + line["quantity"]
-    at_micros = Timestamp.from_utc_datetime(event["event_time"]).micros
+    at_micros = to_timestamp(event["event_time"]).micros
     return {"event_id": event["event_id"], "status": event["status"], "at_micros": at_micros, "units": sorted(units.items())}
 
 

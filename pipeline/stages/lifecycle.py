@@ -70,6 +70,7 @@ from apache_beam.utils.timestamp import Timestamp
 from pipeline.model import schemas
 from pipeline.model.dead_letter import DEAD_LETTER_OUTPUT, METRICS_NAMESPACE, ErrorKind, Stage, dead_letter_record
 from pipeline.model.json_records import format_timestamp
+from pipeline.stages.calendar_days import to_timestamp
 from pipeline.stages.scan_coder import ScanCoder
 from pipeline.stages.shipment import ALERT, CHANGE, FULL_VIEWS, VIEW, VIEW_CHANGE, Output, Settings, Shipment
 
@@ -192,7 +193,7 @@ class TrackShipmentsFn(beam.DoFn):
     def _set(self, wake: Any, shipment: Shipment) -> None:
         due = shipment.next_due(self._settings)
         if due is not None:
-            wake.set(Timestamp.from_utc_datetime(due))
+            wake.set(to_timestamp(due))
 
 
 def _routed(outputs: list[Output]) -> Iterator[Union[dict[str, Any], pvalue.TaggedOutput]]:

@@ -29,6 +29,7 @@ import json
 from typing import Any
 
 from pipeline.delivery.records import DeliveryRequest
+from pipeline.model.json_records import compact_json
 from pipeline.stages.ordering import OrderPerWaybill, Reordering, Sequence
 from pipeline.stages.shipment import alert_event_id
 
@@ -107,5 +108,4 @@ def _stamped_data(request: DeliveryRequest, sequence: Sequence) -> DeliveryReque
 
 
 def _with_payload(request: DeliveryRequest, body: Any) -> DeliveryRequest:
-    payload = json.dumps(body, ensure_ascii=False, separators=(",", ":")).encode("utf-8")
-    return request._replace(payload=payload)
+    return request._replace(payload=compact_json(body))

@@ -1,13 +1,14 @@
 """The JSON form of Avro records."""
 from __future__ import annotations
 
+import dataclasses
 import json
 from datetime import datetime, timedelta, timezone
 
 import pytest
 
-from pipeline.model.dead_letter import InvalidInput
-from pipeline.model.json_records import format_timestamp, from_json, parse_timestamp, to_json, to_json_line
+from pipeline.model.dead_letter import ErrorKind, InvalidInput
+from pipeline.model.json_records import compact_json, format_timestamp, from_json, parse_timestamp, to_json, to_json_line
 
 LINE = {
     "event_id": "ev-1", "order_id": "ORD-1", "merchant_id": "M-1", "business_code": "B2C", "status": "SHIPPED",
@@ -30,11 +31,24 @@ def test_a_json_line_is_one_line_with_non_ascii_text_as_it_is() -> None:
 
 
 @pytest.mark.parametrize("merchant_id", ["half a pair \ud800", 2**70], ids=["lone surrogate", "beyond 64 bits"])
-def test_a_value_the_fast_encoder_refuses_is_still_written_in_the_same_compact_form(merchant_id: object) -> None:
+def test_a_value_the_fast_encoder_refuses_is_still_written_as_one_line(merchant_id: object) -> None:
     record = {**from_json("OrderEvent", LINE), "merchant_id": merchant_id}
     line = to_json_line("OrderEvent", record)
-    assert line == json.dumps(to_json("OrderEvent", record), ensure_ascii=False, separators=(",", ":"))
-    assert json.loads(line)["merchant_id"] == merchant_id
+    assert line.isascii() and "\n" not in line and ", " not in line
+    assert json.loads(line) == to_json("OrderEvent", record)
+
+
+@dataclasses.dataclass
+class _Point:
+    x: int
+
+
+@pytest.mark.parametrize("value", [
+    {"at": datetime(2026, 11, 21, 1, 30, tzinfo=timezone.utc), "point": _Point(1), "kind": ErrorKind.TOO_LONG},
+    {"text": "商户 \u2028 \"quoted\"", "list": [1, 2.5, None, True], "nested": {"a": {"b": []}}},
+], ids=["str() of what JSON has no type for", "plain values"])
+def test_compact_json_is_the_standard_librarys_compact_text(value: dict) -> None:
+    assert compact_json(value) == json.dumps(value, ensure_ascii=False, separators=(",", ":"), default=str).encode()
 
 
 def test_nullable_fields_may_be_left_out() -> None:

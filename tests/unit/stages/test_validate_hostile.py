@@ -171,6 +171,8 @@ def test_a_message_over_the_size_limit_is_too_large_and_its_dead_letter_keeps_th
         (line(COURIER, outlet_id="o" * 1001), "outlet_id"),
         (line(COURIER, payload={"TrackScan": {**SCAN, "site_id": "s" * 1001}}), "payload.TrackScan.site_id"),
         (line(ORDER, lines=[{"sku": "S", "quantity": 1, "price_cents": 1}] * 1001), "lines"),
+        (line(ORDER, lines=[{"sku": "S", "quantity": 1, "price_cents": 1}, {"sku": "S" * 1001, "quantity": 1, "price_cents": 1}]),
+         "lines[1].sku"),
     ],
 )
 def test_texts_and_lists_over_their_limits_are_too_long(data: bytes, path: str) -> None:

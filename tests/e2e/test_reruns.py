@@ -42,15 +42,18 @@ def test_a_killed_run_leaves_the_previous_output_and_the_next_one_replaces_it_wh
     before = snapshot(out)
     assert json.loads((out / "accounting.json").read_text())["inputs"] == 1500
 
-    # A second run, killed -9 once its run folder has files in it.
-    job = subprocess.Popen(
-        [sys.executable, "-m", "pipeline", f"--runner={LOCAL_RUNNER}", "--streaming", "--events=20000", "--seed=4",
-         "--day=2026-11-21", f"--output_dir={out}"],
-        cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True,
-    )
+    # A second run, killed -9 once its run folder has files in it (the current view and the
+    # first output files appear about a quarter into the run; the finished files near its end).
+    log = tmp_path / "killed_run.log"
+    with log.open("wb") as stderr:
+        job = subprocess.Popen(
+            [sys.executable, "-m", "pipeline", f"--runner={LOCAL_RUNNER}", "--streaming", "--events=20000", "--seed=4",
+             "--day=2026-11-21", f"--output_dir={out}"],
+            cwd=ROOT, stdout=subprocess.DEVNULL, stderr=stderr, start_new_session=True,
+        )
     deadline = time.monotonic() + _RUN_FOLDER_WAIT_S
-    while not any(p.is_file() for p in out.glob(".run-*/supervision/*.jsonl")) and time.monotonic() < deadline:
-        assert job.poll() is None, "the run ended before it could be killed"
+    while not any(p.is_file() for p in out.glob(".run-*/**/*")) and time.monotonic() < deadline:
+        assert job.poll() is None, f"the run ended before it could be killed: {log.read_text()[-2000:]}"
         time.sleep(0.2)
     os.killpg(job.pid, signal.SIGKILL)
     job.wait(timeout=30)

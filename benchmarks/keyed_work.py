@@ -30,11 +30,11 @@ Tagged = tuple[str, Any]
 
 def shipment_outputs(track: TrackShipmentsFn, key: str, events: Iterable[dict[str, Any]]) -> list[Tagged]:
     """The lifecycle of one shipment (master waybill ``key``): views, alerts, changes, ... as ``(tag, value)``."""
-    shipment, scans, wake = Cell(), Bag(), Alarm()
+    shipment, scans, held, wake = Cell(), Bag(), Bag(), Alarm()
     outputs = [output for event in events
-               for output in tagged(track.process((key, event), state=shipment, scans=scans, wake=wake))]
+               for output in tagged(track.process((key, event), state=shipment, scans=scans, held=held, wake=wake))]
     outputs += tagged(fire_until_quiet(
-        wake, lambda at: track.on_wake(fired_at=at, state=shipment, scans=scans, wake=wake)))
+        wake, lambda at: track.on_wake(fired_at=at, state=shipment, scans=scans, held=held, wake=wake)))
     return outputs
 
 

@@ -8,10 +8,10 @@ it was set for, until its callback stops setting it again.
 
 Example::
 
-    >>> shipment, scans, wake = Cell(), Bag(), Alarm()
-    >>> outputs = list(fn.process(("W1", event), state=shipment, scans=scans, wake=wake))  # doctest: +SKIP
+    >>> shipment, scans, held, wake = Cell(), Bag(), Bag(), Alarm()
+    >>> outputs = list(fn.process(("W1", event), state=shipment, scans=scans, held=held, wake=wake))  # doctest: +SKIP
     >>> outputs += fire_until_quiet(  # doctest: +SKIP
-    ...     wake, lambda at: fn.on_wake(fired_at=at, state=shipment, scans=scans, wake=wake))
+    ...     wake, lambda at: fn.on_wake(fired_at=at, state=shipment, scans=scans, held=held, wake=wake))
 """
 from __future__ import annotations
 

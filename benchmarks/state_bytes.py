@@ -5,8 +5,9 @@ The graph's own DoFns run over one key's elements with their state in plain Pyth
 state spec:
 
 - a **live shipment**: the lifecycle's state after every event of the shipment, before any
-  deadline passed, in its two cells: the :class:`~pipeline.stages.shipment.Shipment` without its
-  scans (read and written at every event) and the bag of its scans (read for a full view);
+  deadline passed: the :class:`~pipeline.stages.shipment.Shipment` without its scans (read and
+  written at every event), and the bags of its scans (read for a full view) and of the events
+  that arrived before its ORDER_INFO (read once, when it arrives);
 - a **tombstone**: the same shipment once it retired (its final view emitted), what is kept
   until ``remember_closed_for`` has passed;
 - a **de-duplication entry**: the ``event_id`` key and the SHA-256 digest the dedup stage keeps
@@ -48,19 +49,24 @@ def _bag_bytes(scans: Bag) -> int:
     return sum(len(TrackShipmentsFn.SCANS.coder.encode(scan)) for scan in scans.read())
 
 
-def _fed(track: TrackShipmentsFn, key: str, events: list[Event]) -> tuple[Cell, Bag, Alarm]:
-    shipment, scans, wake = Cell(), Bag(), Alarm()
+def _held_bytes(held: Bag) -> int:
+    return sum(len(TrackShipmentsFn.UNATTRIBUTED.coder.encode(event)) for event in held.read())
+
+
+def _fed(track: TrackShipmentsFn, key: str, events: list[Event]) -> tuple[Cell, Bag, Bag, Alarm]:
+    shipment, scans, held, wake = Cell(), Bag(), Bag(), Alarm()
     for event in events:
-        list(tagged(track.process((key, event), state=shipment, scans=scans, wake=wake)))
-    return shipment, scans, wake
+        list(tagged(track.process((key, event), state=shipment, scans=scans, held=held, wake=wake)))
+    return shipment, scans, held, wake
 
 
 def live_shipment_bytes(track: TrackShipmentsFn, shipments: dict[str, list[Event]]) -> list[tuple[int, int]]:
-    """``(shipment cell, scans bag)`` bytes of each shipment's state after all its events (no timer fired)."""
+    """``(shipment cell, bags)`` bytes of each shipment's state after all its events (no timer
+    fired); the bags are the scans and the events held for want of an ORDER_INFO."""
     sizes = []
     for key, events in shipments.items():
-        shipment, scans, _ = _fed(track, key, events)
-        sizes.append((_cell_bytes(shipment.read()), _bag_bytes(scans)))
+        shipment, scans, held, _ = _fed(track, key, events)
+        sizes.append((_cell_bytes(shipment.read()), _bag_bytes(scans) + _held_bytes(held)))
     return sizes
 
 
@@ -72,15 +78,15 @@ def tombstone_bytes(track: TrackShipmentsFn, shipments: dict[str, list[Event]]) 
     """
     sizes = []
     for key, events in shipments.items():
-        shipment, scans, wake = _fed(track, key, events)
+        shipment, scans, held, wake = _fed(track, key, events)
         for _ in range(_MAX_WAKES):
             if shipment.read().closed_at is not None or wake.at is None:
                 break
             at, wake.at = wake.at, None
-            list(track.on_wake(fired_at=at, state=shipment, scans=scans, wake=wake))
+            list(track.on_wake(fired_at=at, state=shipment, scans=scans, held=held, wake=wake))
         if shipment.read().closed_at is None:
             raise RuntimeError(f"shipment {key} did not retire within {_MAX_WAKES} deadlines")
-        sizes.append(_cell_bytes(shipment.read()) + _bag_bytes(scans))
+        sizes.append(_cell_bytes(shipment.read()) + _bag_bytes(scans) + _held_bytes(held))
     return sizes
 
 

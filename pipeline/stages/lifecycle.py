@@ -121,7 +121,8 @@ class TrackShipmentsFn(beam.DoFn):
     pickled, read and written at every event and timer) and the scans, each added once as
     ``(waybill_no, scan)`` (``scans``, a bag read only when a full view is built: every version
     with ``views="full"``, with ``"incremental"`` a generation's first and final one; emptied when
-    the shipment retires). Timer per key: one event-time timer, always at the shipment's earliest
+    the shipment retires) and the events taken before its ORDER_INFO (``unattributed``, a bag
+    read once, when the ORDER_INFO arrives; emptied then or when the shipment retires). Timer per key: one event-time timer, always at the shipment's earliest
     pending deadline; when it fires every deadline up to its time is handled and it is set to the
     next one. After the tombstone is dropped the key has no state and no timer.
 
@@ -132,6 +133,7 @@ class TrackShipmentsFn(beam.DoFn):
 
     SHIPMENT = ReadModifyWriteStateSpec("shipment", PickleCoder())
     SCANS = BagStateSpec("scans", ScanCoder())
+    UNATTRIBUTED = BagStateSpec("unattributed", PickleCoder())
     WAKE = TimerSpec("wake", TimeDomain.WATERMARK)
 
     def __init__(self, settings: Settings) -> None:
@@ -143,6 +145,7 @@ class TrackShipmentsFn(beam.DoFn):
         element: tuple[str, dict[str, Any]],
         state: Any = beam.DoFn.StateParam(SHIPMENT),
         scans: Any = beam.DoFn.StateParam(SCANS),
+        held: Any = beam.DoFn.StateParam(UNATTRIBUTED),
         wake: Any = beam.DoFn.TimerParam(WAKE),
     ) -> Iterator[Union[dict[str, Any], pvalue.TaggedOutput]]:
         key, event = element
@@ -157,15 +160,13 @@ class TrackShipmentsFn(beam.DoFn):
         shipment.keep_scans_in(scans)
         outputs += shipment.add(event, self._settings)
         merchant_id = shipment.order_info["merchant_id"] if shipment.order_info else None
-        held = shipment.unattributed
-        shipment.unattributed = () if merchant_id else (*held, event)
+        attributed_late = _hold_or_release(shipment, held, event, merchant_id)
         state.write(shipment)
         self._set(wake, shipment)
         yield from _routed(outputs)
         yield pvalue.TaggedOutput(LifecycleOutput.EVENTS_WITH_MERCHANT.value, (event, merchant_id))
-        if merchant_id:
-            for earlier in held:
-                yield pvalue.TaggedOutput(LifecycleOutput.ATTRIBUTED_LATE.value, (earlier, merchant_id))
+        for earlier in attributed_late:
+            yield pvalue.TaggedOutput(LifecycleOutput.ATTRIBUTED_LATE.value, (earlier, merchant_id))
 
     @on_timer(WAKE)
     def on_wake(
@@ -173,6 +174,7 @@ class TrackShipmentsFn(beam.DoFn):
         fired_at: Timestamp = beam.DoFn.TimestampParam,  # type: ignore[assignment]
         state: Any = beam.DoFn.StateParam(SHIPMENT),
         scans: Any = beam.DoFn.StateParam(SCANS),
+        held: Any = beam.DoFn.StateParam(UNATTRIBUTED),
         wake: Any = beam.DoFn.TimerParam(WAKE),
     ) -> Iterator[Union[dict[str, Any], pvalue.TaggedOutput]]:
         shipment: Shipment | None = state.read()
@@ -183,6 +185,9 @@ class TrackShipmentsFn(beam.DoFn):
             return
         shipment.keep_scans_in(scans)
         outputs = shipment.fire(_to_datetime(fired_at), self._settings)
+        if shipment.closed_at is not None and (shipment.holds_unattributed or shipment.unattributed):
+            held.clear()  # a retired shipment takes no more events: no ORDER_INFO will come for them
+            shipment.holds_unattributed, shipment.unattributed = False, ()
         if shipment.cleared:
             state.clear()
         else:
@@ -194,6 +199,30 @@ class TrackShipmentsFn(beam.DoFn):
         due = shipment.next_due(self._settings)
         if due is not None:
             wake.set(to_timestamp(due))
+
+
+def _hold_or_release(shipment: Shipment, held: Any, event: dict[str, Any], merchant_id: str | None) -> list[dict[str, Any]]:
+    """Holds ``event`` in the bag ``held`` while its shipment has no merchant; once it has one,
+    the events held so far (to attribute to it), the bag emptied. The bag is read only then:
+    holding costs an append per event, not a read and write of every event held.
+
+    Example: REGISTRATION and PICKUP arrive before the ORDER_INFO: each is added to the bag
+    and ``[]`` is returned; the ORDER_INFO returns ``[REGISTRATION, PICKUP]``; later events ``[]``.
+    """
+    for earlier in shipment.unattributed:  # held inside a state pickled in the earlier form
+        held.add(earlier)
+        shipment.holds_unattributed = True
+    shipment.unattributed = ()
+    if not merchant_id:
+        held.add(event)
+        shipment.holds_unattributed = True
+        return []
+    if not shipment.holds_unattributed:
+        return []
+    released = list(held.read())
+    held.clear()
+    shipment.holds_unattributed = False
+    return released
 
 
 def _routed(outputs: list[Output]) -> Iterator[Union[dict[str, Any], pvalue.TaggedOutput]]:

@@ -274,8 +274,11 @@ class Shipment:
     real_name_deadline: Optional[datetime] = None  # set when the real-name deadline passed
     closed_at: Optional[datetime] = None  # set once retired: the shipment is a tombstone
     final_reason: Optional[str] = None
-    # Courier events taken before the ORDER_INFO named the merchant, kept until it does (the
-    # lifecycle stage then attributes them); a tuple, so a pickled state without it reads ().
+    # Whether courier events taken before the ORDER_INFO named the merchant are held, until it
+    # does, in the lifecycle stage's bag ``unattributed`` (the stage then attributes them).
+    holds_unattributed: bool = False
+    # Such events in a state pickled when the shipment held them itself; the stage moves them
+    # to its bag on first use. A tuple, so a pickled state without it reads ().
     unattributed: tuple[Record, ...] = ()
     cleared: bool = False  # the tombstone expired: the stage drops the state
     # Every scan of the tracks; pickled with the shipment only while it is a ScanList.

@@ -97,12 +97,12 @@ def test_a_state_pickled_with_its_scans_inside_moves_them_to_the_bag_and_goes_on
 def test_the_pickled_shipment_grows_with_its_scans_only_by_their_id_hashes() -> None:
     def state_bytes(count: int) -> tuple[int, int]:
         """The shipment as the stage pickles it after ``count`` scans, and pickled with its scans
-        (the order information first: the stage holds the events before it in the state)."""
-        fn, state, scans, wake = TrackShipmentsFn(INCREMENTAL), Cell(), Bag(), Alarm()
+        (the order information first: the events before it are held, in a bag of their own)."""
+        fn, state, scans, held_events, wake = TrackShipmentsFn(INCREMENTAL), Cell(), Bag(), Bag(), Alarm()
         events = [registration_event("WB1", T0), order_info_event("WB1", T0)] + [
             scan_event("WB1", "ARRIVE", T0 + timedelta(minutes=minute)) for minute in range(1, count + 1)]
         for event in events:
-            list(fn.process(("WB1", event), state=state, scans=scans, wake=wake))
+            list(fn.process(("WB1", event), state=state, scans=scans, held=held_events, wake=wake))
         held: Shipment = pickle.loads(pickle.dumps(state.read()))  # a scan list of its own, empty
         for item in scans.read():
             held.scan_store.add(item)
@@ -121,9 +121,9 @@ def test_the_bag_is_read_only_for_a_generation_s_first_and_final_view() -> None:
             reads.append(len(self.items))
             return super().read()
 
-    fn, state, scans, wake = TrackShipmentsFn(INCREMENTAL), Cell(), CountingBag(), Alarm()
+    fn, state, scans, held, wake = TrackShipmentsFn(INCREMENTAL), Cell(), CountingBag(), Bag(), Alarm()
     for event in EVENTS:
-        list(fn.process(("WB1", event), state=state, scans=scans, wake=wake))
-    list(fire_until_quiet(wake, lambda when: fn.on_wake(fired_at=when, state=state, scans=scans, wake=wake)))
+        list(fn.process(("WB1", event), state=state, scans=scans, held=held, wake=wake))
+    list(fire_until_quiet(wake, lambda when: fn.on_wake(fired_at=when, state=state, scans=scans, held=held, wake=wake)))
     assert reads == [1, 7]  # version 1 (the pickup), the final view (7 distinct scans)
     assert scans.items == [] and state.read() is None

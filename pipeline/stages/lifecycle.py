@@ -122,9 +122,10 @@ class TrackShipmentsFn(beam.DoFn):
     ``(waybill_no, scan)`` (``scans``, a bag read only when a full view is built: every version
     with ``views="full"``, with ``"incremental"`` a generation's first and final one; emptied when
     the shipment retires) and the events taken before its ORDER_INFO (``unattributed``, a bag
-    read once, when the ORDER_INFO arrives; emptied then or when the shipment retires). Timer per key: one event-time timer, always at the shipment's earliest
-    pending deadline; when it fires every deadline up to its time is handled and it is set to the
-    next one. After the tombstone is dropped the key has no state and no timer.
+    read once, when the ORDER_INFO arrives; emptied then or when the shipment retires). Timer
+    per key: one event-time timer, always at the shipment's earliest pending deadline; when it
+    fires every deadline up to its time is handled and it is set to the next one. After the
+    tombstone is dropped the key has no state and no timer.
 
     Example: pickup at 10:00 with a 30 min registration delay: the timer is at 10:30. When
     the watermark passes 10:30 the callback runs with ``fired_at`` = 10:30, emits the alert

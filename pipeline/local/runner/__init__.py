@@ -30,6 +30,7 @@ from pipeline.local.runner import (
     bundle_scans,
     counters,
     dofn_reuse,
+    empty_bundles,
     gc_thresholds,
     introspection,
     keyed_state,
@@ -54,6 +55,7 @@ STREAMING_ADJUSTMENTS: tuple[Adjustment, ...] = (
     state_values.ADJUSTMENT,
     bundle_scans.ADJUSTMENT,
     dofn_reuse.ADJUSTMENT,
+    empty_bundles.ADJUSTMENT,
     gc_thresholds.ADJUSTMENT,
 )
 BATCH_ADJUSTMENTS: tuple[Adjustment, ...] = (

@@ -27,6 +27,7 @@ accounting and lifecycle counters.
 from __future__ import annotations
 
 import argparse
+import gc
 import itertools
 import json
 import os
@@ -88,15 +89,42 @@ def stepped_stream(days: int, events_per_day: int, step_hours: int, seed: int = 
     return stream, len(messages)
 
 
+class HandOver:
+    """Gives its value to the first call and keeps no reference to it.
+
+    >>> hand_over = HandOver([1, 2])
+    >>> hand_over()
+    [1, 2]
+    >>> hand_over()
+    Traceback (most recent call last):
+    ...
+    RuntimeError: the value was handed over already
+    """
+
+    def __init__(self, value: Any) -> None:
+        self._held = [value]
+
+    def __call__(self) -> Any:
+        if not self._held:
+            raise RuntimeError("the value was handed over already")
+        return self._held.pop()
+
+
 def measure(days: int, events_per_day: int, step_hours: int = 3, seed: int = 1) -> dict[str, Any]:
-    """Runs the streaming graph over ``days`` days; the figures as a dict."""
+    """Runs the streaming graph over ``days`` days; the figures as a dict.
+
+    The ``TestStream`` is handed over to the graph, and the graph launched is collected once the
+    runner has its own copy of it: during the run only the job holds the input.
+    """
     before_input = current_rss_mb()
     stream, messages = stepped_stream(days, events_per_day, step_hours, seed)
     with_input = current_rss_mb()
     with tempfile.TemporaryDirectory(prefix="bench-memory-") as scratch:
         options = graph_options(Path(scratch), ["--streaming"])
-        with messages_source(lambda: stream):
+        with messages_source(HandOver(stream)):
+            del stream
             result = launch(options)
+            gc.collect()  # the launched graph and its copy of the input: cyclic garbage
             result.wait_until_finish()
         peak = peak_rss_mb()  # the job's, before its outputs are read for the facts
         facts = graph_facts(result, Path(scratch))

@@ -51,6 +51,24 @@ def business_zone(name: str) -> ZoneInfo:
         ) from error
 
 
+def epoch_micros(instant: datetime) -> int:
+    """An aware ``datetime`` as whole microseconds since 1970-01-01T00:00:00Z (exact).
+
+    >>> epoch_micros(datetime(1970, 1, 1, 8, tzinfo=ZoneInfo("Asia/Shanghai")))
+    0
+    """
+    return (instant - _EPOCH) // _MICROSECOND
+
+
+def from_epoch_micros(micros: int) -> datetime:
+    """Microseconds since 1970-01-01T00:00:00Z as an aware UTC ``datetime``.
+
+    Raises:
+        OverflowError: outside the years 1..9999.
+    """
+    return _EPOCH + micros * _MICROSECOND
+
+
 def to_datetime(timestamp: Timestamp) -> datetime:
     """A Beam timestamp as an aware UTC ``datetime`` (exact to the microsecond).
 
@@ -59,7 +77,7 @@ def to_datetime(timestamp: Timestamp) -> datetime:
             on an element that was never timestamped with its event_time.
     """
     try:
-        return _EPOCH + timedelta(microseconds=timestamp.micros)
+        return from_epoch_micros(timestamp.micros)
     except OverflowError as error:
         raise ValueError(
             f"timestamp {timestamp!r} has no calendar day; timestamp elements with their "
@@ -69,7 +87,7 @@ def to_datetime(timestamp: Timestamp) -> datetime:
 
 def to_timestamp(instant: datetime) -> Timestamp:
     """An aware ``datetime`` as a Beam timestamp (exact to the microsecond)."""
-    return Timestamp(micros=(instant - _EPOCH) // _MICROSECOND)
+    return Timestamp(micros=epoch_micros(instant))
 
 
 class CalendarDays(NonMergingWindowFn):

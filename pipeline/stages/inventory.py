@@ -59,7 +59,7 @@ from apache_beam.utils.timestamp import Duration, Timestamp
 from pipeline.model import schemas
 from pipeline.model.catalog import DEFAULT_CATALOG, CatalogItem, load_catalog
 from pipeline.model.dead_letter import METRICS_NAMESPACE
-from pipeline.stages.calendar_days import to_datetime, to_timestamp
+from pipeline.stages.calendar_days import epoch_micros, from_epoch_micros
 from pipeline.stages.stock_levels import InitialStockFn, StockLevelsFn
 
 _LOGGER = logging.getLogger(__name__)
@@ -100,7 +100,7 @@ def apply_movement(stock: int, flagged: bool, movement: Movement) -> tuple[int, 
         "reason": f"stock fell from {stock} to {after}, below the reorder threshold of {threshold}",
         "event_id": movement["event_id"],
         "order_id": movement["order_id"],
-        "event_time": to_datetime(Timestamp(micros=movement["at_micros"])),
+        "event_time": from_epoch_micros(movement["at_micros"]),
         **{field: movement[field] for field in CATALOG_DETAILS},
     }
     return after, True, suggestion
@@ -128,7 +128,7 @@ def order_step(event: dict[str, Any]) -> OrderStep:
     units: dict[str, int] = {}
     for line in event["lines"]:
         units[line["sku"]] = units.get(line["sku"], 0) + line["quantity"]
-    at_micros = to_timestamp(event["event_time"]).micros
+    at_micros = epoch_micros(event["event_time"])
     return {"event_id": event["event_id"], "status": event["status"], "at_micros": at_micros, "units": sorted(units.items())}
 
 

@@ -56,7 +56,7 @@ from __future__ import annotations
 
 import enum
 import logging
-from datetime import datetime, timedelta, timezone
+from datetime import timedelta
 from typing import Any, Iterator, Union
 
 import apache_beam as beam
@@ -70,7 +70,7 @@ from apache_beam.utils.timestamp import Timestamp
 from pipeline.model import schemas
 from pipeline.model.dead_letter import DEAD_LETTER_OUTPUT, METRICS_NAMESPACE, ErrorKind, Stage, dead_letter_record
 from pipeline.model.json_records import format_timestamp
-from pipeline.stages.calendar_days import to_timestamp
+from pipeline.stages.calendar_days import to_datetime, to_timestamp
 from pipeline.stages.scan_coder import ScanCoder
 from pipeline.stages.shipment import ALERT, CHANGE, FULL_VIEWS, VIEW, VIEW_CHANGE, Output, Settings, Shipment
 
@@ -108,10 +108,6 @@ def master_waybill_no(identified: Identified) -> str:
 
 def _by_master(identified: Identified) -> tuple[str, dict[str, Any]]:
     return master_waybill_no(identified), identified[1]["event"]
-
-
-def _to_datetime(timestamp: Timestamp) -> datetime:
-    return datetime(1970, 1, 1, tzinfo=timezone.utc) + timedelta(microseconds=timestamp.micros)
 
 
 class TrackShipmentsFn(beam.DoFn):
@@ -185,7 +181,7 @@ class TrackShipmentsFn(beam.DoFn):
             _LOGGER.debug("lifecycle timer fired at %s for a key without state", fired_at)
             return
         shipment.keep_scans_in(scans)
-        outputs = shipment.fire(_to_datetime(fired_at), self._settings)
+        outputs = shipment.fire(to_datetime(fired_at), self._settings)
         if shipment.closed_at is not None and (shipment.holds_unattributed or shipment.unattributed):
             held.clear()  # a retired shipment takes no more events: no ORDER_INFO will come for them
             shipment.holds_unattributed, shipment.unattributed = False, ()

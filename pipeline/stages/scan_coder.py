@@ -18,13 +18,11 @@ Example::
 """
 from __future__ import annotations
 
-from datetime import datetime, timedelta, timezone
 from typing import Any
 
 from apache_beam import coders
 
-_EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
-_MICROSECOND = timedelta(microseconds=1)
+from pipeline.stages.calendar_days import epoch_micros, from_epoch_micros
 
 
 class ScanCoder(coders.Coder):
@@ -35,15 +33,15 @@ class ScanCoder(coders.Coder):
 
     def encode(self, value: tuple[str, dict[str, Any]]) -> bytes:
         waybill_no, scan = value
-        micros = (scan["event_time"] - _EPOCH) // _MICROSECOND
-        return self._tuples.encode(
-            (waybill_no, scan["event_id"], micros, scan["outlet_id"], scan["courier_id"], scan["scan"])
-        )
+        return self._tuples.encode((
+            waybill_no, scan["event_id"], epoch_micros(scan["event_time"]), scan["outlet_id"], scan["courier_id"],
+            scan["scan"],
+        ))
 
     def decode(self, encoded: bytes) -> tuple[str, dict[str, Any]]:
         waybill_no, event_id, micros, outlet_id, courier_id, payload = self._tuples.decode(encoded)
         return waybill_no, {
-            "event_id": event_id, "event_time": _EPOCH + micros * _MICROSECOND,
+            "event_id": event_id, "event_time": from_epoch_micros(micros),
             "outlet_id": outlet_id, "courier_id": courier_id, "scan": payload,
         }
 

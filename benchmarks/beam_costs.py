@@ -14,12 +14,13 @@ Example::
 from __future__ import annotations
 
 import argparse
-import resource
 from datetime import datetime, timezone
 from typing import Any, Callable, Optional
 
 import apache_beam as beam
 from apache_beam.options.pipeline_options import PipelineOptions
+
+from benchmarks.stages import timed
 
 ELEMENTS: dict[str, Callable[[int], dict[str, Any]]] = {
     "dict of strings": lambda i: {"event_id": f"e-{i:08d}", "waybill_no": f"WB{i % 500:06d}", "n": i},
@@ -28,21 +29,17 @@ ELEMENTS: dict[str, Callable[[int], dict[str, Any]]] = {
 }
 
 
-def _cpu_s() -> float:
-    usage = resource.getrusage(resource.RUSAGE_SELF)
-    return usage.ru_utime + usage.ru_stime
-
-
 def _run(count: int, make: Callable[[int], dict[str, Any]], maps: int, shuffle: bool) -> float:
     """CPU seconds of one pipeline: ``count`` elements, ``maps`` identity Maps, a GroupByKey or not."""
-    start = _cpu_s()
-    with beam.Pipeline(runner="FnApiRunner", options=PipelineOptions(["--direct_num_workers=1"])) as p:
-        elements = p | beam.Create(range(count)) | "Make" >> beam.Map(make)
-        for step in range(maps):
-            elements = elements | f"Step{step}" >> beam.Map(lambda element: element)
-        if shuffle:
-            _ = elements | beam.Map(lambda e: (e["waybill_no"], e)) | beam.GroupByKey()
-    return _cpu_s() - start
+    def pipeline() -> None:
+        with beam.Pipeline(runner="FnApiRunner", options=PipelineOptions(["--direct_num_workers=1"])) as p:
+            elements = p | beam.Create(range(count)) | "Make" >> beam.Map(make)
+            for step in range(maps):
+                elements = elements | f"Step{step}" >> beam.Map(lambda element: element)
+            if shuffle:
+                _ = elements | beam.Map(lambda e: (e["waybill_no"], e)) | beam.GroupByKey()
+
+    return timed(pipeline, lambda _: {}).cpu_s
 
 
 def per_element_us(count: int, repeats: int = 2) -> dict[str, dict[str, float]]:
